@@ -1,0 +1,184 @@
+"""The message schema: every event that travels between actors.
+
+This module owns the message types. Each is a ``typing.NamedTuple``: typed,
+immutable, and about 3.5x cheaper to pickle than a frozen dataclass, which
+matters because every micro-batch is pickled once per actor hop.
+
+Common header on every event:
+
+- ``symbol``   contract code, e.g. ``WDOZ26``
+- ``ts_event`` exchange event time, integer nanoseconds since the Unix epoch
+  (UTC). All pipeline logic (candles, windows, calendars) uses this clock.
+- ``ts_recv``  local receive time, integer nanoseconds (wall clock). Used only
+  to measure latency; never for windows or decisions.
+- ``seq``      per-source sequence number, strictly increasing per symbol
+  across all event kinds of that source. Receivers drop ``seq <= last``.
+
+Trade type codes are ProfitDLL's ``TTradeType`` (see docs/profitdll.md §2.4).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple, Union
+
+
+class TradeType(IntEnum):
+    """ProfitDLL trade type codes (TTradeType)."""
+
+    ZERO = 0
+    CROSS = 1
+    BUY_AGGRESSOR = 2  # buyer lifted the offer
+    SELL_AGGRESSOR = 3  # seller hit the bid
+    AUCTION = 4
+    SURVEILLANCE = 5
+    EXPIT = 6
+    OPTIONS_EXERCISE = 7
+    OTC = 8
+    DERIVATIVE_TERM = 9
+    INDEX = 10
+    BTC = 11
+    ON_BEHALF = 12
+    RLP = 13
+    BBT = 14
+    RFQ = 15
+    MPT = 16
+    TAC = 17
+    TAA = 18
+    UNKNOWN = 32
+    UPDATE = 33
+    MID = 34
+    OFF_EXCHANGE = 35
+
+
+TRADE_TYPE_CODES = frozenset(int(t) for t in TradeType)
+
+
+class Side(IntEnum):
+    """Book side, ProfitDLL convention (0 buy/bid, 1 sell/ask)."""
+
+    BID = 0
+    ASK = 1
+
+
+class BookAction(IntEnum):
+    """Offer-book action, ProfitDLL ``TConnectorActionType``."""
+
+    ADD = 0
+    EDIT = 1
+    DELETE = 2
+    DELETE_FROM = 3
+    FULL_BOOK = 4
+
+
+class Trade(NamedTuple):
+    """One print on the tape."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    price: float
+    qty: int
+    trade_type: int
+    buyer: int = 0  # buying broker (agent) id, 0 when unknown
+    seller: int = 0  # selling broker (agent) id, 0 when unknown
+    trade_id: int = 0  # exchange trade number
+
+    KIND = "tick"
+
+    @property
+    def aggressor(self) -> int:
+        """+1 buyer aggressor, -1 seller aggressor, 0 otherwise (auction, cross, RLP...)."""
+        if self.trade_type == TradeType.BUY_AGGRESSOR:
+            return 1
+        if self.trade_type == TradeType.SELL_AGGRESSOR:
+            return -1
+        return 0
+
+
+class BookSnapshot(NamedTuple):
+    """Top-N levels of the price book after an event. Index 0 is the best level."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    bid_px: tuple[float, ...]
+    bid_qty: tuple[int, ...]
+    ask_px: tuple[float, ...]
+    ask_qty: tuple[int, ...]
+
+    KIND = "book"
+
+    @property
+    def best_bid(self) -> float | None:
+        return self.bid_px[0] if self.bid_px else None
+
+    @property
+    def best_ask(self) -> float | None:
+        return self.ask_px[0] if self.ask_px else None
+
+
+class BookUpdate(NamedTuple):
+    """One offer-book change as ProfitDLL reports it (position counts from the top)."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    side: int
+    action: int
+    position: int
+    price: float
+    qty: int
+    agent: int = 0
+    offer_id: int = 0
+
+    KIND = "book_update"
+
+
+class Candle(NamedTuple):
+    """A one-minute OHLCV bar built from trades on event time.
+
+    ``ts_open`` is the minute's start (ns). ``buy_volume``/``sell_volume`` are
+    aggressor volumes (trade types 2/3); other prints count in ``volume`` only.
+    ``seq`` is the sequence number of the last trade folded in.
+    """
+
+    symbol: str
+    ts_open: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    buy_volume: int
+    sell_volume: int
+    trades: int
+    seq: int
+
+    KIND = "candle"
+
+
+Event = Union[Trade, BookSnapshot, BookUpdate]
+EVENT_TYPES: dict[str, type] = {t.KIND: t for t in (Trade, BookSnapshot, BookUpdate, Candle)}
+
+
+def to_dict(msg: Any) -> dict[str, Any]:
+    """Flat dict with a ``kind`` field; the wire form for ZeroMQ and Valkey."""
+    d = msg._asdict()
+    d["kind"] = msg.KIND
+    return d
+
+
+def from_dict(d: dict[str, Any]) -> Any:
+    """Inverse of :func:`to_dict`. Tuples come back from JSON as lists."""
+    cls = EVENT_TYPES[d["kind"]]
+    values = []
+    for name in cls._fields:
+        v = d[name] if name in d else cls._field_defaults[name]
+        if isinstance(v, list):
+            v = tuple(v)
+        values.append(v)
+    return cls(*values)

@@ -1,0 +1,1 @@
+"""Feed sources behind one interface (see base.FeedSource)."""
