@@ -215,6 +215,10 @@ def _check_cross_fields(cfg: AppConfig) -> None:
         raise ConfigError("valkey.url", "expected redis://, rediss://, valkey:// or unix:// URL")
     if cfg.valkey.reconnect_initial_s > cfg.valkey.reconnect_max_s:
         raise ConfigError("valkey.reconnect_initial_s", "must not exceed valkey.reconnect_max_s")
+    if cfg.feed.source == "replay" and cfg.recorder.enabled and (
+        Path(cfg.recorder.path).resolve() == Path(cfg.feed.replay.path).resolve()
+    ):
+        raise ConfigError("recorder.path", "same folder as feed.replay.path: recording a replay there would duplicate it")
     if cfg.feed.source == "profitdll":
         raise ConfigError("feed.source", "profitdll is not available in this build yet (see issue 5); use simulator or replay")
     if cfg.feed.simulator.start is not None:

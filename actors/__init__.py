@@ -1,0 +1,1 @@
+"""Actor logic as plain classes; actors.wiring wraps them with ray.remote."""

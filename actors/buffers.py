@@ -1,0 +1,170 @@
+"""Circular buffers: the last N trades, book snapshots and one-minute candles of one symbol.
+
+Plain classes; ``actors.wiring`` wraps them as Ray actors (one per symbol and
+kind). A restarted actor re-runs ``__init__``, so the constructor rebuilds the
+content from the Valkey streams: a crash loses nothing already written there,
+and the sequence protocol (``pipelines.sequencing``) makes the feed re-send
+whatever was not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import deque
+
+from pipelines.candles import CandleBuilder
+from pipelines.messages import BookSnapshot, Candle, Event
+from pipelines.sequencing import BatchReply, SeqGate
+from pipelines.timeutil import NS_PER_MIN
+
+log = logging.getLogger("quantumtrader.buffers")
+
+RESTORE_RETRY_S = 10.0  # how long a constructor keeps trying Valkey before starting empty
+
+
+def open_store(valkey_url: str | None, password_env: str):
+    """An EventStore on ``valkey_url`` (password from the env var), or None without a URL."""
+    if not valkey_url:
+        return None
+    from pipelines.valkey_store import EventStore, connect
+
+    return EventStore(connect(valkey_url, password=os.environ.get(password_env) or None))
+
+
+class _SymbolBuffer:
+    """Shared shape of the three buffers: a bounded deque behind a SeqGate."""
+
+    KINDS: frozenset[str] = frozenset()
+
+    def __init__(self, symbol: str, capacity: int, valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+        self.symbol = symbol
+        self.capacity = capacity
+        self.incarnation = uuid.uuid4().hex
+        self.items: deque = deque(maxlen=capacity)
+        self.gate = SeqGate()
+        self.restored = 0
+        self.restore_error: str | None = None
+        self.received = 0
+        store = open_store(valkey_url, password_env)
+        if store is not None:
+            self._restore_with_retry(store)
+
+    def _restore_with_retry(self, store) -> None:
+        deadline = time.monotonic() + RESTORE_RETRY_S
+        while True:
+            try:
+                self._restore(store)
+                if self.restored:
+                    log.info("%s %s restored %d items from Valkey", type(self).__name__, self.symbol, self.restored)
+                return
+            except Exception as e:  # Valkey down: retry, then start empty (the feed re-sends its window)
+                if time.monotonic() > deadline:
+                    self.restore_error = f"{type(e).__name__}: {e}"
+                    log.error("%s %s could not restore from Valkey, starting empty: %s", type(self).__name__, self.symbol, self.restore_error)
+                    return
+                time.sleep(0.2)
+
+    def _restore(self, store) -> None:
+        raise NotImplementedError
+
+    def _apply(self, events: list[Event]) -> None:
+        self.items.extend(events)
+
+    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
+        self.received += len(events)
+        good, resync = self.gate.admit(events, prev)
+        if resync is None and good:
+            self._apply(good)
+        return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
+
+    def position(self) -> dict[str, int]:
+        return dict(self.gate.position)
+
+    def snapshot(self, n: int | None = None) -> list:
+        items = list(self.items)
+        return items if n is None else items[-n:]
+
+    def ping(self) -> dict:
+        return {"incarnation": self.incarnation, "pid": os.getpid(), "size": len(self.items)}
+
+    def stats(self) -> dict:
+        return {
+            "symbol": self.symbol,
+            "size": len(self.items),
+            "capacity": self.capacity,
+            "received": self.received,
+            "duplicates": self.gate.duplicates,
+            "gaps": self.gate.gaps,
+            "restored": self.restored,
+            "restore_error": self.restore_error,
+            "position": self.gate.position.get(self.symbol, 0),
+        }
+
+
+class TradeBuffer(_SymbolBuffer):
+    """The last ``capacity`` trades (default 1000), in seq order."""
+
+    KINDS = frozenset({"tick"})
+
+    def _restore(self, store) -> None:
+        trades = store.tail(self.symbol, "tick", self.capacity)
+        self.items.clear()
+        self.items.extend(trades)
+        self.restored = len(trades)
+        if trades:
+            self.gate.position[self.symbol] = trades[-1].seq
+
+
+class BookBuffer(_SymbolBuffer):
+    """The last ``capacity`` book snapshots (default 100)."""
+
+    KINDS = frozenset({"book"})
+
+    def _restore(self, store) -> None:
+        events = store.tail(self.symbol, "book", self.capacity)
+        snaps = [e for e in events if isinstance(e, BookSnapshot)]
+        self.items.clear()
+        self.items.extend(snaps)
+        self.restored = len(snaps)
+        if events:
+            self.gate.position[self.symbol] = events[-1].seq
+
+
+class CandleBuffer(_SymbolBuffer):
+    """The last ``capacity`` closed one-minute candles (default 200) plus the forming one."""
+
+    KINDS = frozenset({"tick"})
+
+    def __init__(self, symbol: str, capacity: int, valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+        self.builder = CandleBuilder(symbol)
+        super().__init__(symbol, capacity, valkey_url, password_env)
+
+    def _restore(self, store) -> None:
+        # Candles are derived data: rebuild them from the trades still in the stream
+        # (bounded by the stream's MAXLEN, so very old candles may not come back).
+        last_ns = store.last_event_ns(self.symbol)
+        if last_ns is None:
+            return
+        since = last_ns - last_ns % NS_PER_MIN - self.capacity * NS_PER_MIN
+        trades = store.since(self.symbol, "tick", since)
+        self.builder = CandleBuilder(self.symbol)
+        self.items.clear()
+        self._apply(trades)
+        self.restored = len(self.items)
+        if trades:
+            self.gate.position[self.symbol] = trades[-1].seq
+
+    def _apply(self, events: list[Event]) -> None:
+        self.items.extend(self.builder.on_trades(events))
+
+    def current(self) -> Candle | None:
+        return self.builder.current
+
+    def snapshot(self, n: int | None = None, include_open: bool = False) -> list[Candle]:
+        items = super().snapshot(n)
+        if include_open and self.builder.current is not None:
+            items.append(self.builder.current)
+        return items

@@ -1,0 +1,280 @@
+"""FeedActor: the entrance of the pipeline.
+
+It polls a feed source, validates each event (bad ones are counted, never
+raised), stamps per-symbol sequence numbers, groups events into micro-batches
+(``batch_max_events`` or ``batch_max_ms``, whichever first) and sends each
+destination the part it wants, fire-and-forget, with a bounded number of calls
+in flight. Replies are reaped without blocking; a destination that restarted
+asks for a resync and gets the missed events from the resend window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, NamedTuple
+
+from pipelines.config import AppConfig
+from pipelines.messages import Event
+from pipelines.sequencing import BatchReply, ResendWindow
+from pipelines.sources import make_source
+from pipelines.validation import Validator
+
+log = logging.getLogger("quantumtrader.feed")
+
+STALL_TIMEOUT_S = 2.0  # a destination slower than this on its oldest call stops being waited for
+
+
+class Route(NamedTuple):
+    """One destination of the feed: which events it wants and how to reach it."""
+
+    name: str
+    handle: Any  # a Ray actor handle (or anything with .on_batch.remote / .position.remote)
+    kinds: frozenset[str]
+    symbols: frozenset[str] | None  # None = every symbol
+
+    def wants(self, ev: Event) -> bool:
+        return ev.KIND in self.kinds and (self.symbols is None or ev.symbol in self.symbols)
+
+
+class FeedActor:
+    def __init__(self, cfg: AppConfig, routes: list[Route], valkey_url: str | None = None, autostart: bool = True):
+        import ray  # the feed talks to other actors; everything else here is plain Python
+
+        self._ray = ray
+        self.cfg = cfg
+        self.symbols = list(cfg.symbols)
+        self.incarnation = uuid.uuid4().hex
+        self.validator = Validator(int(cfg.feed.time_tolerance_ms * 1_000_000))
+        self.window = ResendWindow(cfg.feed.resend_window_events)
+        self.routes: dict[str, Route] = {}
+        self.sent_upto: dict[str, dict[str, int]] = {}
+        self.inflight: dict[str, deque] = {}
+        self.incarnations: dict[str, str] = {}
+        self.route_errors: dict[str, int] = {}
+        self.resyncs: dict[str, int] = {}
+        self._resynced: set = set()
+        self.batches = 0
+        self.events_out = 0
+        self.error: str | None = None
+        self.finished = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # The loop thread and actor calls (set_routes, stats) share the route tables.
+        self._lock = threading.RLock()
+
+        seq, last_ns = self._resume_points(valkey_url, routes)
+        self.seq = seq
+        self.set_routes(routes)
+        self.source = make_source(cfg, resume_after_ns=last_ns)
+        if autostart:
+            self.start()
+
+    # -- set-up -----------------------------------------------------------------
+
+    def _resume_points(self, valkey_url, routes) -> tuple[dict[str, int], dict[str, int]]:
+        """Where to continue after a restart: the highest seq any destination or
+        Valkey holds (so seq numbers are never reused), and Valkey's last event time."""
+        seq = {s: 0 for s in self.symbols}
+        last_ns: dict[str, int] = {}
+        if valkey_url:
+            try:
+                from actors.buffers import open_store
+
+                store = open_store(valkey_url, self.cfg.valkey.password_env)
+                for s in self.symbols:
+                    seq[s] = max(seq[s], store.last_seq(s))
+                    t = store.last_event_ns(s)
+                    if t is not None:
+                        last_ns[s] = t
+            except Exception as e:
+                log.error("feed could not read resume points from Valkey: %s", e)
+        refs = {r.name: r.handle.position.remote() for r in routes}
+        for name, ref in refs.items():
+            try:
+                pos = self._ray.get(ref, timeout=10)
+            except Exception as e:
+                log.warning("feed: no position from %s: %s", name, e)
+                continue
+            for s, p in pos.items():
+                if s in seq:
+                    seq[s] = max(seq[s], p)
+        return seq, last_ns
+
+    def set_routes(self, routes: list[Route]) -> None:
+        """Install destinations. A route seen for the first time starts at its own position."""
+        new = {r.name: r for r in routes}
+        with self._lock:
+            self._install(new)
+
+    def _install(self, new: dict[str, Route]) -> None:
+        for name, r in new.items():
+            old = self.routes.get(name)
+            if old is None or old.handle != r.handle:
+                try:
+                    pos = self._ray.get(r.handle.position.remote(), timeout=10)
+                except Exception:
+                    pos = {}
+                self.sent_upto[name] = {s: pos.get(s, 0) for s in self.symbols}
+                self.inflight[name] = deque()
+                self.incarnations.pop(name, None)
+        self.routes = new
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="feed-loop", daemon=True)
+            self._thread.start()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        fcfg = self.cfg.feed
+        max_events = fcfg.batch_max_events
+        max_wait_ns = int(fcfg.batch_max_ms * 1_000_000)
+        pending: list[Event] = []
+        first_at = 0
+        seq = self.seq
+        try:
+            while not self._stop.is_set():
+                events = self.source.poll(max_events - len(pending))
+                if events:
+                    for ev in self.validator.filter(events):
+                        n = seq[ev.symbol] = seq.get(ev.symbol, 0) + 1
+                        pending.append(ev._replace(seq=n))
+                    if pending and not first_at:
+                        first_at = time.monotonic_ns()
+                now = time.monotonic_ns()
+                with self._lock:
+                    if pending and (len(pending) >= max_events or now - first_at >= max_wait_ns):
+                        self._dispatch(pending)
+                        pending, first_at = [], 0
+                    self._reap()
+                if self.source.exhausted and not pending:
+                    break
+                if not events:
+                    wait_ns = max_wait_ns - (now - first_at) if pending else max_wait_ns
+                    time.sleep(min(max(wait_ns, 200_000), 1_000_000) / 1e9)
+            with self._lock:
+                if pending:
+                    self._dispatch(pending)
+                self._drain(timeout_s=10.0)
+        except Exception as e:  # keep the actor alive and report; the supervisor sees it in ping()
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("feed loop failed")
+        finally:
+            self.finished = True
+
+    def _dispatch(self, batch: list[Event]) -> None:
+        self.window.extend(batch)
+        self.batches += 1
+        self.events_out += len(batch)
+        for route in self.routes.values():
+            sub = [e for e in batch if route.wants(e)]
+            if sub:
+                self._send(route, sub)
+
+    def _send(self, route: Route, events: list[Event], prev: dict[str, int | None] | None = None) -> None:
+        upto = self.sent_upto[route.name]
+        if prev is None:
+            prev = {s: upto.get(s, 0) for s in {e.symbol for e in events}}
+        for e in events:
+            if e.seq > upto.get(e.symbol, 0):
+                upto[e.symbol] = e.seq
+        q = self.inflight[route.name]
+        if len(q) >= self.cfg.feed.max_inflight_batches:
+            ready, _ = self._ray.wait([q[0]], timeout=STALL_TIMEOUT_S)
+            if not ready:  # hung or restarting: stop tracking it; the gap protocol covers loss
+                self.route_errors[route.name] = self.route_errors.get(route.name, 0) + 1
+                q.popleft()
+            self._reap()
+        q.append(route.handle.on_batch.remote(events, prev))
+
+    def _reap(self) -> None:
+        """Handle every reply that has arrived, without blocking."""
+        for name, q in self.inflight.items():
+            while q:
+                ready, _ = self._ray.wait([q[0]], timeout=0)
+                if not ready:
+                    break
+                ref = q.popleft()
+                try:
+                    reply: BatchReply = self._ray.get(ref)
+                except Exception as e:  # actor died or restarting: that batch is lost for it
+                    self.route_errors[name] = self.route_errors.get(name, 0) + 1
+                    log.warning("feed: batch to %s failed: %s", name, type(e).__name__)
+                    continue
+                self._on_reply(name, BatchReply(*reply))
+
+    def _on_reply(self, name: str, reply: BatchReply) -> None:
+        old = self.incarnations.get(name)
+        if old is not None and old != reply.incarnation:
+            log.warning("feed: %s restarted (incarnation %s -> %s)", name, old[:8], reply.incarnation[:8])
+        self.incarnations[name] = reply.incarnation
+        if not reply.resync_from:
+            return
+        route = self.routes.get(name)
+        if route is None:
+            return
+        for sym, pos in reply.resync_from.items():
+            key = (name, reply.incarnation, sym, pos)
+            if key in self._resynced:  # refusals of batches already in flight: one resend covers them
+                continue
+            self._resynced.add(key)
+            events, complete = self.window.since(sym, pos, route.wants)
+            if not complete:
+                self.window.unrecoverable += 1
+                log.error("feed: %s missed events of %s after seq %d older than the resend window", name, sym, pos)
+            self.resyncs[name] = self.resyncs.get(name, 0) + 1
+            if events:
+                self._send(route, events, prev={sym: pos if complete else None})
+
+    def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while any(self.inflight.values()) and time.monotonic() < deadline:
+            refs = [q[0] for q in self.inflight.values() if q]
+            self._ray.wait(refs, num_returns=len(refs), timeout=max(0.0, deadline - time.monotonic()))
+            self._reap()
+
+    # -- control ----------------------------------------------------------------
+
+    def stop(self, timeout_s: float = 15.0) -> dict:
+        """Stop polling, send what is pending, wait for destinations to acknowledge."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.source.close()
+        return self.stats()
+
+    def ping(self) -> dict:
+        return {
+            "incarnation": self.incarnation,
+            "pid": os.getpid(),
+            "finished": self.finished,
+            "error": self.error,
+            "events_out": self.events_out,
+        }
+
+    def position(self) -> dict[str, int]:
+        return dict(self.seq)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict:
+        return {
+            "events_out": self.events_out,
+            "batches": self.batches,
+            "seq": dict(self.seq),
+            "validation": self.validator.stats(),
+            "route_errors": dict(self.route_errors),
+            "resyncs": dict(self.resyncs),
+            "unrecoverable_gaps": self.window.unrecoverable,
+            "inflight": {k: len(v) for k, v in self.inflight.items()},
+            "finished": self.finished,
+            "error": self.error,
+        }

@@ -1,0 +1,242 @@
+"""Wiring: wraps the plain actor classes with ``ray.remote`` and connects them.
+
+The only module that knows about actor options. Every actor is ``num_cpus=0``
+(they are I/O-bound and must schedule on any node), named in one namespace,
+and restartable (``max_restarts``). The graph for N symbols:
+
+    FeedActor ──> TradeBuffer:<SYM>, CandleBuffer:<SYM>   (ticks of SYM)
+              ──> BookBuffer:<SYM>                         (book of SYM)
+              ──> ValkeyWriter, ZmqPublisher, Recorder     (everything)
+
+:class:`MarketDataGraph` creates, supervises and tears the graph down; the
+launcher and the tests drive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
+from actors.edges import MarketDataPublisher, Recorder, ValkeyWriter
+from actors.feed import FeedActor, Route
+from pipelines.config import AppConfig
+
+log = logging.getLogger("quantumtrader.wiring")
+
+FEED = "feed"
+VALKEY_WRITER = "valkey_writer"
+ZMQ_PUBLISHER = "zmq_publisher"
+RECORDER = "recorder"
+ALL_KINDS = frozenset({"tick", "book", "book_update"})
+
+
+def buffer_name(kind: str, symbol: str) -> str:
+    return f"{kind}:{symbol}"
+
+
+@dataclass
+class ActorSpec:
+    """How to (re)create one actor: its class, constructor arguments and routing."""
+
+    name: str
+    cls: type
+    args: tuple
+    kinds: frozenset[str] | None = None  # None: not a feed destination (the feed itself)
+    symbols: frozenset[str] | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ActorState:
+    handle: Any
+    incarnation: str | None = None
+    restarts: int = 0  # restarts Ray did (seen as a new incarnation)
+    recreated: int = 0  # times we created it anew after it died for good
+
+
+class MarketDataGraph:
+    """The market-data actor graph of issue 2, for every configured symbol."""
+
+    def __init__(self, cfg: AppConfig, valkey_url: str | None, on_event: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.valkey_url = valkey_url
+        self.on_event = on_event or (lambda msg: log.info(msg))
+        self.specs: dict[str, ActorSpec] = {}
+        self.actors: dict[str, ActorState] = {}
+        self.zmq_endpoints: dict[str, str] = {}
+        self.run_id = uuid.uuid4().hex[:8]  # tags this run's recordings
+        self._build_specs()
+
+    def _build_specs(self) -> None:
+        cfg, url = self.cfg, self.valkey_url
+        pw = cfg.valkey.password_env
+        specs = []
+        if url:
+            specs.append(ActorSpec(VALKEY_WRITER, ValkeyWriter, (url, cfg.valkey, list(cfg.symbols)), ALL_KINDS))
+        ports = {"tick": cfg.zmq.tick_port, "book": cfg.zmq.book_port}
+        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (ports, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS))
+        if cfg.recorder.enabled:
+            specs.append(ActorSpec(RECORDER, Recorder, (cfg.recorder, list(cfg.symbols), self.run_id), ALL_KINDS))
+        for sym in cfg.symbols:
+            one = frozenset({sym})
+            specs.append(ActorSpec(buffer_name("trades", sym), TradeBuffer, (sym, cfg.buffers.trades, url, pw), TradeBuffer.KINDS, one))
+            specs.append(ActorSpec(buffer_name("book", sym), BookBuffer, (sym, cfg.buffers.book, url, pw), BookBuffer.KINDS, one))
+            specs.append(ActorSpec(buffer_name("candles", sym), CandleBuffer, (sym, cfg.buffers.candles, url, pw), CandleBuffer.KINDS, one))
+        self.specs = {s.name: s for s in specs}
+
+    # -- creation ---------------------------------------------------------------
+
+    def _options(self, name: str, extra: dict) -> dict:
+        return {
+            "name": name,
+            "namespace": self.cfg.namespace,
+            "num_cpus": 0,
+            "max_restarts": self.cfg.supervisor.max_restarts,
+            "max_task_retries": 0,  # at-most-once calls; the seq protocol re-sends what was lost
+            **extra,
+        }
+
+    def _create(self, spec: ActorSpec):
+        return ray.remote(spec.cls).options(**self._options(spec.name, spec.options)).remote(*spec.args)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(name, self.actors[name].handle, spec.kinds, spec.symbols)
+            for name, spec in self.specs.items()
+            if spec.kinds is not None and name in self.actors
+        ]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Create the destinations, wait until they are ready, then the feed (which starts streaming)."""
+        for spec in self.specs.values():
+            self.actors[spec.name] = ActorState(self._create(spec))
+        self._wait_ready(list(self.actors), timeout_s)
+        self.zmq_endpoints = ray.get(self.actors[ZMQ_PUBLISHER].handle.endpoints.remote(), timeout=timeout_s)
+        feed_spec = ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True))
+        self.specs[FEED] = feed_spec
+        self.actors[FEED] = ActorState(self._create(feed_spec))
+        self._wait_ready([FEED], timeout_s)
+        for name in self.actors:
+            self.actors[name].incarnation = self._ping(name, timeout_s).get("incarnation")
+
+    def _wait_ready(self, names: list[str], timeout_s: float) -> None:
+        refs = {self.actors[n].handle.__ray_ready__.remote(): n for n in names}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        for ref in ready:
+            ray.get(ref)  # raises if a constructor failed
+        if pending:
+            missing = ", ".join(refs[r] for r in pending)
+            raise TimeoutError(
+                f"actors not ready after {timeout_s:.0f}s: {missing} "
+                "(see `ray status` for pending resource demands)"
+            )
+
+    def _ping(self, name: str, timeout_s: float) -> dict:
+        return ray.get(self.actors[name].handle.ping.remote(), timeout=timeout_s)
+
+    # -- supervision ------------------------------------------------------------
+
+    def supervise(self) -> list[str]:
+        """Ping every actor once. Logs restarts; recreates actors that died for good.
+        Returns human-readable notes of what happened."""
+        notes = []
+        timeout = self.cfg.supervisor.ping_timeout_s
+        refs = {name: st.handle.ping.remote() for name, st in self.actors.items()}
+        recreate = []
+        for name, ref in refs.items():
+            st = self.actors[name]
+            try:
+                info = ray.get(ref, timeout=timeout)
+            except ActorDiedError as e:
+                notes.append(f"{name} died for good ({_cause(e)}); recreating")
+                recreate.append(name)
+                continue
+            except (RayActorError, GetTimeoutError) as e:
+                notes.append(f"{name} unavailable ({type(e).__name__}); Ray is restarting it")
+                continue
+            inc = info.get("incarnation")
+            if st.incarnation is not None and inc != st.incarnation:
+                st.restarts += 1
+                notes.append(f"{name} restarted by Ray (restart #{st.restarts}, pid {info.get('pid')})")
+            st.incarnation = inc
+            if name == FEED and info.get("error"):
+                notes.append(f"feed error: {info['error']}")
+        for name in recreate:
+            self._recreate(name)
+        for n in notes:
+            self.on_event(n)
+        return notes
+
+    def _recreate(self, name: str) -> None:
+        spec = self.specs[name]
+        if name == FEED:
+            spec = ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True))
+            self.specs[FEED] = spec
+        st = self.actors[name]
+        st.handle = self._create(spec)
+        st.recreated += 1
+        st.incarnation = None
+        self._wait_ready([name], 60.0)
+        if name != FEED and FEED in self.actors:
+            try:
+                ray.get(self.actors[FEED].handle.set_routes.remote(self.routes()), timeout=30)
+            except RayActorError:
+                pass  # the feed is down too; its own recreation wires the new handle
+
+    def handle(self, name: str):
+        return self.actors[name].handle
+
+    def feed_finished(self) -> bool:
+        try:
+            return bool(self._ping(FEED, self.cfg.supervisor.ping_timeout_s).get("finished"))
+        except RayActorError:
+            return False
+
+    def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        refs = {n: st.handle.stats.remote() for n, st in self.actors.items()}
+        out = {}
+        for n, ref in refs.items():
+            try:
+                out[n] = ray.get(ref, timeout=timeout_s)
+            except Exception as e:
+                out[n] = {"error": type(e).__name__}
+        return out
+
+    # -- shutdown ---------------------------------------------------------------
+
+    def shutdown(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Drain in order: stop the feed (it sends what is pending and waits for
+        acknowledgements), flush Valkey, close sockets and files, remove the actors."""
+        final: dict[str, Any] = {}
+
+        def call(name: str, method: str, *args):
+            if name not in self.actors:
+                return None
+            try:
+                return ray.get(getattr(self.actors[name].handle, method).remote(*args), timeout=timeout_s)
+            except Exception as e:
+                log.error("shutdown: %s.%s failed: %s", name, method, e)
+                return {"error": f"{type(e).__name__}: {e}"}
+
+        final[FEED] = call(FEED, "stop", timeout_s / 2)
+        final[VALKEY_WRITER] = call(VALKEY_WRITER, "close", timeout_s / 2)
+        final[RECORDER] = call(RECORDER, "close")
+        final[ZMQ_PUBLISHER] = call(ZMQ_PUBLISHER, "close")
+        for st in self.actors.values():
+            try:
+                ray.kill(st.handle, no_restart=True)
+            except Exception:
+                pass
+        self.actors.clear()
+        return {k: v for k, v in final.items() if v is not None}
+
+
+def _cause(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Start the QuantumTrader actor system and supervise it until Ctrl-C, SIGTERM or --duration.
+
+    python scripts/launch.py                      # join a `ray start` cluster if one runs, else local
+    python scripts/launch.py --address local      # always start a private local Ray
+    python scripts/launch.py --address auto       # must join the running cluster
+    python scripts/launch.py --duration 30 --symbol WDOZ26 --symbol WINZ26
+
+On start it prints one line ``READY {json}`` (namespace, actors, dashboard_url,
+valkey_url, zmq endpoints, symbols), then progress. A bad config prints one
+line naming the key and the problem and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+
+from pipelines.config import ConfigError, load_config  # noqa: E402
+
+log = logging.getLogger("quantumtrader.launch")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(REPO / "config" / "default.yaml"), help="YAML config (default: config/default.yaml)")
+    p.add_argument("--address", default=None, help="'auto' (join running cluster), 'local' (private Ray), or host:port; default: auto, falling back to local")
+    p.add_argument("--duration", type=float, default=None, help="stop cleanly after this many seconds")
+    p.add_argument("--symbol", action="append", default=None, help="symbol to stream (repeatable); overrides config symbols")
+    p.add_argument("--object-store-mb", type=int, default=512, help="object store size when starting a local Ray (default 512)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard with a local Ray")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def init_ray(address: str | None, namespace: str, object_store_mb: int, dashboard: bool):
+    import ray
+
+    local_kw = dict(
+        address="local",
+        namespace=namespace,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        object_store_memory=object_store_mb * 2**20,
+        log_to_driver=True,
+    )
+    if address == "local":
+        return ray.init(**local_kw)
+    if address in (None, "auto"):
+        try:
+            return ray.init(address="auto", namespace=namespace)
+        except ConnectionError:
+            if address == "auto":
+                raise
+            print("no running Ray cluster found; starting a local one", flush=True)
+            return ray.init(**local_kw)
+    return ray.init(address=address, namespace=namespace)
+
+
+def start_valkey(cfg):
+    """The configured Valkey URL, or an embedded server started here (returned too, to stop it)."""
+    if cfg.valkey.url:
+        return cfg.valkey.url, None
+    from pipelines.valkey_store import EmbeddedValkey
+
+    data_dir = Path(cfg.valkey.data_dir)
+    if not data_dir.is_absolute():
+        data_dir = REPO / data_dir
+    server = EmbeddedValkey(data_dir, host=cfg.valkey.host, port=cfg.valkey.port)
+    url = server.start()
+    return url, server
+
+
+def progress_line(elapsed: float, stats: dict) -> str:
+    feed = stats.get("feed", {})
+    val = feed.get("validation", {})
+    rej = sum((val.get("rejected") or {}).values())
+    vw = stats.get("valkey_writer", {})
+    zp = stats.get("zmq_publisher", {})
+    bufs = " ".join(
+        f"{name}={s.get('size')}" for name, s in sorted(stats.items()) if ":" in name and isinstance(s, dict) and "size" in s
+    )
+    p99 = zp.get("latency_p99_ms")
+    return (
+        f"[{elapsed:6.1f}s] feed events={feed.get('events_out', 0)} rejected={rej} | "
+        f"valkey written={vw.get('written', '-')} queue={vw.get('queue_len', '-')} connected={vw.get('connected', '-')} | "
+        f"zmq sent={zp.get('sent', '-')} p99={'-' if p99 is None else f'{p99:.2f}ms'} | {bufs}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = {"symbols": args.symbol} if args.symbol else None
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.duration is not None and args.duration <= 0:
+        print("config error: --duration: must be > 0", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        print(f"received {signal.Signals(signum).name}; draining and stopping", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    import ray
+
+    from actors.wiring import MarketDataGraph
+    from pipelines.valkey_store import redact
+
+    valkey_url, server = start_valkey(cfg)
+    graph = None
+    try:
+        ctx = init_ray(args.address, cfg.namespace, args.object_store_mb, not args.no_dashboard)
+        dashboard = getattr(ctx, "dashboard_url", None)
+        graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True))
+        graph.start()
+        ready = {
+            "namespace": cfg.namespace,
+            "actors": sorted(graph.actors),
+            "dashboard_url": f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard,
+            "valkey_url": redact(valkey_url),
+            "valkey_embedded": server is not None,
+            "zmq": graph.zmq_endpoints,
+            "symbols": list(cfg.symbols),
+            "source": cfg.feed.source,
+            "ray_address": ctx.address_info.get("address") if hasattr(ctx, "address_info") else None,
+            "pid": os.getpid(),
+        }
+        print("READY " + orjson.dumps(ready).decode(), flush=True)
+
+        t0 = time.monotonic()
+        next_progress = t0 + cfg.supervisor.progress_interval_s
+        while not stop.is_set():
+            if args.duration is not None and time.monotonic() - t0 >= args.duration:
+                print(f"duration {args.duration:g}s reached; draining and stopping", flush=True)
+                break
+            stop.wait(cfg.supervisor.ping_interval_s)
+            if stop.is_set():
+                break
+            graph.supervise()
+            if graph.feed_finished():
+                print("feed source exhausted; draining and stopping", flush=True)
+                break
+            if time.monotonic() >= next_progress:
+                print(progress_line(time.monotonic() - t0, graph.stats()), flush=True)
+                next_progress += cfg.supervisor.progress_interval_s
+        final = graph.shutdown()
+        feed = final.get("feed") or {}
+        vw = final.get("valkey_writer") or {}
+        print(
+            "STOPPED " + orjson.dumps({
+                "events": feed.get("events_out"),
+                "rejected": (feed.get("validation") or {}).get("rejected"),
+                "valkey_written": vw.get("written"),
+                "valkey_dropped": vw.get("dropped"),
+                "zmq_sent": (final.get("zmq_publisher") or {}).get("sent"),
+            }).decode(),
+            flush=True,
+        )
+        return 0
+    finally:
+        if graph is not None and graph.actors:
+            graph.shutdown(timeout_s=10)
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
