@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Benchmarks. Each prints one JSON object per line; nothing here is a test.
+
+    python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
+
+pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
+a private local Ray and an embedded Valkey. For each offered rate it reports
+sustained events/s (events that reached both Valkey and ZeroMQ per second of
+the measurement window) and publish latency p50/p99 (ZeroMQ send time minus the
+event's receive time, which for the simulator is the instant the event was due).
+``backlog_growing`` is true when the writer queue or the feed's lag grew over
+the window, i.e. the rate is not sustained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+
+
+def emit(**row) -> None:
+    print(orjson.dumps(row).decode(), flush=True)
+
+
+def bench_pipeline(args) -> None:
+    import ray
+
+    from actors.wiring import MarketDataGraph
+    from pipelines.config import config_from_dict
+    from pipelines.valkey_store import EmbeddedValkey
+
+    tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
+    server = EmbeddedValkey(tmp / "valkey")
+    url = server.start()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300 * 2**20)
+    try:
+        for rate in args.rates:
+            sym = "WDOZ26"
+            cfg = config_from_dict({
+                "namespace": f"bench{uuid.uuid4().hex[:6]}",
+                "symbols": [sym],
+                "feed": {"batch_max_ms": args.batch_ms, "batch_max_events": args.batch_events,
+                         "simulator": {"rate": rate, "speed": 1.0, "seed": 1, "start": "2026-11-23T10:00:00-03:00"}},
+                "zmq": {"tick_port": 0, "book_port": 0},
+                "recorder": {"enabled": False},
+            })
+            server_client_flush(url)
+            g = MarketDataGraph(cfg, url)
+            g.start()
+            feed, vw, zp = g.handle("feed"), g.handle("valkey_writer"), g.handle("zmq_publisher")
+            time.sleep(args.warmup)
+            s0 = snapshot(feed, vw, zp)
+            ray.get(zp.reset_latency.remote())
+            time.sleep(args.seconds)
+            s1 = snapshot(feed, vw, zp)
+            lat = ray.get(zp.latency_ms.remote())
+            g.shutdown()
+            dt = s1["t"] - s0["t"]
+            produced = (s1["feed"] - s0["feed"]) / dt
+            written = (s1["written"] - s0["written"]) / dt
+            published = (s1["sent"] - s0["sent"]) / dt
+            offered_in_window = rate * dt
+            backlog = (s1["queue"] - s0["queue"] > 0.05 * offered_in_window) or (produced < 0.95 * rate)
+            sustained = min(produced, written, published)
+            common = {"bench": "pipeline", "rate": rate}
+            emit(**common, metric="events_per_s_sustained", value=round(sustained, 1), unit="events/s",
+                 backlog_growing=bool(backlog), produced_per_s=round(produced, 1), valkey_per_s=round(written, 1),
+                 zmq_per_s=round(published, 1), window_s=round(dt, 2))
+            p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (None, None)
+            emit(**common, metric="publish_latency_p50_ms", value=round(p50, 3) if p50 is not None else None, unit="ms", samples=len(lat))
+            emit(**common, metric="publish_latency_p99_ms", value=round(p99, 3) if p99 is not None else None, unit="ms", samples=len(lat))
+    finally:
+        ray.shutdown()
+        server.stop()
+
+
+def server_client_flush(url: str) -> None:
+    """Start each rate on an empty database so earlier runs do not skew trimming."""
+    from pipelines.valkey_store import connect
+
+    connect(url).flushall()
+
+
+def snapshot(feed, vw, zp) -> dict:
+    import ray
+
+    f, w, z = ray.get([feed.stats.remote(), vw.stats.remote(), zp.stats.remote()])
+    return {"t": time.monotonic(), "feed": f["events_out"], "written": w["written"], "queue": w["queue_len"], "sent": z["sent"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="QuantumTrader benchmarks (JSON lines on stdout)")
+    sub = p.add_subparsers(dest="bench", required=True)
+    pp = sub.add_parser("pipeline", help="feed -> buffers -> Valkey + ZeroMQ throughput and latency")
+    pp.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 20000])
+    pp.add_argument("--seconds", type=float, default=10.0)
+    pp.add_argument("--warmup", type=float, default=3.0)
+    pp.add_argument("--batch-ms", type=float, default=5.0)
+    pp.add_argument("--batch-events", type=int, default=500)
+    args = p.parse_args(argv)
+    if args.bench == "pipeline":
+        bench_pipeline(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
