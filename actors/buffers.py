@@ -47,7 +47,7 @@ class _SymbolBuffer:
         self.gate = SeqGate()
         self.restored = 0
         self.restore_error: str | None = None
-        self.received = 0
+        self.accepted = 0
         store = open_store(valkey_url, password_env)
         if store is not None:
             self._restore_with_retry(store)
@@ -73,10 +73,10 @@ class _SymbolBuffer:
     def _apply(self, events: list[Event]) -> None:
         self.items.extend(events)
 
-    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
-        self.received += len(events)
+    def on_batch(self, events: list[Event] | bytes, prev: dict[str, int | None]) -> BatchReply:
         good, resync = self.gate.admit(events, prev)
-        if resync is None and good:
+        if good:
+            self.accepted += len(good)
             self._apply(good)
         return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
 
@@ -95,7 +95,7 @@ class _SymbolBuffer:
             "symbol": self.symbol,
             "size": len(self.items),
             "capacity": self.capacity,
-            "received": self.received,
+            "accepted": self.accepted,
             "duplicates": self.gate.duplicates,
             "gaps": self.gate.gaps,
             "restored": self.restored,

@@ -15,6 +15,7 @@ no longer reaches back far enough, after counting the loss.
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from typing import Callable, Iterable, NamedTuple
 
@@ -39,8 +40,14 @@ class SeqGate:
         self.gaps = 0
         self.forced = 0  # batches accepted despite a gap the sender could not fill
 
-    def admit(self, events: Iterable[Event], prev: dict[str, int | None]) -> tuple[list[Event], dict[str, int] | None]:
-        """The events to apply, in order; or ([], resync request) on a gap."""
+    def admit(self, events: Iterable[Event] | bytes, prev: dict[str, int | None]) -> tuple[list[Event], dict[str, int] | None]:
+        """The events to apply, in order; or ([], resync request) on a gap.
+
+        ``events`` may come pickled (bytes): the feed serializes each batch once
+        for all the receivers that want it.
+        """
+        if isinstance(events, bytes):
+            events = pickle.loads(events)
         pos = self.position
         gap = {s: pos.get(s, 0) for s, p in prev.items() if p is not None and p > pos.get(s, 0)}
         if gap:

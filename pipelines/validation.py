@@ -38,25 +38,30 @@ def _bad_qty(q: object) -> bool:
     return not isinstance(q, int) or isinstance(q, bool) or q <= 0
 
 
-def _book_problem(b: BookSnapshot) -> str | None:
-    if len(b.bid_px) != len(b.bid_qty) or len(b.ask_px) != len(b.ask_qty):
+_INF = math.inf
+_isnan = math.isnan
+
+
+def _side_problem(px: tuple, qty: tuple, descending: bool) -> str | None:
+    # C-level checks (map/sorted/set/min) instead of per-level Python loops:
+    # book validation runs on every snapshot and dominated the feed's cost.
+    if len(px) != len(qty):
         return BAD_BOOK_SHAPE
-    for p in b.bid_px:
-        if _bad_price(p):
-            return BAD_PRICE
-    for p in b.ask_px:
-        if _bad_price(p):
-            return BAD_PRICE
-    for q in b.bid_qty:
-        if _bad_qty(q):
-            return BAD_QTY
-    for q in b.ask_qty:
-        if _bad_qty(q):
-            return BAD_QTY
-    if any(b.bid_px[i] <= b.bid_px[i + 1] for i in range(len(b.bid_px) - 1)):
+    if not px:
+        return None
+    if any(map(_isnan, px)) or not (min(px) > 0 and max(px) < _INF):
+        return BAD_PRICE
+    if not set(map(type, qty)) <= {int} or min(qty) <= 0:
+        return BAD_QTY
+    if list(px) != sorted(px, reverse=descending) or len(set(px)) != len(px):
         return UNSORTED_BOOK
-    if any(b.ask_px[i] >= b.ask_px[i + 1] for i in range(len(b.ask_px) - 1)):
-        return UNSORTED_BOOK
+    return None
+
+
+def _book_problem(b: BookSnapshot) -> str | None:
+    reason = _side_problem(b.bid_px, b.bid_qty, True) or _side_problem(b.ask_px, b.ask_qty, False)
+    if reason:
+        return reason
     if b.bid_px and b.ask_px:
         if b.bid_px[0] > b.ask_px[0]:
             return CROSSED_BOOK
