@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 
 from pipelines.candles import CandleBuilder
-from pipelines.messages import BookSnapshot, Candle, Event
+from pipelines.messages import BookSnapshot, Candle, Event, Trade
 from pipelines.sequencing import BatchReply, SeqGate
 from pipelines.timeutil import NS_PER_MIN
 
@@ -67,8 +67,17 @@ class _SymbolBuffer:
                     return
                 time.sleep(0.2)
 
+    STREAM_KIND = ""  # the Valkey stream to rebuild from ("tick" or "book")
+    ITEM_TYPE: type = object  # what the buffer keeps from that stream
+
     def _restore(self, store) -> None:
-        raise NotImplementedError
+        events = store.tail(self.symbol, self.STREAM_KIND, self.capacity)
+        items = [e for e in events if isinstance(e, self.ITEM_TYPE)]
+        self.items.clear()
+        self.items.extend(items)
+        self.restored = len(items)
+        if events:
+            self.gate.position[self.symbol] = events[-1].seq
 
     def _apply(self, events: list[Event]) -> None:
         self.items.extend(events)
@@ -108,29 +117,16 @@ class TradeBuffer(_SymbolBuffer):
     """The last ``capacity`` trades (default 1000), in seq order."""
 
     KINDS = frozenset({"tick"})
-
-    def _restore(self, store) -> None:
-        trades = store.tail(self.symbol, "tick", self.capacity)
-        self.items.clear()
-        self.items.extend(trades)
-        self.restored = len(trades)
-        if trades:
-            self.gate.position[self.symbol] = trades[-1].seq
+    STREAM_KIND = "tick"
+    ITEM_TYPE = Trade
 
 
 class BookBuffer(_SymbolBuffer):
     """The last ``capacity`` book snapshots (default 100)."""
 
     KINDS = frozenset({"book"})
-
-    def _restore(self, store) -> None:
-        events = store.tail(self.symbol, "book", self.capacity)
-        snaps = [e for e in events if isinstance(e, BookSnapshot)]
-        self.items.clear()
-        self.items.extend(snaps)
-        self.restored = len(snaps)
-        if events:
-            self.gate.position[self.symbol] = events[-1].seq
+    STREAM_KIND = "book"
+    ITEM_TYPE = BookSnapshot
 
 
 class CandleBuffer(_SymbolBuffer):
