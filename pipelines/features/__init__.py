@@ -1,0 +1,1 @@
+"""Feature engine: incremental event-time features, order-flow analytics, footprint and liquidity."""
