@@ -2,6 +2,7 @@
 """Benchmarks. Each prints one JSON object per line; nothing here is a test.
 
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
+    python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
 a private local Ray and an embedded Valkey. For each offered rate it reports
@@ -98,6 +99,15 @@ def snapshot(feed, vw, zp) -> dict:
     return {"t": time.monotonic(), "feed": f["events_out"], "written": w["written"], "queue": w["queue_len"], "sent": z["sent"]}
 
 
+def bench_features(args) -> None:
+    from pipelines.features.core import bench_features as run
+
+    units = {"_us": "us", "_per_s": "events/s", "speedup": "x"}
+    for metric, value in run(n_events=args.events, n_batch=args.batch, n_naive=args.naive).items():
+        unit = next((u for suffix, u in units.items() if suffix in metric), "")
+        emit(bench="features", metric=metric, value=round(float(value), 3), unit=unit)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="QuantumTrader benchmarks (JSON lines on stdout)")
     sub = p.add_subparsers(dest="bench", required=True)
@@ -107,9 +117,15 @@ def main(argv=None) -> int:
     pp.add_argument("--warmup", type=float, default=3.0)
     pp.add_argument("--batch-ms", type=float, default=5.0)
     pp.add_argument("--batch-events", type=int, default=500)
+    pf = sub.add_parser("features", help="feature engine: incremental update, vector, batch, naive baseline")
+    pf.add_argument("--events", type=int, default=100_000)
+    pf.add_argument("--batch", type=int, default=1_000_000)
+    pf.add_argument("--naive", type=int, default=300)
     args = p.parse_args(argv)
     if args.bench == "pipeline":
         bench_pipeline(args)
+    elif args.bench == "features":
+        bench_features(args)
     return 0
 
 
