@@ -252,3 +252,32 @@ def test_launch_streams_prints_ready_and_stops_cleanly_on_sigint(valkey_server, 
     received = sub.items[0][1]
     stored = {t.seq: t for t in store.tail(sym, "tick", 100_000)}
     assert stored[received["seq"]].price == received["price"]
+
+
+def test_supervisor_recreates_an_actor_that_died_for_good(ray_session, valkey_server, tmp_path):
+    """ray.kill(no_restart=True) exhausts Ray's restarts; the supervisor must recreate
+    the actor under its name, re-wire the feed, and the new actor rebuilds from Valkey."""
+    import ray
+
+    _, url = valkey_server
+    cfg = make_cfg(tmp_path)
+    sym = cfg.symbols[0]
+    g = graph_for(cfg, url)
+    try:
+        name = f"book:{sym}"
+        old = g.handle(name)
+        wait_for(lambda: ray.get(old.ping.remote())["size"] >= 100, what="a full book buffer")
+        ray.kill(old, no_restart=True)
+        notes = wait_for(lambda: [n for n in g.supervise() if name in n and "recreating" in n], timeout=30, what="recreation")
+        assert notes
+        new = g.handle(name)
+        assert new != old
+        assert ray.get_actor(name, namespace=cfg.namespace) == new
+        assert ray.get(new.stats.remote())["restored"] == 100
+        time.sleep(1.0)  # the feed streams into the new actor
+        ray.get(g.handle("feed").stop.remote())
+        ray.get(g.handle("valkey_writer").flush.remote())
+        content = ray.get(new.snapshot.remote())
+    finally:
+        g.shutdown()
+    assert content == EventStore(connect(url)).tail(sym, "book", 100)
