@@ -1,0 +1,95 @@
+"""The flow-enhanced feature set the seeds name, from the flow, trade and book analytics.
+
+``FlowFeatures`` feeds one symbol's trades and book snapshots to
+``OrderFlowImbalance``, ``TradeFlow`` and ``LiquidityMonitor`` and keeps one
+event-time clock for all of them (a trade also moves the book windows and a
+snapshot the trade windows), so ``values()`` after any event reads every
+window as of that event. ``FEATURE_SPECS`` (alias ``FLOW_FEATURES``) lists
+each name with its definition and window in the catalog's field layout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pipelines.features.flow import (
+    OrderFlowImbalance,
+    SizeThresholds,
+    TradeFlow,
+    size_thresholds_for,
+)
+from pipelines.features.liquidity import LiquidityMonitor
+from pipelines.messages import BookSnapshot, Trade
+
+
+class FlowFeatureSpec(NamedTuple):
+    """Catalog entry (fields as ``pipelines.features.catalog`` reads them)."""
+
+    name: str
+    group: str
+    formula: str
+    window: str
+    unit: str
+    warmup_trades: int = 0
+    warmup_seconds: int = 0
+
+
+# Catalog-compatible: ``pipelines.features.catalog`` collects ``FEATURE_SPECS`` from the
+# modules in its ``CATALOG_MODULES``; add this module there to list the flow set.
+FEATURE_SPECS: tuple[FlowFeatureSpec, ...] = (
+    FlowFeatureSpec("flow_ofi_1m", "flow", "CKS best-level OFI sum / mean((Q^B+Q^A)/2) over the window's accepted "
+                    "book states; NaN with no book state in the window", "1 min event time",
+                    "top-of-book depths (signed, unbounded)"),
+    FlowFeatureSpec("flow_ofi_5m", "flow", "as flow_ofi_1m", "5 min event time", "top-of-book depths"),
+    FlowFeatureSpec("flow_ofi_15m", "flow", "as flow_ofi_1m", "15 min event time", "top-of-book depths"),
+    FlowFeatureSpec("flow_volume_imbalance", "flow", "TFI = sum(s*v) / sum(|s|*v) over aggressor prints; "
+                    "NaN with no aggressive volume", "5 min event time", "ratio in [-1, 1]"),
+    FlowFeatureSpec("flow_aggression_ratio", "flow", "buyer-initiated aggressor orders / all aggressor orders "
+                    "(fills grouped per aggression); NaN with no order", "5 min event time", "ratio in [0, 1]"),
+    FlowFeatureSpec("flow_large_trade_ratio", "flow", "aggressor orders above the medium size threshold "
+                    "(large + whale, > 20 contracts by default) / all aggressor orders; NaN with no order",
+                    "5 min event time", "ratio in [0, 1]"),
+    FlowFeatureSpec("tape_speed", "flow", "all prints in the window / 60 s; NaN until 60 s after the first "
+                    "print of the session day", "60 s event time", "trades per second", warmup_seconds=60),
+    FlowFeatureSpec("liquidity_score", "flow", "Phi((z(log(1 + depth over 5 levels)) - z(spread in ticks)) / 2), "
+                    "z against the window's mean and population std; NaN until 30 two-sided snapshots",
+                    "30 min event time", "score in [0, 1]"),
+)
+FLOW_FEATURES = FEATURE_SPECS
+FLOW_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FLOW_FEATURES)
+
+
+class FlowFeatures:
+    def __init__(self, symbol: str, tick_size: float = 0.5, thresholds: SizeThresholds | None = None,
+                 aggression_resolution_ns: int = 1):
+        self.symbol = symbol
+        self.ofi = OrderFlowImbalance()
+        self.trades = TradeFlow(thresholds or size_thresholds_for(symbol), aggression_resolution_ns)
+        self.liquidity = LiquidityMonitor(tick_size)
+
+    def on_trade(self, t: Trade) -> None:
+        self.trades.on_trade(t)
+        ts = t.ts_event
+        self.ofi.advance(ts)
+        self.liquidity.advance(ts)
+
+    def on_book(self, snap: BookSnapshot) -> None:
+        self.ofi.on_book(snap)
+        self.liquidity.on_book(snap)
+        self.trades.advance(snap.ts_event)
+
+    def values(self) -> dict[str, float]:
+        ofi, tr = self.ofi, self.trades
+        return {
+            "flow_ofi_1m": ofi.ofi_normalized("1m"),
+            "flow_ofi_5m": ofi.ofi_normalized("5m"),
+            "flow_ofi_15m": ofi.ofi_normalized("15m"),
+            "flow_volume_imbalance": tr.tfi("5m"),
+            "flow_aggression_ratio": tr.aggression_ratio("5m"),
+            "flow_large_trade_ratio": tr.large_trade_ratio("5m"),
+            "tape_speed": tr.tape_speed(60),
+            "liquidity_score": self.liquidity.liquidity_score(),
+        }
+
+    def state_sizes(self) -> dict[str, int]:
+        return {**self.ofi.state_sizes(), **self.trades.state_sizes(), **self.liquidity.state_sizes()}
