@@ -134,9 +134,6 @@ class AppConfig:
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
-    def with_overrides(self, **changes: Any) -> "AppConfig":
-        return dataclasses.replace(self, **changes)
-
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
@@ -273,8 +270,3 @@ def _deep_merge(base: dict, extra: dict) -> dict:
         else:
             out[k] = v
     return out
-
-
-def to_plain(cfg: Any) -> Any:
-    """A config dataclass as plain dicts/lists (for logging and passing to actors)."""
-    return dataclasses.asdict(cfg)
