@@ -65,28 +65,24 @@ class ValkeyWriter:
         return self.stats()
 
 
-class MarketDataPublisher:
-    """Owns the market-data PUB sockets (5555 ticks, 5556 book).
+class AnalyticsPublisher:
+    """Owns the analytics PUB sockets (5557 flow + feature vectors, 5558 footprint,
+    5559 liquidity, 5560 tape) for every symbol's FeatureEngine.
 
-    ZeroMQ PUB/SUB is best-effort by design, so no resync here: stale events
-    re-published late would mislead subscribers more than a counted gap.
-    """
+    One owner per port, so per-symbol engines share it. Analytics messages
+    share the seq of the event they were computed after, so there is no seq
+    gate here: an engine replaying after a restart may repeat a few messages
+    (subscribers key them by (seq, kind))."""
 
     def __init__(self, ports: dict[str, int], host: str, sndhwm: int):
         self.incarnation = uuid.uuid4().hex
         self.publisher = ZmqPublisher(ports, host=host, sndhwm=sndhwm)
-        self.gate = SeqGate()
 
-    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
-        good, _ = self.gate.admit(events, {})
-        self.publisher.publish(good)
-        return BatchReply(self.incarnation, len(good), self.gate.duplicates, None)
+    def publish(self, messages: list) -> int:
+        return self.publisher.publish(messages)
 
     def endpoints(self) -> dict[str, str]:
         return dict(self.publisher.endpoints)
-
-    def position(self) -> dict[str, int]:
-        return dict(self.gate.position)
 
     def latency_ms(self):
         return self.publisher.latency_ms()
@@ -104,6 +100,26 @@ class MarketDataPublisher:
         s = self.stats()
         self.publisher.close()
         return s
+
+
+class MarketDataPublisher(AnalyticsPublisher):
+    """Owns the market-data PUB sockets (5555 ticks, 5556 book); a feed destination.
+
+    ZeroMQ PUB/SUB is best-effort by design, so no resync here: stale events
+    re-published late would mislead subscribers more than a counted gap.
+    """
+
+    def __init__(self, ports: dict[str, int], host: str, sndhwm: int):
+        super().__init__(ports, host, sndhwm)
+        self.gate = SeqGate()
+
+    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
+        good, _ = self.gate.admit(events, {})
+        self.publisher.publish(good)
+        return BatchReply(self.incarnation, len(good), self.gate.duplicates, None)
+
+    def position(self) -> dict[str, int]:
+        return dict(self.gate.position)
 
 
 class Recorder:

@@ -6,7 +6,9 @@ and restartable (``max_restarts``). The graph for N symbols:
 
     FeedActor ──> TradeBuffer:<SYM>, CandleBuffer:<SYM>   (ticks of SYM)
               ──> BookBuffer:<SYM>                         (book of SYM)
+              ──> FeatureEngine:<SYM>                      (ticks + book of SYM)
               ──> ValkeyWriter, ZmqPublisher, Recorder     (everything)
+    FeatureEngine:<SYM> ──> AnalyticsPublisher (ZeroMQ 5557-5560), Valkey flow state
 
 :class:`MarketDataGraph` creates, supervises and tears the graph down; the
 launcher and the tests drive it.
@@ -23,9 +25,12 @@ import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
-from actors.edges import MarketDataPublisher, Recorder, ValkeyWriter
+from actors.edges import AnalyticsPublisher, MarketDataPublisher, Recorder, ValkeyWriter
+from actors.features import FeatureEngine
 from actors.feed import FeedActor, Route
 from pipelines.config import AppConfig
+from pipelines.instruments import tick_size_for
+from pipelines.zmq_edge import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
 
@@ -33,11 +38,16 @@ FEED = "feed"
 VALKEY_WRITER = "valkey_writer"
 ZMQ_PUBLISHER = "zmq_publisher"
 RECORDER = "recorder"
+ANALYTICS_PUBLISHER = "analytics_publisher"
 ALL_KINDS = frozenset({"tick", "book", "book_update"})
 
 
 def buffer_name(kind: str, symbol: str) -> str:
     return f"{kind}:{symbol}"
+
+
+def features_name(symbol: str) -> str:
+    return f"features:{symbol}"
 
 
 @dataclass
@@ -79,8 +89,12 @@ class MarketDataGraph:
         specs = []
         if url:
             specs.append(ActorSpec(VALKEY_WRITER, ValkeyWriter, (url, cfg.valkey, list(cfg.symbols)), ALL_KINDS))
-        ports = {"tick": cfg.zmq.tick_port, "book": cfg.zmq.book_port}
-        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (ports, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS))
+        ports = cfg.zmq.ports()
+        market = {k: ports[k] for k in ("tick", "book")}
+        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (market, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS))
+        if cfg.features.enabled:
+            analytics = {k: ports[k] for k in ANALYTICS_STREAMS}
+            specs.append(ActorSpec(ANALYTICS_PUBLISHER, AnalyticsPublisher, (analytics, cfg.zmq.host, cfg.zmq.sndhwm)))
         if cfg.recorder.enabled:
             specs.append(ActorSpec(RECORDER, Recorder, (cfg.recorder, list(cfg.symbols), self.run_id), ALL_KINDS))
         for sym in cfg.symbols:
@@ -88,6 +102,13 @@ class MarketDataGraph:
             specs.append(ActorSpec(buffer_name("trades", sym), TradeBuffer, (sym, cfg.buffers.trades, url, pw), TradeBuffer.KINDS, one))
             specs.append(ActorSpec(buffer_name("book", sym), BookBuffer, (sym, cfg.buffers.book, url, pw), BookBuffer.KINDS, one))
             specs.append(ActorSpec(buffer_name("candles", sym), CandleBuffer, (sym, cfg.buffers.candles, url, pw), CandleBuffer.KINDS, one))
+            if cfg.features.enabled:
+                # The simulator prices on its own grid; recorded and live data on the contract's.
+                sim_tick = cfg.feed.simulator.tick_size
+                tick = sim_tick if cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
+                publisher = (ANALYTICS_PUBLISHER, cfg.namespace)
+                specs.append(ActorSpec(features_name(sym), FeatureEngine, (sym, cfg.features, tick, publisher, url, pw),
+                                       FeatureEngine.KINDS, one))
         self.specs = {s.name: s for s in specs}
 
     # -- creation ---------------------------------------------------------------
@@ -118,6 +139,8 @@ class MarketDataGraph:
             self.actors[spec.name] = ActorState(self._create(spec))
         self._wait_ready(list(self.actors), timeout_s)
         self.zmq_endpoints = ray.get(self.actors[ZMQ_PUBLISHER].handle.endpoints.remote(), timeout=timeout_s)
+        if ANALYTICS_PUBLISHER in self.actors:
+            self.zmq_endpoints.update(ray.get(self.actors[ANALYTICS_PUBLISHER].handle.endpoints.remote(), timeout=timeout_s))
         feed_spec = ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True))
         self.specs[FEED] = feed_spec
         self.actors[FEED] = ActorState(self._create(feed_spec))
@@ -225,6 +248,9 @@ class MarketDataGraph:
                 return {"error": f"{type(e).__name__}: {e}"}
 
         final[FEED] = call(FEED, "stop", timeout_s / 2)
+        for sym in self.cfg.symbols:
+            final[features_name(sym)] = call(features_name(sym), "close", timeout_s / 4)
+        final[ANALYTICS_PUBLISHER] = call(ANALYTICS_PUBLISHER, "close")
         final[VALKEY_WRITER] = call(VALKEY_WRITER, "close", timeout_s / 2)
         final[RECORDER] = call(RECORDER, "close")
         final[ZMQ_PUBLISHER] = call(ZMQ_PUBLISHER, "close")

@@ -104,7 +104,30 @@ class ZmqConfig:
     host: str = "127.0.0.1"
     tick_port: int = field(default=5555, metadata=_range(0, 65535))  # 0 = ephemeral
     book_port: int = field(default=5556, metadata=_range(0, 65535))
+    flow_port: int = field(default=5557, metadata=_range(0, 65535))  # flow states and feature vectors
+    footprint_port: int = field(default=5558, metadata=_range(0, 65535))
+    liquidity_port: int = field(default=5559, metadata=_range(0, 65535))
+    tape_port: int = field(default=5560, metadata=_range(0, 65535))
     sndhwm: int = field(default=100_000, metadata=_range(1, None))
+
+    def ports(self) -> dict[str, int]:
+        """Stream name -> configured port (names as in ``pipelines.zmq_edge.PORTS``)."""
+        return {f.name[: -len("_port")]: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.endswith("_port")}
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    enabled: bool = True
+    # Feature vectors: after every trade (0) or after the first trade of each N ms of event time.
+    vector_every_ms: float = field(default=0.0, metadata=_range(0, 86_400_000))
+    # Flow, liquidity and forming-footprint states: every N ms of event time.
+    state_every_ms: float = field(default=1000.0, metadata=_range(1, 86_400_000))
+    publish_vectors: bool = True  # feature vectors on ZeroMQ (flow port, topic features.<SYM>)
+    flow_state_ttl_s: int = field(default=3600, metadata=_range(1, None))
+    flow_history_maxlen: int = field(default=100_000, metadata=_range(1, None))
+    restore_minutes: float = field(default=60.0, metadata=_range(0, 24 * 60))  # warm-up read after a restart
+    vpin_bucket_volume: int = field(default=500, metadata=_range(1, None))
+    max_inflight: int = field(default=16, metadata=_range(1, 10_000))
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,7 @@ class AppConfig:
     valkey: ValkeyConfig = field(default_factory=ValkeyConfig)
     zmq: ZmqConfig = field(default_factory=ZmqConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
@@ -205,9 +229,11 @@ def _check_cross_fields(cfg: AppConfig) -> None:
             raise ConfigError(f"symbols[{i}]", f"expected an upper-case contract code like WDOZ26, got {sym!r}")
     if len(set(cfg.symbols)) != len(cfg.symbols):
         raise ConfigError("symbols", "duplicate symbol")
-    z = cfg.zmq
-    if z.tick_port and z.tick_port == z.book_port:
-        raise ConfigError("zmq.book_port", f"same port as zmq.tick_port ({z.tick_port}); one owner per port")
+    seen: dict[int, str] = {}
+    for name, port in cfg.zmq.ports().items():
+        if port and port in seen:
+            raise ConfigError(f"zmq.{name}_port", f"same port as zmq.{seen[port]}_port ({port}); one owner per port")
+        seen[port] = name
     if cfg.valkey.url is not None and not re.match(r"^(redis|rediss|valkey|valkeys|unix)://", cfg.valkey.url):
         raise ConfigError("valkey.url", "expected redis://, rediss://, valkey:// or unix:// URL")
     if cfg.valkey.reconnect_initial_s > cfg.valkey.reconnect_max_s:

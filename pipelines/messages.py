@@ -161,20 +161,112 @@ class Candle(NamedTuple):
     KIND = "candle"
 
 
+# -- analytics: what the FeatureEngine emits (issue 3) ---------------------------
+# Same header as the events. ``seq`` is the seq of the event after which the
+# message was computed, so several messages may share one seq; subscribers
+# order by (seq, kind). Values are NaN while a feature warms up (JSON: null).
+
+
+class FeatureVector(NamedTuple):
+    """The full feature vector after one trade: the 65 core + the flow-enhanced set.
+
+    ``names`` is one shared tuple (pickled once per batch); the wire form turns
+    ``names`` + ``values`` into one ``values`` object."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    price: float
+    qty: int
+    aggressor: int  # +1 buyer, -1 seller, 0 auction/cross/other
+    names: tuple[str, ...]
+    values: tuple[float, ...]
+
+    KIND = "features"
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.values))
+
+
+class FlowState(NamedTuple):
+    """Order flow over the event-time windows: OFI (raw, normalized, ratio), trade flow,
+    aggression, size categories, tape speed, VPIN and the flow-enhanced features."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    values: dict[str, float]
+
+    KIND = "flow"
+
+
+class LiquidityState(NamedTuple):
+    """Top of book and depth: spread in ticks, depth, imbalances, microprice, liquidity score."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    values: dict[str, float]
+
+    KIND = "liquidity"
+
+
+class FootprintState(NamedTuple):
+    """One footprint bar: ``closed`` True once its minute is over, False for the forming bar."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    closed: bool
+    bar: dict[str, Any]
+
+    KIND = "footprint"
+
+
+class TapeSignal(NamedTuple):
+    """A detected tape pattern (``pattern``: "sweep" or "iceberg") with its confidence in [0, 1]."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    pattern: str
+    side: int  # +1 buy side, -1 sell side
+    price: float
+    confidence: float
+    details: dict[str, Any]
+
+    KIND = "tape"
+
+
 Event = Union[Trade, BookSnapshot, BookUpdate]
-EVENT_TYPES: dict[str, type] = {t.KIND: t for t in (Trade, BookSnapshot, BookUpdate, Candle)}
+Analytics = Union[FeatureVector, FlowState, LiquidityState, FootprintState, TapeSignal]
+EVENT_TYPES: dict[str, type] = {
+    t.KIND: t
+    for t in (Trade, BookSnapshot, BookUpdate, Candle, FeatureVector, FlowState, LiquidityState, FootprintState, TapeSignal)
+}
 
 
 def to_dict(msg: Any) -> dict[str, Any]:
-    """Flat dict with a ``kind`` field; the wire form for ZeroMQ and Valkey."""
+    """Flat dict with a ``kind`` field; the wire form for ZeroMQ and Valkey.
+    A FeatureVector's ``names`` + ``values`` become one ``values`` object."""
     d = msg._asdict()
     d["kind"] = msg.KIND
+    if "names" in d:
+        d["values"] = dict(zip(d.pop("names"), d["values"]))
     return d
 
 
 def from_dict(d: dict[str, Any]) -> Any:
-    """Inverse of :func:`to_dict`. Tuples come back from JSON as lists."""
+    """Inverse of :func:`to_dict`. Tuples come back from JSON as lists, NaN as None."""
     cls = EVENT_TYPES[d["kind"]]
+    if "names" in cls._fields and isinstance(d.get("values"), dict):
+        vals = d["values"]
+        d = {**d, "names": tuple(vals), "values": tuple(float("nan") if v is None else v for v in vals.values())}
     values = []
     for name in cls._fields:
         v = d[name] if name in d else cls._field_defaults[name]

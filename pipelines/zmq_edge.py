@@ -35,7 +35,10 @@ PORTS: dict[str, int] = {
 }
 
 # Which socket carries which message kind.
-SOCKET_FOR_KIND = {"tick": "tick", "book": "book", "book_update": "book"}
+# Feature vectors ride the flow socket (topic ``features.<SYM>``); every other
+# kind has a socket of its own name.
+SOCKET_FOR_KIND = {"tick": "tick", "book": "book", "book_update": "book", "features": "flow"}
+ANALYTICS_STREAMS = ("flow", "footprint", "liquidity", "tape")
 
 
 def topic(kind: str, symbol: str) -> bytes:

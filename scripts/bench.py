@@ -10,7 +10,10 @@ sustained events/s (events that reached both Valkey and ZeroMQ per second of
 the measurement window) and publish latency p50/p99 (ZeroMQ send time minus the
 event's receive time, which for the simulator is the instant the event was due).
 ``backlog_growing`` is true when the writer queue or the feed's lag grew over
-the window, i.e. the rate is not sustained.
+the window, i.e. the rate is not sustained. ``--features`` adds the
+FeatureEngine (issue 3): its accepted events/s count toward "sustained", and
+``analytics_latency_p50/p99_ms`` is the analytics publish time (ZeroMQ
+5557-5560) minus the receive time of the event they were computed after.
 """
 
 from __future__ import annotations
@@ -52,19 +55,23 @@ def bench_pipeline(args) -> None:
                 "symbols": [sym],
                 "feed": {"batch_max_ms": args.batch_ms, "batch_max_events": args.batch_events,
                          "simulator": {"rate": rate, "speed": 1.0, "seed": 1, "start": "2026-11-23T10:00:00-03:00"}},
-                "zmq": {"tick_port": 0, "book_port": 0},
+                "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")},
+                "features": {"enabled": bool(args.features)},  # off: the market-data path alone (issue 2 baseline)
                 "recorder": {"enabled": False},
             })
             server_client_flush(url)
             g = MarketDataGraph(cfg, url)
             g.start()
             feed, vw, zp = g.handle("feed"), g.handle("valkey_writer"), g.handle("zmq_publisher")
+            eng = g.handle(f"features:{sym}") if args.features else None
+            ap = g.handle("analytics_publisher") if args.features else None
             time.sleep(args.warmup)
-            s0 = snapshot(feed, vw, zp)
-            ray.get(zp.reset_latency.remote())
+            s0 = snapshot(feed, vw, zp, eng)
+            ray.get([h.reset_latency.remote() for h in (zp, ap) if h is not None])
             time.sleep(args.seconds)
-            s1 = snapshot(feed, vw, zp)
+            s1 = snapshot(feed, vw, zp, eng)
             lat = ray.get(zp.latency_ms.remote())
+            alat = ray.get(ap.latency_ms.remote()) if ap is not None else None
             g.shutdown()
             dt = s1["t"] - s0["t"]
             produced = (s1["feed"] - s0["feed"]) / dt
@@ -72,14 +79,16 @@ def bench_pipeline(args) -> None:
             published = (s1["sent"] - s0["sent"]) / dt
             offered_in_window = rate * dt
             backlog = (s1["queue"] - s0["queue"] > 0.05 * offered_in_window) or (produced < 0.95 * rate)
-            sustained = min(produced, written, published)
-            common = {"bench": "pipeline", "rate": rate}
+            analysed = (s1["engine"] - s0["engine"]) / dt if args.features else produced
+            sustained = min(produced, written, published, analysed)
+            common = {"bench": "pipeline", "rate": rate, "features": bool(args.features)}
             emit(**common, metric="events_per_s_sustained", value=round(sustained, 1), unit="events/s",
-                 backlog_growing=bool(backlog), produced_per_s=round(produced, 1), valkey_per_s=round(written, 1),
-                 zmq_per_s=round(published, 1), window_s=round(dt, 2))
-            p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (None, None)
-            emit(**common, metric="publish_latency_p50_ms", value=round(p50, 3) if p50 is not None else None, unit="ms", samples=len(lat))
-            emit(**common, metric="publish_latency_p99_ms", value=round(p99, 3) if p99 is not None else None, unit="ms", samples=len(lat))
+                 backlog_growing=bool(backlog or analysed < 0.95 * rate), produced_per_s=round(produced, 1),
+                 valkey_per_s=round(written, 1), zmq_per_s=round(published, 1), features_per_s=round(analysed, 1),
+                 window_s=round(dt, 2))
+            emit_latency(common, "publish_latency", lat)
+            if alat is not None:
+                emit_latency(common, "analytics_latency", alat)
     finally:
         ray.shutdown()
         server.stop()
@@ -92,11 +101,19 @@ def server_client_flush(url: str) -> None:
     connect(url).flushall()
 
 
-def snapshot(feed, vw, zp) -> dict:
+def emit_latency(common: dict, name: str, lat) -> None:
+    for q in (50, 99):
+        v = round(float(np.percentile(lat, q)), 3) if len(lat) else None
+        emit(**common, metric=f"{name}_p{q}_ms", value=v, unit="ms", samples=len(lat))
+
+
+def snapshot(feed, vw, zp, engine=None) -> dict:
     import ray
 
     f, w, z = ray.get([feed.stats.remote(), vw.stats.remote(), zp.stats.remote()])
-    return {"t": time.monotonic(), "feed": f["events_out"], "written": w["written"], "queue": w["queue_len"], "sent": z["sent"]}
+    e = ray.get(engine.stats.remote())["accepted"] if engine is not None else 0
+    return {"t": time.monotonic(), "feed": f["events_out"], "written": w["written"], "queue": w["queue_len"],
+            "sent": z["sent"], "engine": e}
 
 
 def bench_features(args) -> None:
@@ -117,6 +134,7 @@ def main(argv=None) -> int:
     pp.add_argument("--warmup", type=float, default=3.0)
     pp.add_argument("--batch-ms", type=float, default=5.0)
     pp.add_argument("--batch-events", type=int, default=500)
+    pp.add_argument("--features", action="store_true", help="include the FeatureEngine and its ZeroMQ analytics")
     pf = sub.add_parser("features", help="feature engine: incremental update, vector, batch, naive baseline")
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)

@@ -91,11 +91,17 @@ def progress_line(elapsed: float, stats: dict) -> str:
     bufs = " ".join(
         f"{name}={s.get('size')}" for name, s in sorted(stats.items()) if ":" in name and isinstance(s, dict) and "size" in s
     )
+    feats = " ".join(
+        f"{name} vectors={(s.get('emitted') or {}).get('features', 0)} flow={(s.get('emitted') or {}).get('flow', 0)} "
+        f"tape={(s.get('emitted') or {}).get('tape', 0)}"
+        for name, s in sorted(stats.items()) if name.startswith("features:") and isinstance(s, dict)
+    )
     p99 = zp.get("latency_p99_ms")
     return (
         f"[{elapsed:6.1f}s] feed events={feed.get('events_out', 0)} rejected={rej} | "
         f"valkey written={vw.get('written', '-')} queue={vw.get('queue_len', '-')} connected={vw.get('connected', '-')} | "
         f"zmq sent={zp.get('sent', '-')} p99={'-' if p99 is None else f'{p99:.2f}ms'} | {bufs}"
+        + (f" | {feats}" if feats else "")
     )
 
 

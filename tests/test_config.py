@@ -16,6 +16,8 @@ def test_default_config_loads_with_the_documented_defaults():
     assert (cfg.zmq.tick_port, cfg.zmq.book_port, cfg.zmq.host) == (5555, 5556, "127.0.0.1")
     assert cfg.valkey.url is None and cfg.valkey.maxlen == 100_000
     assert cfg.feed.source == "simulator"
+    assert cfg.zmq.ports() == {"tick": 5555, "book": 5556, "flow": 5557, "footprint": 5558, "liquidity": 5559, "tape": 5560}
+    assert cfg.features.enabled and cfg.features.vector_every_ms == 0 and cfg.features.flow_state_ttl_s == 3600
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,9 @@ def test_default_config_loads_with_the_documented_defaults():
         ({"buffers": {"trades": -1}}, "buffers.trades", "must be >= 1"),
         ({"zmq": {"tick_port": 70000}}, "zmq.tick_port", "must be <= 65535"),
         ({"zmq": {"tick_port": 6000, "book_port": 6000}}, "zmq.book_port", "one owner per port"),
+        ({"zmq": {"tape_port": 5555}}, "zmq.tape_port", "same port as zmq.tick_port"),
+        ({"features": {"state_every_ms": 0}}, "features.state_every_ms", "must be >= 1"),
+        ({"features": {"vector_every": 5}}, "features.vector_every", "unknown key"),
         ({"valkey": {"url": "http://x"}}, "valkey.url", "redis://"),
         ({"valkey": {"maxlenn": 5}}, "valkey.maxlenn", "unknown key"),
         ({"symbols": ["wdo"]}, "symbols[0]", "upper-case"),

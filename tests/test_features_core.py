@@ -561,7 +561,9 @@ def test_catalog_generated_from_code():
 def test_cli_catalog_and_compute(tmp_path, request):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "features.py"), "catalog"], capture_output=True,
                          text=True, check=True).stdout
-    assert "volatility_gk" in out and "65 features" in out
+    assert "volatility_gk" in out and "flow_ofi_5m" in out
+    assert "73 features: volatility 10, returns 10, order_flow 8, volume 8, technical 8, microstructure 15, " \
+        "temporal 6, flow 8" in out
     # replay layout: <root>/tick/symbol=SYM/date=YYYY-MM-DD/*.parquet with the Trade columns
     df = get_tape("synthetic", request).iloc[:4000]
     part = tmp_path / "rec" / "tick" / "symbol=WDOJ26" / "date=2026-03-02"

@@ -215,6 +215,7 @@ def test_ofi_windows_match_pandas_rolling():
     frame = pd.DataFrame(e, index=idx, columns=[f"e{m}" for m in range(1, 6)])
     frame["top"] = (qb[:, 0] + qa[:, 0]) / 2
     frame["deep"] = (qb.sum(axis=1) + qa.sum(axis=1)) / 10
+    frame["gross"] = np.abs(e[:, 0])
     expected = {}
     for w, offset in WINDOWS.items():
         r = frame.rolling(offset)
@@ -234,6 +235,8 @@ def test_ofi_windows_match_pandas_rolling():
                 assert ofi.ofi(w) == sums["e1"].iat[k], (k, w)
                 assert same(ofi.ofi_normalized(w), sums["e1"].iat[k] / means["top"].iat[k], 1e-12)
                 assert ofi.mlofi(w) == tuple(sums[f"e{m}"].iat[k] for m in range(1, 6))
+                gross = sums["gross"].iat[k]
+                assert same(ofi.ofi_ratio(w), sums["e1"].iat[k] / gross if gross else math.nan, 1e-12)
                 exp_norm = [sums[f"e{m}"].iat[k] / means["deep"].iat[k] for m in range(1, 6)]
                 assert all(same(a, b, 1e-12) for a, b in zip(ofi.mlofi_normalized(w), exp_norm))
         k += 1

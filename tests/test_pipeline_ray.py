@@ -25,19 +25,23 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")}
 _symbols = iter(f"WDO{m}{y}" for y in range(30, 99) for m in "FGHJKMNQUVXZ")
 
 
-def make_cfg(tmp_path, **feed):
+def make_cfg(tmp_path, features=None, **feed):
+    """A one-symbol graph on ephemeral ports. The FeatureEngine is off unless
+    ``features`` is given: these tests are about the market-data path."""
     sym = next(_symbols)
     sim = {"seed": 11, "rate": 2000, "speed": 1.0, "start": "2026-11-23T10:00:00-03:00", **feed.pop("simulator", {})}
     return config_from_dict({
         "namespace": f"t{uuid.uuid4().hex[:8]}",
         "symbols": [sym],
         "feed": {"batch_max_ms": 5, "simulator": sim, **feed},
-        "zmq": {"tick_port": 0, "book_port": 0},
+        "zmq": EPHEMERAL_PORTS,
         "recorder": {"enabled": True, "path": str(tmp_path / "rec"), "flush_seconds": 0.5},
         "supervisor": {"ping_timeout_s": 5.0},
+        "features": features or {"enabled": False},
     })
 
 
@@ -208,7 +212,7 @@ def test_launch_streams_prints_ready_and_stops_cleanly_on_sigint(valkey_server, 
         f"symbols: [{sym}]\n"
         "feed: {simulator: {rate: 1000, start: '2026-11-23T10:00:00-03:00'}}\n"
         f"valkey: {{url: '{url}'}}\n"
-        "zmq: {tick_port: 0, book_port: 0}\n"
+        "zmq: {tick_port: 0, book_port: 0, flow_port: 0, footprint_port: 0, liquidity_port: 0, tape_port: 0}\n"
         f"recorder: {{path: '{tmp_path / 'rec'}'}}\n"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -15,7 +15,7 @@ import importlib
 import json
 from typing import Any
 
-CATALOG_MODULES = ("pipelines.features.core", "pipelines.features.flow")
+CATALOG_MODULES = ("pipelines.features.core", "pipelines.features.flow_set")
 COLUMNS = ("name", "group", "window", "unit", "warmup", "formula")
 
 

@@ -228,8 +228,8 @@ class OrderFlowImbalance:
     def __init__(self, levels: int = OFI_LEVELS, windows_ns: dict[str, int] | None = None):
         self.levels = levels
         self.windows_ns = dict(WINDOWS_NS if windows_ns is None else windows_ns)
-        # Row per accepted state: e_1..e_M, best-level depth Q^B+Q^A, M-level depth.
-        self._store = EventTimeWindows(levels + 2, max(self.windows_ns.values()))
+        # Row per accepted state: e_1..e_M, best-level depth Q^B+Q^A, M-level depth, |e_1|.
+        self._store = EventTimeWindows(levels + 3, max(self.windows_ns.values()))
         self._day = SessionDay()
         self._ref: tuple | None = None  # (bid_px, bid_qty, ask_px, ask_qty), each padded to M
         self.snapshots = 0
@@ -275,7 +275,7 @@ class OrderFlowImbalance:
                 (q if b >= b0 else 0) - (q0 if b <= b0 else 0) - (r if a <= a0 else 0) + (r0 if a >= a0 else 0)
                 for b, q, b0, q0, a, r, a0, r0 in zip(bp, bq, ref[0], ref[1], ap, aq, ref[2], ref[3])
             ])
-        self._store.add(ts, es + (bq[0] + aq[0], sum(bq) + sum(aq)))
+        self._store.add(ts, es + (bq[0] + aq[0], sum(bq) + sum(aq), abs(es[0])))
         return es[0]
 
     # -- reads (as of the clock) ------------------------------------------------
@@ -300,6 +300,18 @@ class OrderFlowImbalance:
             return NAN
         return s[0] / (depth / (2 * n))
 
+    def ofi_ratio(self, window: str) -> float:
+        """sum(e_n) / sum(|e_n|) over the window, in [-1, 1]: the net share of the
+        best-level order flow. NaN when the window holds no flow (no state, or
+        every e_n = 0). Bounded, unlike the depth-normalized OFI, so a fixed
+        alert threshold means the same thing on every instrument and day."""
+        n, s = self._window(window)
+        gross = s[self.levels + 2]
+        if n == 0 or gross == 0:
+            self.empty_windows += 1
+            return NAN
+        return s[0] / gross
+
     def mlofi(self, window: str) -> tuple[float, ...]:
         """Per-level OFI sums (level 1 = best) over the window."""
         n, s = self._window(window)
@@ -323,6 +335,7 @@ class OrderFlowImbalance:
         for w in self.windows_ns:
             out[f"ofi_{w}"] = self.ofi(w)
             out[f"ofi_norm_{w}"] = self.ofi_normalized(w)
+            out[f"ofi_ratio_{w}"] = self.ofi_ratio(w)
             out[f"ofi_n_{w}"] = self._window(w)[0]
             for m, (raw, norm) in enumerate(zip(self.mlofi(w), self.mlofi_normalized(w)), start=1):
                 out[f"mlofi{m}_{w}"] = raw
