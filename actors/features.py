@@ -6,12 +6,14 @@ dedupes and asks for resends the same way) and sits between the market data
 and the agents. Per batch it runs :class:`SymbolAnalytics` and sends what
 came out, fire-and-forget with a bounded number of calls in flight:
 
-- every analytics message to the ``AnalyticsPublisher`` (ZeroMQ 5557-5560),
-  found by name so a recreated publisher is picked up;
+- every analytics message to the ``AnalyticsPublisher`` (ZeroMQ 5557-5560);
 - flow states to Valkey (``hmarl:flow_state:<SYM>`` + the flow history),
   through a write-behind queue that never blocks the engine;
-- every message to the downstream actors (the agents) set with
-  :meth:`set_downstream`, as ``on_analytics(messages)``.
+- every message, pickled once, to the downstream actors (agents, ML,
+  coordinator, feedback) as ``on_analytics(payload)``.
+
+Receivers are named actors looked up lazily (:class:`actors.peers.Peer`), so
+one that was recreated is picked up without re-wiring.
 
 A restarted engine re-runs ``__init__``: it replays the last
 ``restore_minutes`` of ticks and book snapshots from the Valkey streams
@@ -24,10 +26,11 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import pickle
 import time
 import uuid
-from collections import deque
 
+from actors.peers import Peer
 from pipelines.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.messages import Event, FlowState
@@ -36,59 +39,12 @@ from pipelines.timeutil import NS_PER_MIN
 
 log = logging.getLogger("quantumtrader.features")
 
-STALL_TIMEOUT_S = 2.0  # a receiver slower than this on its oldest call stops being waited for
-
-
-class Outbox:
-    """Fire-and-forget calls to one receiver with at most ``max_inflight`` unanswered.
-
-    When full it waits up to STALL_TIMEOUT_S for the oldest call, then stops
-    tracking it (counted as a stall): a hung or restarting receiver slows the
-    engine by at most that, never stops it. Failed calls are counted."""
-
-    def __init__(self, ray, max_inflight: int):
-        self._ray = ray
-        self.max_inflight = max_inflight
-        self.refs: deque = deque()
-        self.sent = 0
-        self.failed = 0
-        self.stalled = 0
-
-    def send(self, method, *args) -> None:
-        if len(self.refs) >= self.max_inflight:
-            ready, _ = self._ray.wait([self.refs[0]], timeout=STALL_TIMEOUT_S)
-            if not ready:
-                self.refs.popleft()
-                self.stalled += 1
-        self.reap()
-        self.refs.append(method.remote(*args))
-        self.sent += 1
-
-    def reap(self) -> None:
-        while self.refs:
-            ready, _ = self._ray.wait([self.refs[0]], timeout=0)
-            if not ready:
-                return
-            try:
-                self._ray.get(self.refs.popleft())
-            except Exception as e:
-                self.failed += 1
-                log.warning("analytics call failed: %s", type(e).__name__)
-
-    def drain(self, timeout_s: float) -> None:
-        if self.refs:
-            self._ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout_s)
-        self.reap()
-
-    def stats(self) -> dict:
-        return {"sent": self.sent, "failed": self.failed, "stalled": self.stalled, "inflight": len(self.refs)}
-
 
 class FeatureEngine:
     KINDS = frozenset({"tick", "book"})
 
-    def __init__(self, symbol: str, cfg: FeaturesConfig, tick_size: float, publisher: tuple[str, str] | None = None,
-                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+    def __init__(self, symbol: str, cfg: FeaturesConfig, tick_size: float, namespace: str, publisher: str | None = None,
+                 downstream: tuple[str, ...] = (), valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
         import ray  # the engine calls other actors; SymbolAnalytics is plain Python
 
         self._ray = ray
@@ -97,11 +53,8 @@ class FeatureEngine:
         self.incarnation = uuid.uuid4().hex
         self.analytics = self._new_analytics(tick_size)
         self.gate = SeqGate()
-        self.publisher_name = publisher  # (name, namespace) of the AnalyticsPublisher, or None
-        self._publisher = None
-        self._publisher_out = Outbox(ray, cfg.max_inflight)
-        self.publisher_errors = 0
-        self.downstream: dict[str, tuple] = {}  # name -> (handle, Outbox)
+        self.publisher = Peer(ray, publisher, namespace, cfg.max_inflight) if publisher else None
+        self.downstream = [Peer(ray, name, namespace, cfg.max_inflight) for name in downstream]
         self.accepted = 0
         self.restored = 0
         self.restore_seconds = 0.0
@@ -158,30 +111,18 @@ class FeatureEngine:
         return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
 
     def _emit(self, out: list) -> None:
-        if self.publisher_name is not None:
-            self._publish(out if self.cfg.publish_vectors else [m for m in out if m.KIND != "features"])
+        if self.publisher is not None:
+            public = out if self.cfg.publish_vectors else [m for m in out if m.KIND != "features"]
+            if public:
+                self.publisher.call("publish", public)
         if self.flow_writer is not None:
             states = [m for m in out if type(m) is FlowState]
             if states:
                 self.flow_writer.write(states)
-        for name, (handle, box) in self.downstream.items():
-            box.send(handle.on_analytics, out)
-
-    def _publish(self, out: list) -> None:
-        if not out:
-            return
-        try:
-            if self._publisher is None:
-                self._publisher = self._ray.get_actor(*self.publisher_name)
-            self._publisher_out.send(self._publisher.publish, out)
-        except Exception as e:  # publisher gone: look it up again next time (the supervisor recreates it)
-            self._publisher = None
-            self.publisher_errors += 1
-            log.warning("FeatureEngine %s: publisher unavailable: %s", self.symbol, type(e).__name__)
-
-    def set_downstream(self, handles: dict) -> None:
-        """Receivers of every analytics message (``on_analytics(list)``), by name."""
-        self.downstream = {n: (h, Outbox(self._ray, self.cfg.max_inflight)) for n, h in handles.items()}
+        if self.downstream:
+            payload = pickle.dumps(out, protocol=5)  # once for every receiver
+            for peer in self.downstream:
+                peer.call("on_analytics", payload)
 
     # -- queries and control ------------------------------------------------------
 
@@ -212,16 +153,15 @@ class FeatureEngine:
             "restored": self.restored,
             "restore_seconds": round(self.restore_seconds, 3),
             "restore_error": self.restore_error,
-            "publisher": {**self._publisher_out.stats(), "errors": self.publisher_errors},
-            "downstream": {n: box.stats() for n, (_h, box) in self.downstream.items()},
+            "publisher": self.publisher.stats() if self.publisher is not None else None,
+            "downstream": {p.name: p.stats() for p in self.downstream},
             "flow_store": self.flow_writer.stats() if self.flow_writer is not None else None,
         }
 
     def close(self, timeout_s: float = 10.0) -> dict:
         """Wait for outstanding calls and flush the flow states to Valkey."""
-        self._publisher_out.drain(timeout_s)
-        for _h, box in self.downstream.values():
-            box.drain(timeout_s)
+        for peer in ([self.publisher] if self.publisher is not None else []) + self.downstream:
+            peer.drain(timeout_s)
         if self.flow_writer is not None:
             self.flow_writer.close(timeout_s)
         return self.stats()

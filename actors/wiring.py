@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,12 +28,14 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
 from actors.edges import AnalyticsPublisher, MarketDataPublisher, Recorder, ValkeyWriter
 from actors.features import FeatureEngine
+from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, agent_name, coordinator_name, feedback_name, ml_name
 from actors.feed import FeedActor, Route
 from pipelines.config import AppConfig
 from pipelines.instruments import tick_size_for
 from pipelines.zmq_edge import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
+REPO = Path(__file__).resolve().parent.parent
 
 FEED = "feed"
 VALKEY_WRITER = "valkey_writer"
@@ -106,10 +109,32 @@ class MarketDataGraph:
                 # The simulator prices on its own grid; recorded and live data on the contract's.
                 sim_tick = cfg.feed.simulator.tick_size
                 tick = sim_tick if cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
-                publisher = (ANALYTICS_PUBLISHER, cfg.namespace)
-                specs.append(ActorSpec(features_name(sym), FeatureEngine, (sym, cfg.features, tick, publisher, url, pw),
+                hmarl = self._hmarl_specs(sym) if cfg.hmarl.enabled else []
+                downstream = tuple(s.name for s in hmarl)
+                specs.append(ActorSpec(features_name(sym), FeatureEngine,
+                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, downstream, url, pw),
                                        FeatureEngine.KINDS, one))
+                specs.extend(hmarl)
         self.specs = {s.name: s for s in specs}
+
+    def _hmarl_specs(self, sym: str) -> list[ActorSpec]:
+        """The four agents, the ML voter, the coordinator and the feedback system of one symbol."""
+        cfg, url, pw, ns = self.cfg.hmarl, self.valkey_url, self.cfg.valkey.password_env, self.cfg.namespace
+        placement: dict = {}
+        if cfg.scheduling == "spread":
+            placement["scheduling_strategy"] = "SPREAD"
+        if cfg.agent_resource:
+            placement["resources"] = {cfg.agent_resource: 0.01}
+        specs = [ActorSpec(agent_name(a, sym), AgentActor, (a, sym, cfg, ns, url, pw), options=dict(placement))
+                 for a in cfg.agents]
+        voters = tuple(cfg.agents)
+        if cfg.ml_enabled:
+            model_dir = Path(cfg.model_dir) if Path(cfg.model_dir).is_absolute() else REPO / cfg.model_dir
+            specs.append(ActorSpec(ml_name(sym), MLActor, (sym, cfg, ns, str(model_dir), url, pw), options=dict(placement)))
+            voters += ("ml",)
+        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw)))
+        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, tuple(cfg.agents), url, pw)))
+        return specs
 
     # -- creation ---------------------------------------------------------------
 
@@ -250,6 +275,9 @@ class MarketDataGraph:
         final[FEED] = call(FEED, "stop", timeout_s / 2)
         for sym in self.cfg.symbols:
             final[features_name(sym)] = call(features_name(sym), "close", timeout_s / 4)
+        for name, spec in self.specs.items():
+            if spec.cls in (AgentActor, MLActor, CoordinatorActor, FeedbackActor):
+                final[name] = call(name, "close", timeout_s / 4)
         final[ANALYTICS_PUBLISHER] = call(ANALYTICS_PUBLISHER, "close")
         final[VALKEY_WRITER] = call(VALKEY_WRITER, "close", timeout_s / 2)
         final[RECORDER] = call(RECORDER, "close")

@@ -108,6 +108,7 @@ class ZmqConfig:
     footprint_port: int = field(default=5558, metadata=_range(0, 65535))
     liquidity_port: int = field(default=5559, metadata=_range(0, 65535))
     tape_port: int = field(default=5560, metadata=_range(0, 65535))
+    decision_port: int = field(default=5561, metadata=_range(0, 65535))
     sndhwm: int = field(default=100_000, metadata=_range(1, None))
 
     def ports(self) -> dict[str, int]:
@@ -147,6 +148,31 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class HmarlConfig:
+    enabled: bool = True
+    agents: tuple[str, ...] = ("order_flow", "liquidity", "tape", "footprint")
+    learning: bool = True  # the agents' learning layer (act / fade / abstain per context)
+    ml_enabled: bool = True
+    model_dir: str = "models"  # XGBoost model + metadata; none there = the ML voter abstains
+    ml_weight: float = field(default=0.40, metadata=_range(0, 1))  # initial; the agents share the rest equally
+    decision_every_ms: float = field(default=1000.0, metadata=_range(1, 86_400_000))  # event time
+    threshold: float = field(default=0.15, metadata=_range(0, 1))  # |score| for BUY / SELL
+    eta: float = field(default=0.5, metadata=_range(0, 100))  # Hedge learning rate of the voter weights
+    weight_floor: float = field(default=0.02, metadata=_range(0, 0.5))
+    horizon_s: float = field(default=60.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
+    signal_ttl_s: float = field(default=5.0, metadata=_range(0.001, 86_400))  # older signals count as absent
+    base_size: int = field(default=1, metadata=_range(1, 10_000))
+    max_position: int = field(default=5, metadata=_range(0, 100_000))
+    max_loss: float = field(default=2000.0, metadata=_range(0, None))  # realized, instrument currency
+    scheduling: str = field(default="default", metadata=_choices("default", "spread"))  # agents across nodes
+    agent_resource: str | None = None  # custom resource the agents require (place them on nodes offering it)
+    ttl_decision_s: int = field(default=86_400, metadata=_range(1, None))
+    ttl_feedback_s: int = field(default=7 * 86_400, metadata=_range(1, None))
+    ttl_signal_s: int = field(default=7_200, metadata=_range(1, None))
+    ttl_metrics_s: int = field(default=86_400, metadata=_range(1, None))
+
+
+@dataclass(frozen=True)
 class AppConfig:
     namespace: str = "quantumtrader"
     symbols: tuple[str, ...] = ("WDOZ26",)
@@ -156,6 +182,7 @@ class AppConfig:
     zmq: ZmqConfig = field(default_factory=ZmqConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    hmarl: HmarlConfig = field(default_factory=HmarlConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
@@ -244,6 +271,12 @@ def _check_cross_fields(cfg: AppConfig) -> None:
         raise ConfigError("recorder.path", "same folder as feed.replay.path: recording a replay there would duplicate it")
     if cfg.feed.source == "profitdll":
         raise ConfigError("feed.source", "profitdll is not available in this build yet (see issue 5); use simulator or replay")
+    known_agents = ("order_flow", "liquidity", "tape", "footprint")
+    for i, agent in enumerate(cfg.hmarl.agents):
+        if agent not in known_agents:
+            raise ConfigError(f"hmarl.agents[{i}]", f"unknown agent {agent!r} (known: {', '.join(known_agents)})")
+    if cfg.hmarl.enabled and not cfg.features.enabled:
+        raise ConfigError("hmarl.enabled", "the agents read the FeatureEngine's output: set features.enabled: true")
     if cfg.feed.simulator.start is not None:
         from pipelines.timeutil import parse_time
 

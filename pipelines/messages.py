@@ -243,11 +243,90 @@ class TapeSignal(NamedTuple):
     KIND = "tape"
 
 
+# -- decisions: agents, ML, coordinator, feedback (issue 4) ------------------------
+
+
+class Signal(NamedTuple):
+    """One voter's view after an event: direction in [-1, 1], confidence in [0, 1].
+
+    ``price`` is the last trade price when the signal was formed: the entry
+    reference for its realized outcome ``horizon_ns`` of event time later.
+    ``raw_direction`` is the rule's direction before the learning layer chose
+    ``action`` ("act" keeps it, "fade" flips it, "abstain" zeroes it) in the
+    discretized ``context``."""
+
+    agent: str
+    symbol: str
+    ts_event: int
+    seq: int
+    direction: float
+    confidence: float
+    horizon_ns: int
+    price: float
+    reasons: tuple[str, ...]
+    context: str = ""
+    action: str = "act"
+    raw_direction: float = 0.0
+
+    KIND = "signal"
+
+
+class Decision(NamedTuple):
+    """The coordinator's consensus. ``decision_id`` is derived from (symbol, seq), so
+    the same inputs give the same id and a re-sent decision is idempotent."""
+
+    decision_id: str
+    symbol: str
+    ts_event: int
+    seq: int
+    action: str  # "BUY" | "SELL" | "HOLD"
+    size: int  # contracts
+    score: float  # sum of weight x direction x confidence over the voters present
+    confidence: float
+    price: float
+    horizon_ns: int
+    signals: tuple[dict, ...]  # agent, direction, confidence, weight, reasons of each contributing voter
+    weights: dict[str, float]  # every voter's weight at decision time
+    market: dict[str, float]  # market state the decision saw
+    risk: str = ""  # why the risk hook reduced or blocked it ("" = passed)
+    ts_recv: int = 0  # receive time of the market event that triggered it (latency measurement only)
+
+    KIND = "decision"
+
+
+class Feedback(NamedTuple):
+    """A realized outcome: ``horizon`` after a signal or decision, from trade prices.
+
+    ``points`` = exit - entry price; ``reward`` is the voter's signed, scaled
+    return (direction x confidence x points / scale, clipped to [-1, 1]);
+    ``pnl`` is money for ``size`` contracts in the instrument's currency
+    (R$ for WDO/WIN), for a decision; a signal's pnl is for one contract in
+    its direction."""
+
+    voter: str  # agent id, "ml", or "coordinator" for a decision
+    symbol: str
+    ts_event: int  # event time the horizon elapsed
+    signal_ts: int
+    seq: int  # seq of the signal or decision
+    direction: float
+    confidence: float
+    entry_price: float
+    exit_price: float
+    points: float
+    pnl: float
+    reward: float
+    hit: bool | None  # None: flat outcome or no direction
+    decision_id: str = ""
+
+    KIND = "feedback"
+
+
 Event = Union[Trade, BookSnapshot, BookUpdate]
 Analytics = Union[FeatureVector, FlowState, LiquidityState, FootprintState, TapeSignal]
 EVENT_TYPES: dict[str, type] = {
     t.KIND: t
-    for t in (Trade, BookSnapshot, BookUpdate, Candle, FeatureVector, FlowState, LiquidityState, FootprintState, TapeSignal)
+    for t in (Trade, BookSnapshot, BookUpdate, Candle, FeatureVector, FlowState, LiquidityState, FootprintState, TapeSignal,
+              Signal, Decision, Feedback)
 }
 
 

@@ -38,7 +38,7 @@ PORTS: dict[str, int] = {
 # Feature vectors ride the flow socket (topic ``features.<SYM>``); every other
 # kind has a socket of its own name.
 SOCKET_FOR_KIND = {"tick": "tick", "book": "book", "book_update": "book", "features": "flow"}
-ANALYTICS_STREAMS = ("flow", "footprint", "liquidity", "tape")
+ANALYTICS_STREAMS = ("flow", "footprint", "liquidity", "tape", "decision")
 
 
 def topic(kind: str, symbol: str) -> bytes:

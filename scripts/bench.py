@@ -57,6 +57,7 @@ def bench_pipeline(args) -> None:
                          "simulator": {"rate": rate, "speed": 1.0, "seed": 1, "start": "2026-11-23T10:00:00-03:00"}},
                 "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")},
                 "features": {"enabled": bool(args.features)},  # off: the market-data path alone (issue 2 baseline)
+                "hmarl": {"enabled": False},
                 "recorder": {"enabled": False},
             })
             server_client_flush(url)

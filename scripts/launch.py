@@ -96,13 +96,31 @@ def progress_line(elapsed: float, stats: dict) -> str:
         f"tape={(s.get('emitted') or {}).get('tape', 0)}"
         for name, s in sorted(stats.items()) if name.startswith("features:") and isinstance(s, dict)
     )
+    hmarl = " ".join(filter(None, (hmarl_summary(name, s, stats) for name, s in sorted(stats.items()))))
     p99 = zp.get("latency_p99_ms")
     return (
         f"[{elapsed:6.1f}s] feed events={feed.get('events_out', 0)} rejected={rej} | "
         f"valkey written={vw.get('written', '-')} queue={vw.get('queue_len', '-')} connected={vw.get('connected', '-')} | "
         f"zmq sent={zp.get('sent', '-')} p99={'-' if p99 is None else f'{p99:.2f}ms'} | {bufs}"
         + (f" | {feats}" if feats else "")
+        + (f"\n           {hmarl}" if hmarl else "")
     )
+
+
+def hmarl_summary(name: str, s: dict, stats: dict) -> str:
+    """Decisions, voter weights and realized hit rates of one symbol's coordinator."""
+    if not name.startswith("coordinator:") or not isinstance(s, dict) or "weights" not in s:
+        return ""
+    sym = name.split(":", 1)[1]
+    perf = (stats.get(f"feedback:{sym}") or {}).get("performance") or {}
+    voters = []
+    for voter, w in sorted(s["weights"].items()):
+        p = perf.get(voter) or {}
+        hit = p.get("hit_rate")
+        voters.append(f"{voter}={w:.3f}" + (f"(hit {hit:.2f} n={p.get('count')})" if hit is not None else ""))
+    acts = s.get("actions") or {}
+    return (f"{sym} decisions={s.get('decisions', 0)} buy={acts.get('BUY', 0)} sell={acts.get('SELL', 0)} "
+            f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters))
 
 
 def main(argv: list[str] | None = None) -> int:

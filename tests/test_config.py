@@ -16,7 +16,8 @@ def test_default_config_loads_with_the_documented_defaults():
     assert (cfg.zmq.tick_port, cfg.zmq.book_port, cfg.zmq.host) == (5555, 5556, "127.0.0.1")
     assert cfg.valkey.url is None and cfg.valkey.maxlen == 100_000
     assert cfg.feed.source == "simulator"
-    assert cfg.zmq.ports() == {"tick": 5555, "book": 5556, "flow": 5557, "footprint": 5558, "liquidity": 5559, "tape": 5560}
+    assert cfg.zmq.ports() == {"tick": 5555, "book": 5556, "flow": 5557, "footprint": 5558, "liquidity": 5559, "tape": 5560,
+                                 "decision": 5561}
     assert cfg.features.enabled and cfg.features.vector_every_ms == 0 and cfg.features.flow_state_ttl_s == 3600
 
 

@@ -29,7 +29,7 @@ EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint",
 _symbols = iter(f"WDO{m}{y}" for y in range(30, 99) for m in "FGHJKMNQUVXZ")
 
 
-def make_cfg(tmp_path, features=None, **feed):
+def make_cfg(tmp_path, features=None, hmarl=None, **feed):
     """A one-symbol graph on ephemeral ports. The FeatureEngine is off unless
     ``features`` is given: these tests are about the market-data path."""
     sym = next(_symbols)
@@ -42,6 +42,7 @@ def make_cfg(tmp_path, features=None, **feed):
         "recorder": {"enabled": True, "path": str(tmp_path / "rec"), "flush_seconds": 0.5},
         "supervisor": {"ping_timeout_s": 5.0},
         "features": features or {"enabled": False},
+        "hmarl": hmarl or {"enabled": False},
     })
 
 

@@ -1,0 +1,92 @@
+"""Calls between actors that must never stall the caller.
+
+``Outbox``: fire-and-forget calls to one receiver with at most
+``max_inflight`` unanswered. When full it waits up to ``STALL_TIMEOUT_S`` for
+the oldest call, then stops tracking it (counted as a stall): a hung or
+restarting receiver slows the sender by at most that, never stops it.
+
+``Peer``: an Outbox to a named actor, looked up lazily and looked up again
+after a failure, so a receiver recreated by the supervisor (a new handle under
+the same name) is picked up without re-wiring anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+log = logging.getLogger("quantumtrader.peers")
+
+STALL_TIMEOUT_S = 2.0
+
+
+class Outbox:
+    def __init__(self, ray, max_inflight: int):
+        self._ray = ray
+        self.max_inflight = max_inflight
+        self.refs: deque = deque()
+        self.sent = 0
+        self.failed = 0
+        self.stalled = 0
+
+    def send(self, method, *args) -> None:
+        if len(self.refs) >= self.max_inflight:
+            ready, _ = self._ray.wait([self.refs[0]], timeout=STALL_TIMEOUT_S)
+            if not ready:
+                self.refs.popleft()
+                self.stalled += 1
+        self.reap()
+        self.refs.append(method.remote(*args))
+        self.sent += 1
+
+    def reap(self) -> list:
+        """Collect the answers that have arrived, without blocking; returns them."""
+        out = []
+        while self.refs:
+            ready, _ = self._ray.wait([self.refs[0]], timeout=0)
+            if not ready:
+                break
+            try:
+                out.append(self._ray.get(self.refs.popleft()))
+            except Exception as e:
+                self.failed += 1
+                log.warning("call failed: %s", type(e).__name__)
+        return out
+
+    def drain(self, timeout_s: float) -> None:
+        if self.refs:
+            self._ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout_s)
+        self.reap()
+
+    def stats(self) -> dict:
+        return {"sent": self.sent, "failed": self.failed, "stalled": self.stalled, "inflight": len(self.refs)}
+
+
+class Peer:
+    def __init__(self, ray, name: str, namespace: str, max_inflight: int = 16):
+        self._ray = ray
+        self.name = name
+        self.namespace = namespace
+        self.box = Outbox(ray, max_inflight)
+        self._handle = None
+        self.lookup_errors = 0
+
+    def call(self, method: str, *args) -> bool:
+        """Send ``method(*args)``; False (counted) when the actor cannot be reached now."""
+        try:
+            if self._handle is None:
+                self._handle = self._ray.get_actor(self.name, namespace=self.namespace)
+            self.box.send(getattr(self._handle, method), *args)
+            return True
+        except Exception as e:  # not created yet, or gone: look it up again next time
+            self._handle = None
+            self.lookup_errors += 1
+            if self.lookup_errors in (1, 10, 100, 1000) or self.lookup_errors % 10_000 == 0:
+                log.warning("%s unreachable (%d times): %s", self.name, self.lookup_errors, type(e).__name__)
+            return False
+
+    def drain(self, timeout_s: float) -> None:
+        self.box.drain(timeout_s)
+
+    def stats(self) -> dict:
+        return {**self.box.stats(), "unreachable": self.lookup_errors}
