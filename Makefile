@@ -22,7 +22,7 @@ install: $(STAMP)
 
 # A starter ML model from simulator data when models/ has none (the ML voter abstains without one).
 models/registry.json: | $(STAMP)
-	$(PY) scripts/train_model.py --simulator-events 60000 --horizon-s 60 --out models
+	$(PY) scripts/train_model.py --simulator-events 60000 --horizon-s 10 --out models
 
 run: $(STAMP) models/registry.json
 	$(PY) scripts/launch.py $(ARGS)

@@ -159,7 +159,7 @@ class HmarlConfig:
     threshold: float = field(default=0.15, metadata=_range(0, 1))  # |score| for BUY / SELL
     eta: float = field(default=0.5, metadata=_range(0, 100))  # Hedge learning rate of the voter weights
     weight_floor: float = field(default=0.02, metadata=_range(0, 0.5))
-    horizon_s: float = field(default=60.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
+    horizon_s: float = field(default=10.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
     signal_ttl_s: float = field(default=5.0, metadata=_range(0.001, 86_400))  # older signals count as absent
     base_size: int = field(default=1, metadata=_range(1, 10_000))
     max_position: int = field(default=5, metadata=_range(0, 100_000))
