@@ -96,7 +96,7 @@ class _HmarlActor:
         log.info("%s restored its %s state from Valkey", owner, name)
 
     def ping(self) -> dict:
-        return {"incarnation": self.incarnation, "pid": os.getpid()}
+        return {"incarnation": self.incarnation, "pid": os.getpid(), "node": self._ray.get_runtime_context().get_node_id()}
 
     def close(self, timeout_s: float = 10.0) -> dict:
         stats = self.stats()
@@ -289,9 +289,11 @@ class FeedbackActor(_HmarlActor):
         for voter, fbs in by_voter.items():
             if voter in self.agents:
                 self.agents[voter].call("on_feedback", fbs)
-        voters = [fb for fb in feedbacks if fb.voter != "coordinator"]
-        if voters:
-            self.coordinator.call("on_feedback", voters)
+        # Voter weights learn from the decisions' outcomes, each voter scored on the
+        # same rounds; each agent learns from the outcomes of its own signals.
+        credits = [c for fb in feedbacks if fb.voter == "coordinator" for c in self.system.voter_credits(fb)]
+        if credits:
+            self.coordinator.call("on_feedback", credits)
 
     def performance(self) -> dict:
         return self.system.all_performance()

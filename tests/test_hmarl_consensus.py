@@ -503,3 +503,24 @@ def test_state_round_trip():
     assert e.weights == pytest.approx({v: x / sum(raw.values()) for v, x in raw.items()}, abs=1e-12)
     with pytest.raises(ValueError, match="state is for 'WDOZ26'"):
         Coordinator(WIN, FOUR).load_state(saved)
+
+
+def test_voter_credits_score_each_voter_on_the_decision_round():
+    """A decision's outcome credits each voter that took part with its own direction x confidence."""
+    from pipelines.messages import Decision
+
+    fs = FeedbackSystem("WDOZ26")  # scale 4 ticks = 2.0 points, R$10/point
+    votes = ({"agent": "ml", "direction": 0.5, "confidence": 0.8, "weight": 0.4},
+             {"agent": "tape", "direction": -1.0, "confidence": 0.25, "weight": 0.6})
+    d = Decision("WDOZ26-7", "WDOZ26", 1_000, 7, "BUY", 1, 0.05, 0.05, 5400.0, 10_000, votes, {}, {})
+    fs.track_decision(d)
+    fbs = fs.on_prices([(5_000, 5401.0), (11_000, 5403.0)])  # exit = last price at or before 11_000: 5403.0
+    (coord,) = [f for f in fbs if f.voter == "coordinator"]
+    credits = {c.voter: c for c in fs.voter_credits(coord)}
+    assert set(credits) == {"ml", "tape"}
+    # ml: 0.5 x 0.8 x 3.0 / 2.0 = 0.6 ; tape: -1 x 0.25 x 3.0 / 2.0 = -0.375
+    assert credits["ml"].reward == pytest.approx(0.6) and credits["tape"].reward == pytest.approx(-0.375)
+    assert credits["ml"].pnl == pytest.approx(30.0) and credits["tape"].pnl == pytest.approx(-30.0)
+    assert credits["ml"].hit is True and credits["tape"].hit is False
+    assert all(c.seq == 7 and c.decision_id == "WDOZ26-7" for c in credits.values())
+    assert fs.voter_credits(coord) == []  # credited once

@@ -157,6 +157,8 @@ class FeedbackSystem:
         self._ready: list[Feedback] = []  # late registrations evaluated at once, returned by the next on_price
         self._perf: dict[str, _RunningStats] = {}
         self._counts: Counter[str] = Counter()
+        self._votes: dict[str, tuple] = {}  # decision_id -> the votes behind it (insertion ordered)
+        self.max_votes = 100_000
 
     # -- registration ---------------------------------------------------------
 
@@ -193,6 +195,29 @@ class FeedbackSystem:
         self._track(_Tracked(decision.ts_event + decision.horizon_ns, COORDINATOR, decision.ts_event, decision.seq,
                              float(direction), float(decision.confidence), float(decision.price),
                              int(decision.size), decision.decision_id))
+        # The votes behind it, for voter_credits() once its outcome is known (bounded, oldest dropped).
+        self._votes[decision.decision_id] = tuple(decision.signals)
+        while len(self._votes) > self.max_votes:
+            self._votes.pop(next(iter(self._votes)))
+
+    def voter_credits(self, fb: Feedback) -> list[Feedback]:
+        """One Feedback per voter that took part in the decision ``fb`` resolved: its
+        own direction x confidence at decision time against the same realized move.
+
+        The coordinator learns its voter weights from these, so every voter is
+        scored on the same rounds (the decisions), whatever its signal rate; a
+        voter that was absent gets nothing for that round."""
+        votes = self._votes.pop(fb.decision_id, ())
+        out = []
+        for v in votes:
+            d, c = float(v["direction"]), float(v["confidence"])
+            out.append(fb._replace(
+                voter=v["agent"], direction=d, confidence=c,
+                pnl=_sign(d) * fb.points * self.point_value,
+                reward=min(1.0, max(-1.0, d * c * fb.points / self.scale)),
+                hit=None if d == 0 or fb.points == 0 else _sign(d) == _sign(fb.points),
+            ))
+        return out
 
     def _track(self, item: _Tracked) -> None:
         key = (item.voter, item.seq, item.signal_ts)

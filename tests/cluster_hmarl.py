@@ -1,0 +1,93 @@
+"""Run by tests/test_hmarl_cluster.py in its own process: the HMARL graph on a 3-node
+``ray.cluster_utils.Cluster`` (a separate Ray from the test session's).
+
+Two worker nodes offer the custom resource ``agents``; the config asks the agents
+to need it and to spread. Prints one JSON line with what it observed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+        except Exception:
+            v = None
+        if v:
+            return v
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main(model_dir: str) -> None:
+    from actors.wiring import MarketDataGraph
+    from pipelines.config import config_from_dict
+    from pipelines.valkey_store import EmbeddedValkey
+
+    tmp = Path(tempfile.mkdtemp(prefix="qt-cluster-"))
+    server = EmbeddedValkey(tmp / "valkey")
+    url = server.start()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20})
+    workers = [cluster.add_node(num_cpus=1, resources={"agents": 8}, object_store_memory=150 * 2**20) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    sym = "WDOZ26"
+    cfg = config_from_dict({
+        "namespace": "cluster-test",
+        "symbols": [sym],
+        "feed": {"simulator": {"rate": 300, "speed": 10, "start": "2026-11-23T10:00:00-03:00"}},
+        "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
+        "recorder": {"enabled": False},
+        "hmarl": {"model_dir": model_dir, "horizon_s": 5, "decision_every_ms": 500, "scheduling": "spread",
+                  "agent_resource": "agents"},
+    })
+    g = MarketDataGraph(cfg, url)
+    out: dict = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}
+    try:
+        g.start(timeout_s=120)
+        coord = g.handle(f"coordinator:{sym}")
+        agents = [f"agent:{a}:{sym}" for a in cfg.hmarl.agents]
+        out["agent_nodes"] = {a: ray.get(g.handle(a).ping.remote())["node"] for a in agents}
+        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > 10, 120, "decisions")
+        victim = g.handle(agents[0])
+        wait_for(lambda: ray.get(victim.stats.remote())["learning"]["contexts"], 120, "learning")
+        wait_for(lambda: sum(c["updates"] for c in ray.get(victim.stats.remote())["learning"]["contexts"].values()) > 0,
+                 120, "the agent to learn")
+        time.sleep(1.0)
+        before = ray.get(victim.ping.remote())
+        at_kill = ray.get(coord.stats.remote())["decisions"]
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > at_kill + 5, 120, "decisions after the kill")
+        after = wait_for(lambda: (p := ray.get(victim.ping.remote(), timeout=5))["incarnation"] != before["incarnation"] and p,
+                         120, "the agent's restart")
+        st = ray.get(victim.stats.remote())
+        out.update(killed=agents[0], killed_node_before=before["node"], node_after=after["node"],
+                   decisions_at_kill=at_kill, decisions_after=ray.get(coord.stats.remote())["decisions"],
+                   restored=st["restored"], restore_error=st["restore_error"])
+    finally:
+        try:
+            g.shutdown(timeout_s=20)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            server.stop()
+    print("RESULT " + orjson.dumps(out).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
