@@ -210,22 +210,23 @@ def bench_features(args) -> None:
         emit(bench="features", metric=metric, value=round(float(value), 3), unit=unit)
 
 
+def graph_parser(sub, name: str, help_text: str, warmup: float):
+    """A subcommand that runs the actor graph at a list of offered rates."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 20000])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=warmup)
+    p.add_argument("--batch-ms", type=float, default=5.0)
+    p.add_argument("--batch-events", type=int, default=500)
+    return p
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="QuantumTrader benchmarks (JSON lines on stdout)")
     sub = p.add_subparsers(dest="bench", required=True)
-    pp = sub.add_parser("pipeline", help="feed -> buffers -> Valkey + ZeroMQ throughput and latency")
-    pp.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 20000])
-    pp.add_argument("--seconds", type=float, default=10.0)
-    pp.add_argument("--warmup", type=float, default=3.0)
-    pp.add_argument("--batch-ms", type=float, default=5.0)
-    pp.add_argument("--batch-events", type=int, default=500)
+    pp = graph_parser(sub, "pipeline", "feed -> buffers -> Valkey + ZeroMQ throughput and latency", warmup=3.0)
     pp.add_argument("--features", action="store_true", help="include the FeatureEngine and its ZeroMQ analytics")
-    pd_ = sub.add_parser("decisions", help="tick -> decision latency through the whole graph, max sustained rate")
-    pd_.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 20000])
-    pd_.add_argument("--seconds", type=float, default=10.0)
-    pd_.add_argument("--warmup", type=float, default=5.0)
-    pd_.add_argument("--batch-ms", type=float, default=5.0)
-    pd_.add_argument("--batch-events", type=int, default=500)
+    pd_ = graph_parser(sub, "decisions", "tick -> decision latency through the whole graph, max sustained rate", warmup=5.0)
     pd_.add_argument("--decision-ms", type=float, default=20.0)
     pf = sub.add_parser("features", help="feature engine: incremental update, vector, batch, naive baseline")
     pf.add_argument("--events", type=int, default=100_000)

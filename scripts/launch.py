@@ -145,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    import ray
-
     from actors.wiring import MarketDataGraph
     from pipelines.valkey_store import redact
 

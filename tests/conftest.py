@@ -52,3 +52,42 @@ def es_file() -> Path:
     if not ES_FILE.exists():
         pytest.skip(f"real data not available: {ES_FILE} (../shared/data is absent)")
     return ES_FILE
+
+
+@pytest.fixture(scope="module")
+def client(valkey_server):
+    """A client (bytes replies) on the session Valkey."""
+    from pipelines.valkey_store import connect
+
+    c = connect(valkey_server[1])
+    yield c
+    c.close()
+
+
+def simulated_events(seed: int, rate: float, max_events: int, symbol: str = "WDOZ26",
+                     start: str = "2026-11-23T10:00:00-03:00") -> list:
+    """A seeded simulator day as fast as possible, seq-stamped per symbol as the feed does."""
+    from pipelines.config import SimulatorConfig
+    from pipelines.sources.simulator import MarketSimulator
+
+    sim = MarketSimulator(SimulatorConfig(seed=seed, rate=rate, speed=0.0, start=start, max_events=max_events), [symbol])
+    events: list = []
+    while not sim.exhausted:
+        events.extend(sim.poll(5000))
+    return [e._replace(seq=i + 1) for i, e in enumerate(events)]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A small XGBoost model trained on simulator features (another seed than the run)."""
+    from pipelines.features.engine import SymbolAnalytics
+    from pipelines.hmarl.ml import train_model
+    from pipelines.messages import FeatureVector
+
+    ns_per_s = 1_000_000_000
+
+    out: list = []
+    SymbolAnalytics("WDOZ26", 0.5).on_events(simulated_events(seed=99, rate=400, max_events=30_000), out)
+    d = tmp_path_factory.mktemp("models")
+    train_model([m for m in out if type(m) is FeatureVector], 5 * ns_per_s, d, "sim-test")
+    return d

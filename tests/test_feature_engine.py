@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from pipelines.config import SimulatorConfig
+from tests.conftest import simulated_events
 from pipelines.features.core import FEATURE_NAMES, compute_batch
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES
@@ -28,7 +28,6 @@ from pipelines.messages import (
     from_dict,
     to_dict,
 )
-from pipelines.sources.simulator import MarketSimulator
 from pipelines.zmq_edge import decode, encode
 
 SYM = "WDOZ26"
@@ -37,13 +36,7 @@ NS_PER_S = 1_000_000_000
 
 @pytest.fixture(scope="module")
 def events():
-    cfg = SimulatorConfig(seed=5, rate=60.0, speed=0.0, start="2026-11-23T10:00:00-03:00", max_events=30_000)
-    sim = MarketSimulator(cfg, [SYM])
-    out = []
-    while not sim.exhausted:
-        out.extend(sim.poll(5000))
-    # Seq as the feed stamps it: per symbol, across kinds.
-    return [e._replace(seq=i + 1) for i, e in enumerate(out)]
+    return simulated_events(seed=5, rate=60.0, max_events=30_000, symbol=SYM)
 
 
 def run(events, **kw) -> tuple[SymbolAnalytics, list]:

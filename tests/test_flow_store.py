@@ -46,13 +46,6 @@ def seqs(entries: list[dict]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def client(valkey_server):
-    c = connect(valkey_server[1])
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def filled(valkey_server, client):
     """300 states of one symbol, seq i at T0 + i s, written in batches of 50."""
     sym = new_symbol()

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from pipelines.config import SimulatorConfig
+from tests.conftest import simulated_events
 from pipelines.features.engine import SymbolAnalytics
 from pipelines.hmarl.agents import (
     AGENTS,
@@ -36,7 +36,6 @@ from pipelines.messages import (
     Trade,
 )
 from pipelines.sources.cme_es import read_cme_es
-from pipelines.sources.simulator import MarketSimulator
 from pipelines.timeutil import parse_time, to_ns
 
 SYM = "WDOZ26"
@@ -548,12 +547,7 @@ def sim_analytics():
     # enough for 1-minute footprint bars and a warm 300/900 s tape-speed baseline; at 200/s the same
     # event budget would cover 5 minutes (5 bars, the 300 s baseline never warm).
     t = time.perf_counter()
-    cfg = SimulatorConfig(seed=11, rate=30.0, speed=0.0, start="2026-11-23T10:00:00-03:00", max_events=60_000)
-    sim = MarketSimulator(cfg, [SYM])
-    events = []
-    while not sim.exhausted:
-        events.extend(sim.poll(5000))
-    events = [e._replace(seq=i + 1) for i, e in enumerate(events)]
+    events = simulated_events(seed=11, rate=30.0, max_events=60_000, symbol=SYM)
     out = _analytics(events, SYM, TICK)
     print(f"\nsimulator: {len(events)} events -> {len(out)} analytics in {time.perf_counter() - t:.2f} s")
     return SYM, out

@@ -13,12 +13,11 @@ import orjson
 import pytest
 
 from tests.conftest import REPO
-from tests.test_hmarl_ray import model_dir  # noqa: F401  (module fixture: a small trained model)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_agents_spread_over_nodes_and_survive_a_kill(model_dir):  # noqa: F811
+def test_agents_spread_over_nodes_and_survive_a_kill(model_dir):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "cluster_hmarl.py"), str(model_dir)],
                           capture_output=True, text=True, timeout=400, env=env, cwd=REPO)

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from pipelines.config import SimulatorConfig
+from tests.conftest import simulated_events
 from pipelines.features.catalog import catalog_entries
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.hmarl.ml import (
@@ -34,7 +34,6 @@ from pipelines.hmarl.ml import (
     train_model,
 )
 from pipelines.messages import FeatureVector, FlowState, LiquidityState
-from pipelines.sources.simulator import MarketSimulator
 
 SYM = "WDOZ26"
 NS_PER_S = 1_000_000_000
@@ -44,12 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def vectors() -> list[FeatureVector]:
-    cfg = SimulatorConfig(seed=5, rate=60.0, speed=0.0, start="2026-11-23T10:00:00-03:00", max_events=20_000)
-    sim = MarketSimulator(cfg, [SYM])
-    events = []
-    while not sim.exhausted:
-        events.extend(sim.poll(5000))
-    events = [e._replace(seq=i + 1) for i, e in enumerate(events)]
+    events = simulated_events(seed=5, rate=60.0, max_events=20_000, symbol=SYM)
     out: list = []
     SymbolAnalytics(SYM, 0.5).on_events(events, out)
     return [m for m in out if type(m) is FeatureVector]

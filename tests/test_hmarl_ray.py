@@ -10,34 +10,13 @@ import time
 import orjson
 import pytest
 
-from pipelines.config import SimulatorConfig
-from pipelines.features.engine import SymbolAnalytics
 from pipelines.hmarl.store import HmarlStore
-from pipelines.messages import FeatureVector
-from pipelines.sources.simulator import MarketSimulator
 from tests.test_pipeline_ray import TickCollector, _ping_new, graph_for, make_cfg, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 NS_PER_S = 1_000_000_000
 START = "2026-11-23T10:00:00-03:00"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A small XGBoost model trained on simulator features (another seed than the run)."""
-    from pipelines.hmarl.ml import train_model
-
-    sim = MarketSimulator(SimulatorConfig(seed=99, rate=400, speed=0, start=START, max_events=30_000), ["WDOZ26"])
-    events = []
-    while not sim.exhausted:
-        events.extend(sim.poll(5000))
-    a = SymbolAnalytics("WDOZ26", 0.5)
-    out: list = []
-    a.on_events([e._replace(seq=i + 1) for i, e in enumerate(events)], out)
-    d = tmp_path_factory.mktemp("models")
-    train_model([m for m in out if type(m) is FeatureVector], 5 * NS_PER_S, d, "sim-test")
-    return d
 
 
 def hmarl_cfg(model_dir, **kw):

@@ -89,13 +89,6 @@ def stream_records(client, stream: str) -> list[tuple[bytes, dict]]:
 
 
 @pytest.fixture(scope="module")
-def client(valkey_server):
-    c = connect(valkey_server[1])
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def store(valkey_server):
     s = HmarlStore(valkey_server[1], **FAST)
     yield s

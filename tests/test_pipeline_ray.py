@@ -96,8 +96,6 @@ def trade_dicts(events):
 
 
 def test_events_reach_valkey_and_zeromq_identically(ray_session, valkey_server, tmp_path):
-    import ray
-
     _, url = valkey_server
     cfg = make_cfg(tmp_path)
     sym = cfg.symbols[0]
