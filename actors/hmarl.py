@@ -201,6 +201,7 @@ class CoordinatorActor(_HmarlActor):
         self.feedback = self._peer(feedback_name(symbol))
         self.decisions = 0
         self.actions: dict[str, int] = {}
+        self.last: Decision | None = None
 
     def on_signals(self, signals: list[Signal]) -> None:
         self.coordinator.on_signals(signals)
@@ -227,6 +228,7 @@ class CoordinatorActor(_HmarlActor):
 
     def _emit(self, decisions: list[Decision]) -> None:
         self.decisions += len(decisions)
+        self.last = decisions[-1]
         for d in decisions:
             self.actions[d.action] = self.actions.get(d.action, 0) + 1
             if self.store is not None:
@@ -246,7 +248,16 @@ class CoordinatorActor(_HmarlActor):
 
     def stats(self) -> dict:
         return {**self.coordinator.stats(), "decisions": self.decisions, "actions": dict(self.actions),
+                "last": explain(self.last) if self.last is not None else None,
                 "weights": dict(self.coordinator.weights), "restored": self.restored, "restore_error": self.restore_error}
+
+
+def explain(d: Decision, top: int = 2) -> str:
+    """One line: the action and the strongest contributions with their first reason."""
+    parts = sorted(d.signals, key=lambda v: -abs(v.get("contribution", 0.0)))[:top]
+    why = "; ".join(f"{v['agent']} {v.get('contribution', 0.0):+.3f}: {(v.get('reasons') or ['-'])[0]}" for v in parts)
+    risk = f" [risk: {d.risk}]" if d.risk else ""
+    return f"{d.action} {d.size} @ {d.price:g} score {d.score:+.3f}{risk} <- {why or 'no voter present'}"
 
 
 class FeedbackActor(_HmarlActor):

@@ -157,7 +157,7 @@ class HmarlConfig:
     ml_weight: float = field(default=0.40, metadata=_range(0, 1))  # initial; the agents share the rest equally
     decision_every_ms: float = field(default=1000.0, metadata=_range(1, 86_400_000))  # event time
     threshold: float = field(default=0.15, metadata=_range(0, 1))  # |score| for BUY / SELL
-    eta: float = field(default=0.5, metadata=_range(0, 100))  # Hedge learning rate of the voter weights
+    eta: float = field(default=0.1, metadata=_range(0, 100))  # Hedge learning rate of the voter weights (per decision)
     weight_floor: float = field(default=0.02, metadata=_range(0, 0.5))
     horizon_s: float = field(default=10.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
     signal_ttl_s: float = field(default=5.0, metadata=_range(0.001, 86_400))  # older signals count as absent

@@ -119,8 +119,9 @@ def hmarl_summary(name: str, s: dict, stats: dict) -> str:
         hit = p.get("hit_rate")
         voters.append(f"{voter}={w:.3f}" + (f"(hit {hit:.2f} n={p.get('count')})" if hit is not None else ""))
     acts = s.get("actions") or {}
+    last = f"\n           last: {s['last']}" if s.get("last") else ""
     return (f"{sym} decisions={s.get('decisions', 0)} buy={acts.get('BUY', 0)} sell={acts.get('SELL', 0)} "
-            f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters))
+            f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters) + last)
 
 
 def main(argv: list[str] | None = None) -> int:
