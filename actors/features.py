@@ -80,8 +80,13 @@ class FeatureEngine:
         t0 = time.monotonic()
         try:
             store = EventStore(connect(url, password=password))
+            # The writer keeps appending while we read two streams one after the other.
+            # It writes in seq order, so everything up to the highest seq stored *now*
+            # is already there: replay exactly that prefix, nothing newer from one
+            # stream only (that would skip the other stream's events in between).
+            cut = store.last_seq(self.symbol)
             last_ns = store.last_event_ns(self.symbol)
-            if last_ns is None:
+            if last_ns is None or cut == 0:
                 return
             since = last_ns - int(self.cfg.restore_minutes * NS_PER_MIN)
             ticks = store.since(self.symbol, "tick", since)
@@ -90,7 +95,7 @@ class FeatureEngine:
             self.restore_error = f"{type(e).__name__}: {e}"
             log.error("FeatureEngine %s starts cold, Valkey unavailable: %s", self.symbol, self.restore_error)
             return
-        events = list(heapq.merge(ticks, books, key=lambda e: e.seq))
+        events = [e for e in heapq.merge(ticks, books, key=lambda e: e.seq) if e.seq <= cut]
         self.analytics.on_events(events, None)
         self.restored = len(events)
         if events:
