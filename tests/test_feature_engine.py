@@ -13,7 +13,6 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.conftest import simulated_events
 from pipelines.features.core import FEATURE_NAMES, compute_batch
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES
@@ -29,6 +28,7 @@ from pipelines.messages import (
     to_dict,
 )
 from pipelines.zmq_edge import decode, encode
+from tests.conftest import simulated_events
 
 SYM = "WDOZ26"
 NS_PER_S = 1_000_000_000

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import simulated_events
 from pipelines.features.engine import SymbolAnalytics
 from pipelines.hmarl.agents import (
     AGENTS,
@@ -37,6 +36,7 @@ from pipelines.messages import (
 )
 from pipelines.sources.cme_es import read_cme_es
 from pipelines.timeutil import parse_time, to_ns
+from tests.conftest import simulated_events
 
 SYM = "WDOZ26"
 TICK = 0.5

@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tests.conftest import simulated_events
 from pipelines.features.catalog import catalog_entries
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.hmarl.ml import (
@@ -34,6 +33,7 @@ from pipelines.hmarl.ml import (
     train_model,
 )
 from pipelines.messages import FeatureVector, FlowState, LiquidityState
+from tests.conftest import simulated_events
 
 SYM = "WDOZ26"
 NS_PER_S = 1_000_000_000
