@@ -47,7 +47,6 @@ class FeatureEngine:
                  downstream: tuple[str, ...] = (), valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
         import ray  # the engine calls other actors; SymbolAnalytics is plain Python
 
-        self._ray = ray
         self.symbol = symbol
         self.cfg = cfg
         self.incarnation = uuid.uuid4().hex

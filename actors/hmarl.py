@@ -105,9 +105,6 @@ class _HmarlActor:
             self.store.close()
         return stats
 
-    def stats(self) -> dict:  # overridden
-        return {}
-
 
 class _VoterActor(_HmarlActor):
     """An agent or the ML model: analytics in, signals out to the coordinator and feedback."""
@@ -128,9 +125,6 @@ class _VoterActor(_HmarlActor):
                 for s in signals:
                     self.store.store_signal(s)
         return len(signals)
-
-    def on_feedback(self, feedbacks: list) -> int:
-        return 0
 
     def stats(self) -> dict:
         return {**self.voter.stats(), "signals_sent": self.signals, "restored": self.restored,
