@@ -38,6 +38,7 @@ class _SymbolBuffer:
     """Shared shape of the three buffers: a bounded deque behind a SeqGate."""
 
     KINDS: frozenset[str] = frozenset()
+    BULK = True  # the feed sends it bulk batches (feed.bulk_batch_ms): queried, not waited on per tick
 
     def __init__(self, symbol: str, capacity: int, valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
         self.symbol = symbol

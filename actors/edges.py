@@ -27,6 +27,8 @@ class ValkeyWriter:
     Valkey holds, so the feed re-sends the rest from its window.
     """
 
+    BULK = True  # storage: the feed sends it bulk batches (feed.bulk_batch_ms)
+
     def __init__(self, valkey_url: str, cfg: ValkeyConfig, symbols: list[str]):
         from pipelines.valkey_store import EventStore, StreamWriter, connect
 
@@ -124,6 +126,8 @@ class MarketDataPublisher(AnalyticsPublisher):
 
 class Recorder:
     """Writes every normalized event to Parquet, partitioned by kind, symbol and date."""
+
+    BULK = True
 
     def __init__(self, cfg: RecorderConfig, symbols: list[str], run_id: str):
         from pipelines.sources.recorder import ParquetRecorder, recorded_positions

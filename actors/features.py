@@ -9,8 +9,9 @@ came out, fire-and-forget with a bounded number of calls in flight:
 - every analytics message to the ``AnalyticsPublisher`` (ZeroMQ 5557-5560);
 - flow states to Valkey (``hmarl:flow_state:<SYM>`` + the flow history),
   through a write-behind queue that never blocks the engine;
-- every message, pickled once, to the downstream actors (agents, ML,
-  coordinator, feedback) as ``on_analytics(payload)``.
+- to the downstream actors (agents, ML, coordinator, feedback) as
+  ``on_analytics(payload)``, each receiver kind only what it reads
+  (``pipelines.hmarl.inputs``), pickled once per kind.
 
 Receivers are named actors looked up lazily (:class:`actors.peers.Peer`), so
 one that was recreated is picked up without re-wiring.
@@ -44,7 +45,8 @@ class FeatureEngine:
     KINDS = frozenset({"tick", "book"})
 
     def __init__(self, symbol: str, cfg: FeaturesConfig, tick_size: float, namespace: str, publisher: str | None = None,
-                 downstream: tuple[str, ...] = (), valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+                 downstream: tuple[tuple[str, str], ...] = (), valkey_url: str | None = None,
+                 password_env: str = "VALKEY_PASSWORD", decision_every_ms: float = 1000.0):
         import ray  # the engine calls other actors; SymbolAnalytics is plain Python
 
         self.symbol = symbol
@@ -53,7 +55,12 @@ class FeatureEngine:
         self.analytics = self._new_analytics(tick_size)
         self.gate = SeqGate()
         self.publisher = Peer(ray, publisher, namespace, cfg.max_inflight) if publisher else None
-        self.downstream = [Peer(ray, name, namespace, cfg.max_inflight) for name in downstream]
+        from pipelines.hmarl.inputs import selector
+
+        every_ns = int(decision_every_ms * 1_000_000)
+        kinds = sorted({kind for _, kind in downstream})
+        self.selectors = {kind: selector(kind, every_ns) for kind in kinds}
+        self.downstream = [(kind, Peer(ray, name, namespace, cfg.max_inflight)) for name, kind in downstream]
         self.accepted = 0
         self.restored = 0
         self.restore_seconds = 0.0
@@ -124,9 +131,13 @@ class FeatureEngine:
             if states:
                 self.flow_writer.write(states)
         if self.downstream:
-            payload = pickle.dumps(out, protocol=5)  # once for every receiver
-            for peer in self.downstream:
-                peer.call("on_analytics", payload)
+            payloads = {}
+            for kind, sel in self.selectors.items():
+                picked = sel.select(out)
+                payloads[kind] = pickle.dumps(picked, protocol=5) if picked else None  # once per kind
+            for kind, peer in self.downstream:
+                if payloads[kind] is not None:
+                    peer.call("on_analytics", payloads[kind])
 
     # -- queries and control ------------------------------------------------------
 
@@ -158,13 +169,13 @@ class FeatureEngine:
             "restore_seconds": round(self.restore_seconds, 3),
             "restore_error": self.restore_error,
             "publisher": self.publisher.stats() if self.publisher is not None else None,
-            "downstream": {p.name: p.stats() for p in self.downstream},
+            "downstream": {p.name: p.stats() for _, p in self.downstream},
             "flow_store": self.flow_writer.stats() if self.flow_writer is not None else None,
         }
 
     def close(self, timeout_s: float = 10.0) -> dict:
         """Wait for outstanding calls and flush the flow states to Valkey."""
-        for peer in ([self.publisher] if self.publisher is not None else []) + self.downstream:
+        for peer in ([self.publisher] if self.publisher is not None else []) + [p for _, p in self.downstream]:
             peer.drain(timeout_s)
         if self.flow_writer is not None:
             self.flow_writer.close(timeout_s)

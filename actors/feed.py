@@ -29,6 +29,7 @@ log = logging.getLogger("quantumtrader.feed")
 
 _new = tuple.__new__
 STALL_TIMEOUT_S = 2.0  # a destination slower than this on its oldest call stops being waited for
+REAP_EVERY_NS = 5_000_000  # when idle, look at replies this often (each look is a ray.wait)
 
 
 class Route(NamedTuple):
@@ -38,6 +39,7 @@ class Route(NamedTuple):
     handle: Any  # a Ray actor handle (or anything with .on_batch.remote / .position.remote)
     kinds: frozenset[str]
     symbols: frozenset[str] | None  # None = every symbol
+    bulk: bool = False  # no one waits on it (buffers, storage): batched every feed.bulk_batch_ms
 
     def wants(self, ev: Event) -> bool:
         return self.wants_key(ev.KIND, ev.symbol)
@@ -142,6 +144,13 @@ class FeedActor:
         max_wait_ns = int(fcfg.batch_max_ms * 1_000_000)
         pending: list[Event] = []
         first_at = 0
+        next_reap = 0
+        # Latency-critical routes get every micro-batch; bulk routes the same events
+        # grouped over bulk_batch_ms: fewer calls, the costliest part of a batch.
+        bulk: list[Event] = []
+        bulk_since = time.monotonic_ns()
+        bulk_wait_ns = int(fcfg.bulk_batch_ms * 1_000_000)
+        max_bulk = max(max_events, fcfg.bulk_batch_max_events)
         seq = self.seq
         try:
             while not self._stop.is_set():
@@ -154,11 +163,19 @@ class FeedActor:
                     if pending and not first_at:
                         first_at = time.monotonic_ns()
                 now = time.monotonic_ns()
-                with self._lock:
-                    if pending and (len(pending) >= max_events or now - first_at >= max_wait_ns):
-                        self._dispatch(pending)
-                        pending, first_at = [], 0
-                    self._reap()
+                if pending and (len(pending) >= max_events or now - first_at >= max_wait_ns):
+                    with self._lock:
+                        self._dispatch(pending, bulk=False)
+                        bulk.extend(pending)
+                        if len(bulk) >= max_bulk or now - bulk_since >= bulk_wait_ns:
+                            self._dispatch(bulk, bulk=True)
+                            bulk, bulk_since = [], now
+                        self._reap()
+                    pending, first_at = [], 0
+                elif now >= next_reap:  # replies also matter when idle (resync requests)
+                    with self._lock:
+                        self._reap()
+                    next_reap = now + REAP_EVERY_NS
                 if self.source.exhausted and not pending:
                     break
                 if not events:
@@ -166,7 +183,9 @@ class FeedActor:
                     time.sleep(min(max(wait_ns, 200_000), 1_000_000) / 1e9)
             with self._lock:
                 if pending:
-                    self._dispatch(pending)
+                    self._dispatch(pending, bulk=False)
+                if bulk or pending:
+                    self._dispatch(bulk + pending, bulk=True)
                 self._drain(timeout_s=10.0)
         except Exception as e:  # keep the actor alive and report; the supervisor sees it in ping()
             self.error = f"{type(e).__name__}: {e}"
@@ -174,16 +193,23 @@ class FeedActor:
         finally:
             self.finished = True
 
-    def _dispatch(self, batch: list[Event]) -> None:
-        self.window.extend(batch)
-        self.batches += 1
-        self.events_out += len(batch)
+    def _dispatch(self, batch: list[Event], bulk: bool) -> None:
+        """Send ``batch`` to the fast routes (``bulk=False``: new events, counted and
+        windowed here) or to the bulk routes (events already counted)."""
+        if not batch:
+            return
+        if not bulk:
+            self.window.extend(batch)
+            self.batches += 1
+            self.events_out += len(batch)
         groups = {(e.KIND, e.symbol) for e in batch}
         # Routes that want the same part of the batch share one serialization:
         # pickling once per distinct part instead of once per route halves the
         # feed's cost (Ray then copies the bytes as they are).
         parts: dict[tuple, tuple[bytes, list[Event]]] = {}
         for route in self.routes.values():
+            if route.bulk is not bulk:
+                continue
             keys = tuple(sorted(k for k in groups if route.wants_key(*k)))
             if not keys:
                 continue
@@ -213,20 +239,27 @@ class FeedActor:
         q.append(route.handle.on_batch.remote(payload, prev))
 
     def _reap(self) -> None:
-        """Handle every reply that has arrived, without blocking."""
+        """Handle every reply that has arrived, without blocking: one ray.wait over all
+        calls in flight (a wait per route cost more than the sends themselves)."""
+        refs = [r for q in self.inflight.values() for r in q]
+        if not refs:
+            return
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready:
+            return
+        done = set(ready)
         for name, q in self.inflight.items():
-            while q:
-                ready, _ = self._ray.wait([q[0]], timeout=0)
-                if not ready:
-                    break
-                ref = q.popleft()
-                try:
-                    reply: BatchReply = self._ray.get(ref)
-                except Exception as e:  # actor died or restarting: that batch is lost for it
-                    self.route_errors[name] = self.route_errors.get(name, 0) + 1
-                    log.warning("feed: batch to %s failed: %s", name, type(e).__name__)
-                    continue
-                self._on_reply(name, BatchReply(*reply))
+            while q and q[0] in done:  # in call order; an actor answers its calls in order
+                self._collect(name, q.popleft())
+
+    def _collect(self, name: str, ref) -> None:
+        try:
+            reply: BatchReply = self._ray.get(ref)
+        except Exception as e:  # actor died or restarting: that batch is lost for it
+            self.route_errors[name] = self.route_errors.get(name, 0) + 1
+            log.warning("feed: batch to %s failed: %s", name, type(e).__name__)
+            return
+        self._on_reply(name, BatchReply(*reply))
 
     def _on_reply(self, name: str, reply: BatchReply) -> None:
         old = self.incarnations.get(name)

@@ -1,8 +1,12 @@
 """The HMARL actors of one symbol: four agents, the ML voter, the coordinator and the feedback system.
 
-    FeatureEngine:<SYM> ──on_analytics──> agent:<id>:<SYM> ×4, ml:<SYM> ──on_signals──> coordinator:<SYM>
-                        ──on_analytics──> coordinator:<SYM> (decision clock, market state) ──> ZeroMQ 5561, Valkey
-                        ──on_analytics──> feedback:<SYM> (trade prices) <──track── signals and decisions
+    FeatureEngine:<SYM> ──states──> agent:<id>:<SYM> ×4 ──on_signals──> coordinator:<SYM>
+                        ──vectors at decision times──> ml:<SYM> ──on_signals──> coordinator:<SYM>
+                        ──vectors at decision times, market state──> coordinator:<SYM> ──> ZeroMQ 5561, Valkey
+                        ──(ts, price) of every trade──> feedback:<SYM> <──track── signals and decisions
+
+Each receiver gets only what it reads (``pipelines.hmarl.inputs``, class
+attribute ``INPUTS``).
     feedback:<SYM> ──on_feedback──> agents (learning), coordinator (voter weights); Valkey hmarl:feedback:*
 
 Each class wraps plain logic from ``pipelines.hmarl``; peers are named actors
@@ -132,6 +136,8 @@ class _VoterActor(_HmarlActor):
 
 
 class AgentActor(_VoterActor):
+    INPUTS = "agent"  # what the FeatureEngine sends it (pipelines.hmarl.inputs)
+
     def __init__(self, agent_id: str, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD"):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
@@ -153,6 +159,8 @@ class AgentActor(_VoterActor):
 
 
 class MLActor(_VoterActor):
+    INPUTS = "decision"  # its vote counts at decision time only
+
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, model_dir: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD"):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
@@ -172,6 +180,8 @@ class MLActor(_VoterActor):
 
 class CoordinatorActor(_HmarlActor):
     """Consensus on the event-time decision clock; decisions to ZeroMQ 5561, Valkey and feedback."""
+
+    INPUTS = "decision"
 
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, voters: tuple[str, ...], publisher: str | None,
                  valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
@@ -257,6 +267,8 @@ def explain(d: Decision, top: int = 2) -> str:
 class FeedbackActor(_HmarlActor):
     """Realized outcomes on event time: prices from the FeatureEngine, horizons from the tracked signals."""
 
+    INPUTS = "prices"  # (ts_event, price) of every trade
+
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, agents: tuple[str, ...],
                  valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
@@ -275,7 +287,7 @@ class FeedbackActor(_HmarlActor):
                 self.system.track_signal(x)
 
     def on_analytics(self, payload) -> int:
-        prices = [(m.ts_event, m.price) for m in _messages(payload) if type(m) is FeatureVector]
+        prices = _messages(payload)
         if not prices:
             return 0
         feedbacks = self.system.on_prices(prices)

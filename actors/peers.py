@@ -35,17 +35,19 @@ class Outbox:
             if not ready:
                 self.refs.popleft()
                 self.stalled += 1
-        self.reap()
+        if len(self.refs) >= self.max_inflight // 2:  # reaping is a ray.wait: not on every send
+            self.reap()
         self.refs.append(method.remote(*args))
         self.sent += 1
 
     def reap(self) -> list:
-        """Collect the answers that have arrived, without blocking; returns them."""
+        """Collect the answers that have arrived, without blocking (one ray.wait); returns them."""
         out = []
-        while self.refs:
-            ready, _ = self._ray.wait([self.refs[0]], timeout=0)
-            if not ready:
-                break
+        if not self.refs:
+            return out
+        ready, _ = self._ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+        done = set(ready)
+        while self.refs and self.refs[0] in done:
             try:
                 out.append(self._ray.get(self.refs.popleft()))
             except Exception as e:

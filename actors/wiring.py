@@ -110,9 +110,10 @@ class MarketDataGraph:
                 sim_tick = cfg.feed.simulator.tick_size
                 tick = sim_tick if cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
                 hmarl = self._hmarl_specs(sym) if cfg.hmarl.enabled else []
-                downstream = tuple(s.name for s in hmarl)
+                downstream = tuple((s.name, s.cls.INPUTS) for s in hmarl)
                 specs.append(ActorSpec(features_name(sym), FeatureEngine,
-                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, downstream, url, pw),
+                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, downstream, url, pw,
+                                        cfg.hmarl.decision_every_ms),
                                        FeatureEngine.KINDS, one))
                 specs.extend(hmarl)
         self.specs = {s.name: s for s in specs}
@@ -153,7 +154,7 @@ class MarketDataGraph:
 
     def routes(self) -> list[Route]:
         return [
-            Route(name, self.actors[name].handle, spec.kinds, spec.symbols)
+            Route(name, self.actors[name].handle, spec.kinds, spec.symbols, getattr(spec.cls, "BULK", False))
             for name, spec in self.specs.items()
             if spec.kinds is not None and name in self.actors
         ]

@@ -66,6 +66,10 @@ class FeedConfig:
     source: str = field(default="simulator", metadata=_choices("simulator", "replay", "profitdll"))
     batch_max_events: int = field(default=500, metadata=_range(1, 100_000))
     batch_max_ms: float = field(default=5.0, metadata=_range(0.1, 10_000))
+    # Buffers, Valkey and the recorder: nobody waits on them per tick, and each call costs
+    # the same whatever its size, so they get the same events in fewer, larger batches.
+    bulk_batch_ms: float = field(default=50.0, metadata=_range(0.1, 10_000))
+    bulk_batch_max_events: int = field(default=5000, metadata=_range(1, 1_000_000))
     time_tolerance_ms: float = field(default=1000.0, metadata=_range(0, 86_400_000))
     # Batches kept to re-send to a destination actor that restarted (dedupe by seq).
     resend_window_events: int = field(default=20_000, metadata=_range(0, 10_000_000))
