@@ -329,4 +329,6 @@ class FeedActor:
             "inflight": {k: len(v) for k, v in self.inflight.items()},
             "finished": self.finished,
             "error": self.error,
+            # bridge / ProfitDLL host: connection, feed lag, gaps, host restarts
+            "source": self.source.stats() if hasattr(self.source, "stats") else None,
         }

@@ -161,18 +161,22 @@ class MarketDataGraph:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Create the destinations, wait until they are ready, then the feed (which starts streaming)."""
+        check_feed_placement(self.cfg)
         for spec in self.specs.values():
             self.actors[spec.name] = ActorState(self._create(spec))
         self._wait_ready(list(self.actors), timeout_s)
         self.zmq_endpoints = ray.get(self.actors[ZMQ_PUBLISHER].handle.endpoints.remote(), timeout=timeout_s)
         if ANALYTICS_PUBLISHER in self.actors:
             self.zmq_endpoints.update(ray.get(self.actors[ANALYTICS_PUBLISHER].handle.endpoints.remote(), timeout=timeout_s))
-        feed_spec = ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True))
+        feed_spec = self._feed_spec()
         self.specs[FEED] = feed_spec
         self.actors[FEED] = ActorState(self._create(feed_spec))
-        self._wait_ready([FEED], timeout_s)
+        self._wait_ready([FEED], max(timeout_s, self.cfg.feed.profitdll.ready_timeout_s + 10))
         for name in self.actors:
             self.actors[name].incarnation = self._ping(name, timeout_s).get("incarnation")
+
+    def _feed_spec(self) -> ActorSpec:
+        return ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True), options=feed_options(self.cfg))
 
     def _wait_ready(self, names: list[str], timeout_s: float) -> None:
         refs = {self.actors[n].handle.__ray_ready__.remote(): n for n in names}
@@ -225,8 +229,7 @@ class MarketDataGraph:
     def _recreate(self, name: str) -> None:
         spec = self.specs[name]
         if name == FEED:
-            spec = ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True))
-            self.specs[FEED] = spec
+            spec = self.specs[FEED] = self._feed_spec()
         st = self.actors[name]
         st.handle = self._create(spec)
         st.recreated += 1
@@ -290,6 +293,37 @@ class MarketDataGraph:
                 pass
         self.actors.clear()
         return {k: v for k, v in final.items() if v is not None}
+
+
+class PlacementError(RuntimeError):
+    """No node of the cluster can host an actor as configured (one line, for the user)."""
+
+
+def feed_options(cfg: AppConfig) -> dict:
+    """The feed actor's placement: with the ProfitDLL it must run on the Windows node,
+    which offers the custom resource ``feed.profitdll.resource``."""
+    resource = cfg.feed.profitdll.resource
+    if cfg.feed.source == "profitdll" and resource:
+        return {"resources": {resource: 1}}
+    return {}
+
+
+def check_feed_placement(cfg: AppConfig) -> None:
+    """Fail at once, plainly, when no node offers the feed's resource: Ray would
+    otherwise keep the actor pending forever."""
+    need = feed_options(cfg).get("resources")
+    if not need:
+        return
+    (resource, amount), = need.items()
+    have = ray.cluster_resources().get(resource, 0)
+    if have < amount:
+        raise PlacementError(
+            f"feed.source profitdll needs a node offering the Ray resource {resource!r} and none does "
+            f"(cluster has {have:g}). On the Windows machine with Profit run: "
+            f"ray start --address <head>:6379 --resources '{{\"{resource}\": 1}}' "
+            "(Ray supports Windows nodes in a multi-node cluster only with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, "
+            "at your own risk), or run scripts/feed_bridge.py there and use feed.source: bridge; "
+            "or set feed.profitdll.resource: null to run the DLL host on any node.")
 
 
 def _cause(err: Exception) -> str:

@@ -62,8 +62,35 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class ProfitDLLConfig:
+    """``source: profitdll``: the DLL in a supervised child process (scripts/feed_bridge.py)
+    on the node offering ``resource``. Credentials never come from here: PROFIT_KEY,
+    PROFIT_USER, PROFIT_PASSWORD in the environment, or ``credentials_file`` outside the repo."""
+
+    dll_path: str | None = None  # None: the PROFITDLL_PATH environment variable
+    credentials_file: str | None = None
+    exchange: str = field(default="F", metadata=_choices("F", "B"))  # F = BMF (futures), B = Bovespa
+    book_depth: int = field(default=10, metadata=_range(1, 50))
+    resource: str | None = "profitdll"  # Ray custom resource the feed actor requires; None = anywhere
+    ready_timeout_s: float = field(default=60.0, metadata=_range(1, 3600))  # login + first subscribe
+    heartbeat_timeout_s: float = field(default=3.0, metadata=_range(0.5, 600))
+    backoff_initial_s: float = field(default=0.5, metadata=_range(0.01, 600))  # host restarts
+    backoff_max_s: float = field(default=30.0, metadata=_range(0.01, 3600))
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """``source: bridge``: read a feed bridge (scripts/feed_bridge.py on the Windows machine)."""
+
+    pub: str = "tcp://127.0.0.1:5562"
+    rep: str = "tcp://127.0.0.1:5563"
+    heartbeat_timeout_s: float = field(default=3.0, metadata=_range(0.5, 600))
+    request_timeout_s: float = field(default=1.0, metadata=_range(0.05, 600))
+
+
+@dataclass(frozen=True)
 class FeedConfig:
-    source: str = field(default="simulator", metadata=_choices("simulator", "replay", "profitdll"))
+    source: str = field(default="simulator", metadata=_choices("simulator", "replay", "profitdll", "bridge"))
     batch_max_events: int = field(default=500, metadata=_range(1, 100_000))
     batch_max_ms: float = field(default=5.0, metadata=_range(0.1, 10_000))
     # Buffers, Valkey and the recorder: nobody waits on them per tick, and each call costs
@@ -77,6 +104,8 @@ class FeedConfig:
     max_inflight_batches: int = field(default=16, metadata=_range(1, 10_000))
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    profitdll: ProfitDLLConfig = field(default_factory=ProfitDLLConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
 
 @dataclass(frozen=True)
@@ -273,8 +302,12 @@ def _check_cross_fields(cfg: AppConfig) -> None:
         Path(cfg.recorder.path).resolve() == Path(cfg.feed.replay.path).resolve()
     ):
         raise ConfigError("recorder.path", "same folder as feed.replay.path: recording a replay there would duplicate it")
-    if cfg.feed.source == "profitdll":
-        raise ConfigError("feed.source", "profitdll is not available in this build yet (see issue 5); use simulator or replay")
+    pd = cfg.feed.profitdll
+    if pd.backoff_initial_s > pd.backoff_max_s:
+        raise ConfigError("feed.profitdll.backoff_initial_s", "must not exceed feed.profitdll.backoff_max_s")
+    for key in ("pub", "rep"):
+        if not re.match(r"^(tcp|ipc)://\S+$", getattr(cfg.feed.bridge, key)):
+            raise ConfigError(f"feed.bridge.{key}", f"expected a ZeroMQ endpoint like tcp://host:5562, got {getattr(cfg.feed.bridge, key)!r}")
     known_agents = ("order_flow", "liquidity", "tape", "footprint")
     for i, agent in enumerate(cfg.hmarl.agents):
         if agent not in known_agents:

@@ -124,6 +124,20 @@ def hmarl_summary(name: str, s: dict, stats: dict) -> str:
             f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters) + last)
 
 
+def resolve_contracts(cfg):
+    """WDOFUT / WINFUT -> today's front contract (Sao Paulo date): buffers, streams and
+    recordings are kept per contract, and the DLL is subscribed to the contract itself."""
+    import dataclasses
+
+    from pipelines.contracts import resolve_symbol
+
+    resolved = tuple(resolve_symbol(s) for s in cfg.symbols)
+    for alias, code in zip(cfg.symbols, resolved):
+        if alias != code:
+            print(f"{alias} -> {code} (front contract today)", flush=True)
+    return dataclasses.replace(cfg, symbols=resolved) if resolved != tuple(cfg.symbols) else cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        cfg = resolve_contracts(cfg)
+    except ValueError as e:
+        print(f"config error: symbols: {e}", file=sys.stderr)
         return 2
     if args.duration is not None and args.duration <= 0:
         print("config error: --duration: must be > 0", file=sys.stderr)
@@ -146,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    from actors.wiring import MarketDataGraph
+    from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
     from pipelines.valkey_store import redact
 
     valkey_url, server = start_valkey(cfg)
@@ -154,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = init_ray(args.address, cfg.namespace, args.object_store_mb, not args.no_dashboard)
         dashboard = getattr(ctx, "dashboard_url", None)
+        try:
+            check_feed_placement(cfg)
+        except PlacementError as e:
+            print(f"placement error: {e}", file=sys.stderr)
+            return 2
         graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True))
         graph.start()
         ready = {

@@ -40,7 +40,12 @@ def test_default_config_loads_with_the_documented_defaults():
         ({"symbols": []}, "symbols", "non-empty list"),
         ({"recorder": {"enabled": "yes"}}, "recorder.enabled", "true or false"),
         ({"feed": {"simulator": {"start": "tomorrow"}}}, "feed.simulator.start", "ISO"),
-        ({"feed": {"source": "profitdll"}}, "feed.source", "not available"),
+        ({"feed": {"source": "dde"}}, "feed.source", "bridge"),
+        ({"feed": {"bridge": {"pub": "localhost:5562"}}}, "feed.bridge.pub", "ZeroMQ endpoint"),
+        ({"feed": {"profitdll": {"exchange": "X"}}}, "feed.profitdll.exchange", "F"),
+        ({"feed": {"profitdll": {"backoff_initial_s": 9, "backoff_max_s": 1}}}, "feed.profitdll.backoff_initial_s",
+         "must not exceed"),
+        ({"feed": {"profitdll": {"password": "x"}}}, "feed.profitdll.password", "unknown key"),
     ],
 )
 def test_bad_values_name_the_key(raw, key, fragment):

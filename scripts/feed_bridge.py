@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""The feed bridge: hosts a market-data producer in its own process and publishes it over ZeroMQ.
+
+ProfitDLL crashes the process that hosts it and allows one login per process, so
+it lives here, alone, with no Ray. On Windows the user runs this script next to
+Profit and points the pipeline at it (``source: bridge``); on one machine the
+pipeline starts it itself (``source: profitdll``, see ``pipelines.bridge.host``).
+
+    python scripts/feed_bridge.py --source profitdll --symbols WDOFUT \\
+        --credentials-file C:\\secure\\profit.env --bind 0.0.0.0
+    python scripts/feed_bridge.py --source simulator --symbols WDOZ26 --sim-rate 5000
+
+Credentials come only from PROFIT_KEY / PROFIT_USER / PROFIT_PASSWORD or from
+``--credentials-file`` (outside the repository), never from the command line,
+and their values are scrubbed from every log line. The wire has no
+authentication or encryption: binding anything but 127.0.0.1 is for a trusted
+network (or an SSH tunnel / VPN) only.
+
+Once serving it prints one line ``READY {json}`` (endpoints, incarnation, pid,
+streams) to stdout; logs go to stderr. Exit codes: 0 after SIGTERM/SIGINT (the
+producer is closed, i.e. DLLFinalize), 2 on a configuration error that no restart
+can fix (bad arguments, missing credentials, DLL not found, login refused; one line
+on stderr), 1 when the producer fails otherwise (e.g. not ready in time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.bridge.protocol import DEFAULT_PUB_PORT, DEFAULT_REP_PORT  # noqa: E402
+from pipelines.config import SYMBOL_RE  # noqa: E402
+from pipelines.credentials import redact  # noqa: E402
+
+log = logging.getLogger("feed_bridge")
+_LOADED_DLL = False  # set once a ProfitSession exists in this process
+
+
+class ConfigError(Exception):
+    """A bad command line or environment; the message is one line."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; one line is enough
+        raise ConfigError(message)
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Hides every credential value in the finished line (message, args and traceback alike)."""
+
+    def __init__(self, fmt: str, secrets: list[str]):
+        super().__init__(fmt)
+        self.secrets = secrets  # filled in once the credentials are loaded
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self.secrets)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _OneLineParser(prog="feed_bridge", description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", choices=("profitdll", "simulator"), default="profitdll")
+    p.add_argument("--symbols", nargs="+", required=True, help="contract codes (WDOZ26) or WDOFUT / WINFUT")
+    p.add_argument("--pub", default=str(DEFAULT_PUB_PORT), help="PUB port or tcp:// endpoint (port 0 = any free port)")
+    p.add_argument("--rep", default=str(DEFAULT_REP_PORT), help="REP port or tcp:// endpoint")
+    p.add_argument("--bind", default="127.0.0.1", help="address a bare --pub/--rep port binds to")
+    p.add_argument("--dll-path", default=None, help="ProfitDLL file (else PROFITDLL_PATH)")
+    p.add_argument("--credentials-file", default=None, help="file with PROFIT_KEY/USER/PASSWORD, outside the repo")
+    p.add_argument("--exchange", default="F", help="exchange letter for subscriptions (F = BMF)")
+    p.add_argument("--book-depth", type=int, default=10)
+    p.add_argument("--heartbeat-s", type=float, default=1.0)
+    p.add_argument("--ring-events", type=int, default=100_000, help="events kept per stream for resync")
+    p.add_argument("--batch-max-events", type=int, default=250)
+    p.add_argument("--batch-max-ms", type=float, default=2.0)
+    p.add_argument("--sim-rate", type=float, default=2000.0, help="simulator events/s of event time")
+    p.add_argument("--sim-speed", type=float, default=1.0, help="simulator event time per wall time; 0 = max")
+    p.add_argument("--sim-seed", type=int, default=42)
+    p.add_argument("--sim-start", default=None, help="ISO time of the simulator's first event")
+    p.add_argument("--sim-max-events", type=int, default=0, help="stop producing after N events (0 = endless)")
+    p.add_argument("--exit-with-parent", action="store_true", help="exit when stdin closes (the parent died)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = p.parse_args(argv)
+    if args.heartbeat_s <= 0 or args.ring_events < 1 or args.batch_max_events < 1 or args.batch_max_ms < 0:
+        raise ConfigError("--heartbeat-s, --ring-events, --batch-max-events must be positive")
+    if not 1 <= args.book_depth <= 50:
+        raise ConfigError(f"--book-depth must be 1..50, got {args.book_depth}")
+    for s in args.symbols:
+        if not SYMBOL_RE.match(s):
+            raise ConfigError(f"--symbols: bad symbol {s!r} (expected 2-12 of A-Z 0-9, e.g. WDOZ26 or WDOFUT)")
+    args.pub = endpoint(args.pub, args.bind, "--pub")
+    args.rep = endpoint(args.rep, args.bind, "--rep")
+    return args
+
+
+def endpoint(value: str, bind: str, flag: str) -> str:
+    if value.isdigit():
+        port = int(value)
+        if port > 65535:
+            raise ConfigError(f"{flag}: port {port} out of range")
+        return f"tcp://{bind}:{port}"
+    if not value.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"{flag}: expected a port or a tcp:// endpoint, got {value!r}")
+    return value
+
+
+def make_resolver(today):
+    """sym -> contract code: WDOFUT/WINFUT through pipelines.contracts, other codes as they are."""
+    cache: dict[str, str] = {}
+
+    def resolve(sym: str) -> str:
+        if not sym.endswith("FUT"):
+            return sym
+        if sym not in cache:
+            try:
+                from pipelines.contracts import resolve_symbol
+            except ImportError as e:
+                raise ConfigError(f"cannot resolve {sym}: pipelines.contracts is not available ({e})") from None
+            try:
+                cache[sym] = resolve_symbol(sym, on=today)
+            except (ValueError, KeyError) as e:
+                raise ConfigError(f"cannot resolve {sym}: {e}") from None
+        return cache[sym]
+
+    return resolve
+
+
+class SessionProducer:
+    """A ProfitSession seen as the producer the BridgeServer polls (it never runs out)."""
+
+    exhausted = False
+
+    def __init__(self, session, symbols: list[str]):
+        self.session = session
+        self.symbols = tuple(symbols)
+        self.poll = getattr(session, "poll", None) or session.drain
+
+    def subscribe(self, symbol: str) -> None:
+        self.session.subscribe(symbol)
+
+    def unsubscribe(self, symbol: str) -> None:
+        self.session.unsubscribe(symbol)
+
+    def stats(self) -> dict:
+        return self.session.stats()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def make_producer(args: argparse.Namespace, symbols: list[str], secrets: list[str]):
+    if args.source == "simulator":
+        from pipelines.config import SimulatorConfig
+        from pipelines.sources.simulator import MarketSimulator
+
+        try:
+            cfg = SimulatorConfig(seed=args.sim_seed, rate=args.sim_rate, speed=args.sim_speed, start=args.sim_start,
+                                  book_depth=max(5, args.book_depth), max_events=args.sim_max_events)
+            return MarketSimulator(cfg, symbols)
+        except ValueError as e:
+            raise ConfigError(f"simulator: {e}") from None
+    from pipelines.credentials import CredentialsError, load_credentials
+
+    try:
+        creds = load_credentials(file=args.credentials_file)
+    except CredentialsError as e:
+        raise ConfigError(str(e)) from None
+    secrets.extend(creds.values())  # the log formatter and error lines hide them from here on
+    from pipelines.profitdll.session import ProfitSession
+
+    session = ProfitSession(creds, symbols, dll_path=args.dll_path, exchange=args.exchange, book_depth=args.book_depth)
+    global _LOADED_DLL
+    _LOADED_DLL = True
+    return SessionProducer(session, symbols)
+
+
+def main(argv: list[str] | None = None) -> int:
+    secrets: list[str] = []
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s feed_bridge[%(process)d] %(levelname)s %(message)s", secrets))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    try:
+        args = parse_args(argv)
+        logging.getLogger().setLevel(args.log_level)
+        from pipelines.timeutil import SAO_PAULO
+
+        resolve = make_resolver(datetime.now(SAO_PAULO).date())
+        symbols = list(dict.fromkeys(resolve(s) for s in args.symbols))
+        producer = make_producer(args, symbols, secrets)
+    except ConfigError as e:
+        print(redact(f"feed_bridge: error: {e}", secrets), file=sys.stderr, flush=True)
+        return 2
+
+    from pipelines.bridge.server import BridgeServer
+
+    stop = threading.Event()
+    server = None
+    try:
+        try:
+            server = BridgeServer(producer, args.pub, args.rep, heartbeat_s=args.heartbeat_s, ring_events=args.ring_events,
+                                  batch_max_events=args.batch_max_events, batch_max_ms=args.batch_max_ms,
+                                  resolve=resolve)
+        except OSError as e:
+            print(f"feed_bridge: error: {e}", file=sys.stderr, flush=True)
+            return 2
+        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGBREAK", None)):
+            if sig is not None:
+                signal.signal(sig, lambda *_: stop.set())
+        if args.exit_with_parent:
+            threading.Thread(target=_watch_stdin, args=(stop,), name="parent-watch", daemon=True).start()
+        session = getattr(producer, "session", None)
+        if session is not None:
+            from pipelines.profitdll.errors import ProfitDLLLoadError, ProfitLoginError
+
+            try:
+                session.start()  # DLL load, login, callbacks, readiness, subscriptions
+            except (ProfitDLLLoadError, ProfitLoginError) as e:
+                # No retry can fix these, and repeated bad logins may block the account.
+                print(redact(f"feed_bridge: error: {type(e).__name__}: {e}", secrets), file=sys.stderr, flush=True)
+                return 2
+        ready = {"pub": server.pub_endpoint, "rep": server.rep_endpoint, "incarnation": server.incarnation,
+                 "pid": os.getpid(), "source": args.source, "streams": symbols}
+        print("READY " + json.dumps(ready), flush=True)
+        log.info("serving %s on %s (commands on %s), incarnation %s", ",".join(symbols), server.pub_endpoint,
+                 server.rep_endpoint, server.incarnation)
+        if not all(ep.startswith(("tcp://127.", "tcp://localhost:", "ipc://")) for ep in (args.pub, args.rep)):
+            log.warning("listening beyond this machine: the bridge has no authentication or encryption; "
+                        "use it on a trusted network, a VPN or an SSH tunnel only")
+        server.run(stop)
+        log.info("stopping: %s", json.dumps({k: v for k, v in server.stats().items() if k != "last_seq"}))
+        return 0
+    except Exception as e:  # the producer failed: say what, in one line, and let the host restart us
+        log.error("bridge failed: %s: %s", type(e).__name__, e)
+        return 1
+    finally:
+        if server is not None:
+            server.close()
+        try:
+            producer.close()  # DLLFinalize for ProfitDLL
+        except Exception as e:
+            log.error("closing the producer failed: %s: %s", type(e).__name__, e)
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    """The parent holds our stdin open; EOF means it is gone, and so should we be."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    stop.set()
+
+
+def _exit(code: int) -> None:
+    """Exit. On Windows with the DLL loaded, TerminateProcess: its native threads can keep the
+    process alive after DLLFinalize even through os._exit (docs/profitdll.md §1.5)."""
+    if os.name == "nt" and _LOADED_DLL:
+        import ctypes
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        kernel32 = ctypes.windll.kernel32
+        kernel32.TerminateProcess(kernel32.GetCurrentProcess(), code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    _exit(main())
