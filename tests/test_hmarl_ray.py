@@ -26,12 +26,13 @@ def hmarl_cfg(model_dir, **kw):
 
 
 def test_decisions_flow_to_zeromq_and_valkey_and_weights_learn(ray_session, valkey_server, tmp_path, model_dir):
+    """Two symbols, a WDO and a WIN contract: each gets its own pipeline of actors and decisions."""
     import ray
 
     _, url = valkey_server
     cfg = make_cfg(tmp_path, features={"enabled": True}, hmarl=hmarl_cfg(model_dir),
-                   simulator={"rate": 300, "speed": 10})
-    sym = cfg.symbols[0]
+                   simulator={"rate": 300, "speed": 10}, extra_symbols=("WINZ26",))
+    sym, other = cfg.symbols
     g = graph_for(cfg, url)
     sub = None
     try:
@@ -39,6 +40,8 @@ def test_decisions_flow_to_zeromq_and_valkey_and_weights_learn(ray_session, valk
         coord = g.handle(f"coordinator:{sym}")
         wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > 30 and len(sub.items) > 10, timeout=90,
                  what="decisions")
+        wait_for(lambda: ray.get(g.handle(f"coordinator:{other}").stats.remote())["decisions"] > 10, timeout=60,
+                 what="decisions on the second symbol")
         wait_for(lambda: ray.get(coord.stats.remote()).get("feedback_applied", 0) > 20, timeout=60,
                  what="realized outcomes to reach the coordinator")
         weights = ray.get(coord.weights.remote())
@@ -58,11 +61,17 @@ def test_decisions_flow_to_zeromq_and_valkey_and_weights_learn(ray_session, valk
     perf = stats[f"feedback:{sym}"]["performance"]
     assert any((perf.get(a) or {}).get("count", 0) > 0 for a in ("order_flow", "liquidity", "tape", "footprint"))
     assert final[f"coordinator:{sym}"]["decisions"] > 30
+    assert {f"{kind}:{s}" for s in (sym, other) for kind in ("coordinator", "feedback", "ml", "features")} <= set(stats)
+    assert final[f"coordinator:{other}"]["decisions"] > 10
+    topics = {t for t, _p in sub.items}
+    assert topics == {f"decision.{sym}".encode(), f"decision.{other}".encode()}
     # What a plain pyzmq subscriber decoded is what Valkey holds under the decision id.
     store = HmarlStore(url)
     try:
-        for topic, payload in sub.items[:20]:
-            assert topic == f"decision.{sym}".encode()
+        mine = [(t, p) for t, p in sub.items if t == f"decision.{sym}".encode()]
+        assert all(p["symbol"] == other for t, p in sub.items if t == f"decision.{other}".encode())
+        for topic, payload in mine[:20]:
+            assert payload["symbol"] == sym
             assert payload["action"] in ("BUY", "SELL", "HOLD")
             stored = store.get_decision(payload["decision_id"])
             assert orjson.loads(orjson.dumps(stored)) == {k: v for k, v in payload.items()}

@@ -29,14 +29,14 @@ EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint",
 _symbols = iter(f"WDO{m}{y}" for y in range(30, 99) for m in "FGHJKMNQUVXZ")
 
 
-def make_cfg(tmp_path, features=None, hmarl=None, **feed):
-    """A one-symbol graph on ephemeral ports. The FeatureEngine is off unless
-    ``features`` is given: these tests are about the market-data path."""
+def make_cfg(tmp_path, features=None, hmarl=None, extra_symbols=(), **feed):
+    """A one-symbol graph (plus ``extra_symbols``) on ephemeral ports. The FeatureEngine is
+    off unless ``features`` is given: these tests are about the market-data path."""
     sym = next(_symbols)
     sim = {"seed": 11, "rate": 2000, "speed": 1.0, "start": "2026-11-23T10:00:00-03:00", **feed.pop("simulator", {})}
     return config_from_dict({
         "namespace": f"t{uuid.uuid4().hex[:8]}",
-        "symbols": [sym],
+        "symbols": [sym, *extra_symbols],
         "feed": {"batch_max_ms": 5, "simulator": sim, **feed},
         "zmq": EPHEMERAL_PORTS,
         "recorder": {"enabled": True, "path": str(tmp_path / "rec"), "flush_seconds": 0.5},
