@@ -174,6 +174,11 @@ class FeedActor:
                     pending, first_at = [], 0
                 elif now >= next_reap:  # replies also matter when idle (resync requests)
                     with self._lock:
+                        if bulk and now - bulk_since >= bulk_wait_ns:
+                            # A quiet feed (a live market pauses): the bulk routes get their last
+                            # events now, not whenever the next event happens to arrive.
+                            self._dispatch(bulk, bulk=True)
+                            bulk, bulk_since = [], now
                         self._reap()
                     next_reap = now + REAP_EVERY_NS
                 if self.source.exhausted and not pending:
@@ -305,6 +310,7 @@ class FeedActor:
         return {
             "incarnation": self.incarnation,
             "pid": os.getpid(),
+            "node": self._ray.get_runtime_context().get_node_id(),  # placement checks (profitdll node)
             "finished": self.finished,
             "error": self.error,
             "events_out": self.events_out,

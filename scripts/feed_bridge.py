@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 def _watch_stdin(stop: threading.Event) -> None:
     """The parent holds our stdin open; EOF means it is gone, and so should we be."""
     try:
-        while sys.stdin.buffer.read(4096):
+        # os.read, not sys.stdin.buffer.read: a thread blocked inside the buffered
+        # reader makes interpreter shutdown abort (SIGABRT) while stdin is still open.
+        while os.read(sys.stdin.fileno(), 4096):
             pass
     except (OSError, ValueError):
         pass
