@@ -4,6 +4,7 @@
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
     python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
     python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 20]
+    python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--graph]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
 a private local Ray and an embedded Valkey. For each offered rate it reports
@@ -23,6 +24,37 @@ receive time of the trade that triggered it. The coordinator decides every
 ``--decision-ms`` of event time (default 20 ms, so there are enough samples).
 ``max_sustained_events_per_s`` is the highest offered rate at which neither
 the feed, the Valkey writer nor the FeatureEngine fell behind.
+
+profitdll: the native fake ProfitDLL (tests/fake_profitdll, built with the
+system C compiler) fires ``--events`` market callbacks from its own thread at
+each ``--rate`` (callbacks/s; 0 = as fast as it can), inside the feed-bridge
+child process that the FeedActor spawns for ``feed.source: profitdll``
+(HostedBridge), on a private local Ray. By default the FeedActor feeds one
+light destination actor (ProfitBenchSink: unpickles each batch, checks the
+seqs, keeps latencies), so the numbers are those of the DLL -> host process ->
+FeedActor path; ``--graph`` runs the whole MarketDataGraph instead (no Valkey,
+features and HMARL off: FeedActor, ZeroMQ market-data publisher, per-symbol
+buffers), the destination then being the ZeroMQ publisher.
+The reference is the fake's sent log: every trade that is not an edit and
+every offer-book callback must come out as exactly one event (trade edits and
+daily callbacks, ~5% of the fake's callbacks, are not events, so a paced run
+offers ``offered_per_s`` ~ 0.95 x rate events/s). ``lost_events`` = expected -
+events that reached the destination - events the FeedActor's validator
+rejected (``rejected``, reported apart).
+``events_per_s`` is events delivered to the destination per second, from the
+first poll that sees events there until the last one arrives. At rate 0 the
+source floods (its callbacks compete for the same two cores), so this is the
+drain rate under a flood; a paced run is ``sustained`` when it delivers at
+least 95% of what it is offered. ``cpu_us_per_event`` is each process's CPU
+time (all threads, from /proc) over that window per delivered event: the bridge
+host (fake DLL thread + session + publisher), the FeedActor's worker, the
+destination(s); it moves less with the machine's other load than events/s.
+``latency_p50/p99_ms`` is the destination's arrival (sink) or ZeroMQ send
+(graph) time minus ``ts_recv``, the wall clock stamped inside the DLL callback
+on the native thread: callback -> session -> bridge PUB -> BridgeClient in the
+FeedActor -> validation, seq, micro-batch -> Ray call -> destination. Samples
+start at that first poll (the start-up catch-up is excluded); when a run is
+not sustained they measure the growing backlog.
 """
 
 from __future__ import annotations
@@ -210,6 +242,236 @@ def bench_features(args) -> None:
         emit(bench="features", metric=metric, value=round(float(value), 3), unit=unit)
 
 
+def bench_profitdll(args) -> None:
+    """Fake DLL native thread -> bridge child -> FeedActor -> a destination (see the module docstring)."""
+    import os
+    import shutil
+    from datetime import datetime, timedelta
+
+    import ray
+
+    from pipelines.config import config_from_dict
+    from pipelines.timeutil import SAO_PAULO
+    from tests.profitdll_fake import build_fake_dll, fake_env, read_sent_log
+
+    dll = build_fake_dll()
+    sym = "WDOZ26"
+    for rate in args.rate:
+        tmp = Path(tempfile.mkdtemp(prefix="qt-bench-profitdll-"))
+        sent_log = tmp / "sent.log"
+        # Read by the fake inside the bridge child: set before ray.init so the workers (and
+        # the child the FeedActor spawns) inherit them. The credentials are bench values.
+        # The fake's market clock starts a minute ahead of B3 local time (and, at 0-2 ms per
+        # event, runs ahead anyway): a book snapshot sent before any exchange time carries its
+        # receive time as event time, which must not lie after the exchange times that follow
+        # or the FeedActor rejects them as time going backwards (as it would with the real DLL
+        # on a host whose clock runs ahead of the exchange).
+        start = (datetime.now(SAO_PAULO) + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+        env = {**fake_env(rate=rate, events=args.events, seed=1, sent_log=sent_log, log_depth=1, state_delay_us=0,
+                          start=start),
+               "PROFITDLL_PATH": str(dll), "PROFIT_KEY": "bench-key", "PROFIT_USER": "bench-user",
+               "PROFIT_PASSWORD": "bench-password"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=300 * 2**20)
+        try:
+            cfg = config_from_dict({
+                "namespace": f"bench{uuid.uuid4().hex[:6]}", "symbols": [sym],
+                "feed": {"source": "profitdll", "profitdll": {"resource": None, "ready_timeout_s": 60}},
+                "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
+                "features": {"enabled": False}, "hmarl": {"enabled": False}, "recorder": {"enabled": False},
+            })
+            run = profitdll_graph_run if args.graph else profitdll_sink_run
+            r = run(cfg, sym, timeout_s=60 + args.events / 2000)
+        finally:
+            ray.shutdown()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        rows = read_sent_log(sent_log)
+        shutil.rmtree(tmp, ignore_errors=True)
+        market = sum(1 for row in rows if row["kind"] in ("trade", "book", "daily"))
+        expected = sum(1 for row in rows if row["kind"] == "book" or (row["kind"] == "trade" and not int(row["flags"]) & 1))
+        rejected = sum(r["feed_stats"]["validation"]["rejected"].values())
+        src = r["feed_stats"].get("source") or {}
+        common = {"bench": "profitdll", "rate": rate, "destination": "graph" if args.graph else "sink"}
+        dt = r["t_last"] - r["t0"]
+        window = r["n_last"] - r["n0"]
+        per_s = window / dt if dt > 0 else None
+        offered = rate * expected / market if rate and market else None  # events/s the paced fake offers
+        emit(**common, metric="events_per_s", value=round(per_s, 1) if per_s else None, unit="events/s",
+             offered_per_s=round(offered, 1) if offered else None,
+             sustained=None if offered is None or per_s is None else per_s >= 0.95 * offered,
+             delivered=r["n_last"], expected=expected, market_callbacks=market, window_events=window,
+             window_s=round(dt, 3), cpu_us_per_event=r["cpu_us_per_event"])
+        emit(**common, metric="lost_events", value=expected - r["n_last"] - rejected, unit="events", rejected=rejected,
+             bridge_gaps=src.get("gaps"), bridge_lost=src.get("lost_events"), bridge_recovered=src.get("recovered_events"),
+             host_restarts=src.get("restarts"))
+        emit_latency(common, "latency", r["latency_ms"])
+
+
+class ProfitBenchSink:
+    """The light FeedActor destination of ``bench.py profitdll``: unpickles each batch (as
+    every real destination does), checks that the feed's seqs run 1, 2, 3... per symbol,
+    and keeps each event's latency (arrival time minus ``ts_recv``)."""
+
+    def __init__(self):
+        self.incarnation = uuid.uuid4().hex
+        self.pos: dict[str, int] = {}
+        self.seq_errors = 0
+        self.lat_ns: list[int] = []
+
+    def on_batch(self, events, prev):
+        import gc
+        import pickle
+
+        from pipelines.sequencing import BatchReply
+
+        # The events die with this call: no garbage collection in the middle of it (the
+        # observer should cost the machine as little as it can).
+        pause_gc = gc.isenabled()
+        if pause_gc:
+            gc.disable()
+        try:
+            if isinstance(events, bytes):
+                events = pickle.loads(events)
+            now = time.time_ns()
+            pos = self.pos
+            for e in events:  # Event fields: symbol, ts_event, ts_recv, seq, ...
+                if e[3] != pos.get(e[0], 0) + 1:
+                    self.seq_errors += 1
+                pos[e[0]] = e[3]
+            self.lat_ns.extend([now - e[2] for e in events])
+            n = len(events)
+            del events
+        finally:
+            if pause_gc:
+                gc.enable()
+        return BatchReply(self.incarnation, n, 0, None)
+
+    def position(self) -> dict[str, int]:
+        return dict(self.pos)
+
+    def reset_latency(self) -> None:
+        self.lat_ns = []
+
+    def latency_ms(self):
+        return np.array(self.lat_ns, dtype=np.int64) / 1e6
+
+    def ping(self) -> dict:
+        import os
+
+        return {"incarnation": self.incarnation, "pid": os.getpid()}
+
+    def stats(self) -> dict:
+        return {"seq_errors": self.seq_errors, "position": dict(self.pos)}
+
+
+def profitdll_sink_run(cfg, sym: str, timeout_s: float) -> dict:
+    """The FeedActor (feed.source profitdll: it spawns the bridge child) feeding one ProfitBenchSink."""
+    import ray
+
+    from actors.feed import FeedActor, Route
+    from actors.wiring import ALL_KINDS
+
+    opts = {"namespace": cfg.namespace, "num_cpus": 0, "max_restarts": 0}
+    sink = ray.remote(ProfitBenchSink).options(name="sink", **opts).remote()
+    ray.get(sink.__ray_ready__.remote())
+    feed = ray.remote(FeedActor).options(name="feed", **opts).remote(
+        cfg, [Route("sink", sink, ALL_KINDS, None)], None, True)
+    try:
+        ray.get(feed.__ray_ready__.remote(), timeout=120)
+        pids = profitdll_pids(feed, {"sink": sink})
+        r = watch_delivered(sink, sym, pids, idle_s=3.0, timeout_s=timeout_s)
+        r["latency_ms"] = ray.get(sink.latency_ms.remote())
+        r["feed_stats"] = ray.get(feed.stop.remote(15.0))
+        if ray.get(sink.stats.remote())["seq_errors"]:
+            raise RuntimeError("the sink saw events out of seq order")
+    finally:
+        for h in (feed, sink):
+            ray.kill(h, no_restart=True)
+    return r
+
+
+def profitdll_graph_run(cfg, sym: str, timeout_s: float) -> dict:
+    """The whole market-data graph (feed, ZeroMQ publisher, buffers; no Valkey) via MarketDataGraph."""
+    import ray
+
+    from actors.wiring import MarketDataGraph
+
+    g = MarketDataGraph(cfg, None)
+    try:
+        g.start()
+        feed, zp = g.handle("feed"), g.handle("zmq_publisher")
+        pids = profitdll_pids(feed, {name: g.handle(name) for name in g.actors if name != "feed"})
+        r = watch_delivered(zp, sym, pids, idle_s=3.0, timeout_s=timeout_s)
+        r["latency_ms"] = ray.get(zp.latency_ms.remote())
+        r["feed_stats"] = ray.get(feed.stats.remote())
+    finally:
+        g.shutdown()
+    return r
+
+
+def profitdll_pids(feed, others: dict) -> dict[str, int]:
+    """Process ids whose CPU time the profitdll bench reports: the bridge host (the DLL's
+    process), the FeedActor's worker and the destination(s)."""
+    import ray
+
+    pids = {"bridge_host": ray.get(feed.stats.remote())["source"]["child_pid"],
+            "feed_actor": ray.get(feed.ping.remote())["pid"]}
+    pids.update({name: ray.get(h.ping.remote())["pid"] for name, h in others.items()})
+    return pids
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads) from /proc; None elsewhere."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def watch_delivered(dest, sym: str, pids: dict[str, int], idle_s: float, timeout_s: float,
+                    every_s: float = 0.02) -> dict:
+    """Watch the destination's position (= events it got: the feed numbers each symbol's
+    events 1, 2, ...) until it stops moving for ``idle_s``. Returns the time and count at the
+    first poll that saw events (``t0``, ``n0``) and at the last change (``t_last``,
+    ``n_last``), and each process's CPU time over that window per event
+    (``cpu_us_per_event``; machine-load independent, unlike events/s). Latency samples are
+    reset at that first poll."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    t0 = n0 = cpu0 = cpu_last = None
+    t_last, n_last = time.monotonic(), 0
+    while time.monotonic() < deadline:
+        n = ray.get(dest.position.remote()).get(sym, 0)
+        now = time.monotonic()
+        if n and t0 is None:
+            ray.get(dest.reset_latency.remote())
+            t0, n0, cpu0 = now, n, {k: process_cpu_s(p) for k, p in pids.items()}
+        if n != n_last:
+            t_last, n_last = now, n
+            if t0 is not None:
+                cpu_last = {k: process_cpu_s(p) for k, p in pids.items()}
+        elif t0 is not None and now - t_last >= idle_s:
+            break
+        time.sleep(every_s)
+    if t0 is None:
+        raise RuntimeError(f"no event reached the destination in {timeout_s:.0f} s")
+    events = n_last - n0
+    cpu = {k: round((cpu_last[k] - cpu0[k]) / events * 1e6, 2) if events and cpu_last and cpu0[k] is not None
+           and cpu_last[k] is not None else None for k in pids}
+    return {"t0": t0, "n0": n0, "t_last": t_last, "n_last": n_last, "cpu_us_per_event": cpu}
+
+
 def graph_parser(sub, name: str, help_text: str, warmup: float):
     """A subcommand that runs the actor graph at a list of offered rates."""
     p = sub.add_parser(name, help=help_text)
@@ -232,6 +494,13 @@ def main(argv=None) -> int:
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)
     pf.add_argument("--naive", type=int, default=300)
+    pl = sub.add_parser("profitdll", help="fake ProfitDLL -> bridge child -> FeedActor: events/s, loss, latency")
+    pl.add_argument("--events", type=int, default=200_000, help="market callbacks the fake sends per run")
+    pl.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",")], default=[0, 53_000],
+                    help="fake market callbacks/s, comma-separated runs (0 = as fast as possible; "
+                         "about 95%% of callbacks are events, so 53000 offers ~50k events/s)")
+    pl.add_argument("--graph", action="store_true",
+                    help="through the whole MarketDataGraph (ZeroMQ publisher + buffers) instead of a light sink")
     args = p.parse_args(argv)
     if args.bench == "pipeline":
         bench_pipeline(args)
@@ -239,6 +508,8 @@ def main(argv=None) -> int:
         bench_features(args)
     elif args.bench == "decisions":
         bench_decisions(args)
+    elif args.bench == "profitdll":
+        bench_profitdll(args)
     return 0
 
 

@@ -15,7 +15,8 @@ is never searched, so a planted DLL there is never picked up.
 - Callbacks run on the DLL's native thread. They only copy into a bounded queue
   (``events``; a full queue drops and counts) plus the accessor calls meant to run there:
   ``TranslateTrade``, copying the FullBook arrays and ``FreePointer``, ``GetPriceGroup`` /
-  ``GetPriceDepthSideCount`` / ``GetTheoreticalValues``. No logging, no I/O, no request calls.
+  ``GetPriceDepthSideCount`` / ``GetTheoreticalValues``, which keep the GIL (:func:`_gil_holding`).
+  No logging, no I/O, no request calls.
   Every handler is wrapped in try/except: an error is counted, never raised into native frames.
 - Every callback object stays referenced for the life of the process (module ``_KEEPALIVE``):
   a collected thunk that the DLL calls crashes the process.
@@ -48,7 +49,7 @@ from collections import Counter, deque
 from ctypes import POINTER, byref, c_double, c_int32, c_int64, c_size_t, c_uint8, c_void_p, c_wchar_p
 from datetime import date, timedelta
 from pathlib import Path
-from threading import get_native_id
+from threading import get_ident, get_native_id
 from typing import Any, Callable, Mapping, NamedTuple
 
 from pipelines.profitdll import structs as S
@@ -297,6 +298,38 @@ def load_library(path: str | os.PathLike | None = None, env: Mapping[str, str] |
     return lib
 
 
+# ctypes releases the GIL around every foreign call unless the function carries the PYTHONAPI
+# flag (what ctypes.PyDLL / PYFUNCTYPE use), combined here with the DLL's calling convention.
+if S.IS_WINDOWS:  # pragma: no cover - Windows node only
+    _CONVENTION = ctypes._FUNCFLAG_STDCALL  # type: ignore[attr-defined]
+else:
+    _CONVENTION = ctypes._FUNCFLAG_CDECL
+_KEEP_GIL_FLAGS = ctypes._FUNCFLAG_PYTHONAPI | _CONVENTION
+
+
+def _gil_holding(lib, name: str):
+    """``lib.<name>`` (already declared by :func:`load_library`) as a function that keeps the GIL
+    during the call; None if the DLL lacks it.
+
+    For the accessors called inside callbacks (``TranslateTrade``, ``FreePointer``,
+    ``GetPriceGroup``...): they only copy a few bytes, and a call that released the GIL let the
+    consumer thread take it, stalling the DLL's thread in the middle of the callback until the
+    interpreter switched back (up to its 5 ms switch interval, once per trade at high rates).
+    Holding it cannot deadlock: every callback runs on the DLL's single thread (docs §5.1), and
+    the request functions that other threads call release the GIL as usual.
+    """
+    fn = getattr(lib, name, None)
+    if fn is None:
+        return None
+
+    class Prototype(ctypes._CFuncPtr):  # what ctypes.PYFUNCTYPE builds, with the DLL's convention
+        _argtypes_ = tuple(fn.argtypes or ())
+        _restype_ = fn.restype
+        _flags_ = _KEEP_GIL_FLAGS
+
+    return Prototype((name, lib))
+
+
 # One init per process and DLL file (the real DLL fails a second one, leaking its resources).
 _INITIALIZED: set[str] = set()
 _INIT_LOCK = threading.Lock()
@@ -337,6 +370,9 @@ class ProfitDLL:
         self.last_error: str | None = None
         self.invalid_tickers: Counter[str] = Counter()
         self.callback_thread_ids: set[int] = set()  # native ids of the threads that called back
+        # The same threads by Python ident: get_ident() is pthread_self(), get_native_id() a gettid
+        # system call, too dear to make on every callback just to spot a new thread.
+        self._callback_idents: set[int] = set()
         self.pin_thread_state = pin_thread_state
         self.state: dict[int, int | None] = {LOGIN: None, ROUTING: None, MARKET_DATA: None, ACTIVATION: None}
         self.latched: dict[int, bool] = {LOGIN: False, ROUTING: False, MARKET_DATA: False, ACTIVATION: False}
@@ -359,11 +395,12 @@ class ProfitDLL:
         self._theo_price = c_double()
         self._theo_qty = c_int64()
         lib = self.lib
-        self._translate = lib.TranslateTrade
-        self._free = lib.FreePointer
-        self._side_count = getattr(lib, "GetPriceDepthSideCount", None)
-        self._price_group = getattr(lib, "GetPriceGroup", None)
-        self._theoretical = getattr(lib, "GetTheoreticalValues", None)
+        # The accessors the callbacks call, bound so that they keep the GIL (see _gil_holding).
+        self._translate = _gil_holding(lib, "TranslateTrade")
+        self._free = _gil_holding(lib, "FreePointer")
+        self._side_count = _gil_holding(lib, "GetPriceDepthSideCount")
+        self._price_group = _gil_holding(lib, "GetPriceGroup")
+        self._theoretical = _gil_holding(lib, "GetTheoreticalValues")
         self._thunks = {
             "state": S.TStateCallback(self._on_state),
             "daily": S.TNewDailyCallback(self._on_daily),
@@ -568,8 +605,9 @@ class ProfitDLL:
         except BaseException:  # never raise into the DLL
             pass
 
-    def _new_thread(self, tid: int) -> None:
-        self.callback_thread_ids.add(tid)
+    def _new_thread(self) -> None:
+        self._callback_idents.add(get_ident())
+        self.callback_thread_ids.add(get_native_id())
         if self.pin_thread_state:
             _pin_thread_state()
 
@@ -582,9 +620,8 @@ class ProfitDLL:
     def _on_state(self, state_type: int, result: int) -> None:
         try:
             ts = time.time_ns()
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             self.received["state"] += 1
             self.state[state_type] = result
             if not self._tearing_down and state_type in self.latched:
@@ -618,21 +655,23 @@ class ProfitDLL:
 
     def _on_trade(self, asset, p_trade: int, flags: int) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             self.received["trade"] += 1
             item = self._translated("trade", asset, p_trade, flags)
             if item is not None:
-                self._put(self.events, item)
+                events = self.events  # _put, inlined: this runs once per trade
+                if len(events) < self.queue_max:
+                    events.append(item)
+                else:
+                    self.dropped += 1
         except BaseException as e:
             self._failed("trade", e)
 
     def _on_history_trade(self, asset, p_trade: int, flags: int) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             self.received["history_trade"] += 1
             item = self._translated("history_trade", asset, p_trade, flags)
             if item is not None:
@@ -660,23 +699,25 @@ class ProfitDLL:
                  has_price, has_qty, has_date, has_offer_id, has_agent, date_text, p_sell, p_buy) -> None:
         try:
             ts = time.time_ns()
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             self.received["book"] += 1
             sell = self._take_offer_array(p_sell) if p_sell else None
             buy = self._take_offer_array(p_buy) if p_buy else None
-            self._put(self.events, _tuple_new(RawBook, (
-                ts, asset.ticker or "", asset.bolsa or "", action, position, side, qty, agent, offer_id, price,
-                has_price, has_qty, has_date, has_offer_id, has_agent, date_text or "", sell, buy)))
+            events = self.events  # _put, inlined: this runs once per book change
+            if len(events) < self.queue_max:
+                events.append(_tuple_new(RawBook, (
+                    ts, asset.ticker or "", asset.bolsa or "", action, position, side, qty, agent, offer_id, price,
+                    has_price, has_qty, has_date, has_offer_id, has_agent, date_text or "", sell, buy)))
+            else:
+                self.dropped += 1
         except BaseException as e:
             self._failed("book", e)
 
     def _on_daily(self, asset, date_text, *values) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             ts = time.time_ns()
             self.received["daily"] += 1
             self._put(self.events, _tuple_new(RawDaily, (ts, asset.ticker or "", asset.bolsa or "", date_text or "")
@@ -686,9 +727,8 @@ class ProfitDLL:
 
     def _on_progress(self, asset, progress: int) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             ts = time.time_ns()
             self.received["progress"] += 1
             ticker = asset.ticker or ""
@@ -699,9 +739,8 @@ class ProfitDLL:
 
     def _on_invalid_ticker(self, asset) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             ts = time.time_ns()
             self.received["invalid_ticker"] += 1
             ticker = asset.Ticker or ""
@@ -727,9 +766,8 @@ class ProfitDLL:
 
     def _on_depth(self, asset, side: int, position: int, update_type: int) -> None:
         try:
-            tid = get_native_id()
-            if tid not in self.callback_thread_ids:
-                self._new_thread(tid)
+            if get_ident() not in self._callback_idents:
+                self._new_thread()
             ts = time.time_ns()
             self.received["depth"] += 1
             asset_ref = byref(asset)

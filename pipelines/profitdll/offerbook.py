@@ -82,6 +82,36 @@ def parse_offer_array_v2(data: bytes) -> tuple[list[Offer], int]:
     return entries, flags
 
 
+def parse_offer_orders_v2(data: bytes) -> list[list]:
+    """The orders of one V2 offer array as ``[price, qty, agent, offer_id]`` lists (array order),
+    what :meth:`OfferBook.full_book_orders` takes. Same checks as :func:`parse_offer_array_v2`,
+    without decoding the dates nobody reads: a FullBook holds every order of the instrument, and
+    this is the hot part of rebuilding the book. A malformed array raises the same specific
+    :class:`OfferArrayError` (worked out by :func:`parse_offer_array_v2`, on that rare path)."""
+    size = len(data)
+    if size >= OFFER_HEADER.size + OFFER_TRAILER.size:
+        count, total = OFFER_HEADER.unpack_from(data, 0)
+        if total == size and count >= 0:
+            end = size - OFFER_TRAILER.size
+            pos = OFFER_HEADER.size
+            unpack = OFFER_ENTRY_V2.unpack_from
+            step = OFFER_ENTRY_V2.size
+            orders: list[list] = []
+            append = orders.append
+            try:
+                for _ in range(count):
+                    price, qty, agent, offer_id, n = unpack(data, pos)
+                    pos += step + n
+                    append([price, qty, agent, offer_id])
+            except struct.error:
+                pos = -1  # ran past the data: reported below
+            # pos only grows, so an entry or date that ran past the trailer anywhere leaves pos != end.
+            if pos == end:
+                return orders
+    parse_offer_array_v2(data)  # raises the specific error
+    raise OfferArrayError("offer array sizes do not add up")  # pragma: no cover - both checks agree
+
+
 # Plain ints: the model runs once per book callback, and IntEnum member lookups cost more.
 ADD, EDIT, DELETE, DELETE_FROM, FULL_BOOK = (int(a) for a in BookAction)
 BID, ASK = int(Side.BID), int(Side.ASK)
@@ -95,17 +125,32 @@ class OfferBook:
     (total quantity and order count per price, and the sorted distinct prices), updated with
     every action, so a top-N snapshot costs O(N) instead of a walk over the orders. Levels are
     keyed by price, so a side is reported in price order whatever the order list looks like.
+
+    The last snapshot of each side is kept until an action changes one of its levels: most
+    actions touch one side, often below the top levels, and a snapshot is taken after every
+    action (immutable tuples, so snapshots share them safely).
     """
 
-    __slots__ = ("sides", "_qty", "_count", "_prices")
+    __slots__ = ("sides", "_qty", "_count", "_prices", "_top")
 
     def __init__(self) -> None:
         self.sides: tuple[list[list], list[list]] = ([], [])
         self._qty: tuple[dict[float, int], dict[float, int]] = ({}, {})  # price -> total quantity
         self._count: tuple[dict[float, int], dict[float, int]] = ({}, {})  # price -> orders at that price
         self._prices: tuple[list[float], list[float]] = ([], [])  # distinct prices, ascending
+        self._top: list = [None, None]  # per side: (depth, prices, quantities) of the last snapshot
+
+    def _touch(self, side: int, price: float) -> None:
+        """Forget a side's kept snapshot when a change at ``price`` may alter its top levels:
+        the snapshot is not full, or ``price`` is not worse than its worst level (NaN too)."""
+        top = self._top[side]
+        if top is not None:
+            px = top[1]
+            if len(px) < top[0] or not px or not (price < px[-1] if side == BID else price > px[-1]):
+                self._top[side] = None
 
     def _level_add(self, side: int, price: float, qty: int) -> None:
+        self._touch(side, price)
         counts = self._count[side]
         n = counts.get(price)
         if n is None:
@@ -117,6 +162,7 @@ class OfferBook:
             self._qty[side][price] += qty
 
     def _level_remove(self, side: int, price: float, qty: int) -> None:
+        self._touch(side, price)
         counts = self._count[side]
         n = counts[price] - 1
         if n == 0:
@@ -138,6 +184,8 @@ class OfferBook:
         if action == ADD:
             if not 0 <= position <= n:
                 raise BookError(f"add at position {position} on a side of {n} orders")
+            if price != price:  # NaN has no place in the sorted level prices: it would corrupt them
+                raise BookError("add with a price that is not a number")
             orders.insert(n - position, [price, qty, agent, offer_id])
             self._level_add(side, price, qty)
             return
@@ -152,6 +200,7 @@ class OfferBook:
                 order = orders[index]
                 order[1] += qty
                 self._qty[side][order[0]] += qty
+                self._touch(side, order[0])
         elif action == DELETE:
             order = orders.pop(index)
             self._level_remove(side, order[0], order[1])
@@ -162,8 +211,16 @@ class OfferBook:
 
     def full_book(self, sell: Sequence[Offer], buy: Sequence[Offer]) -> None:
         """Rebuild both sides from FullBook arrays (each worst -> best)."""
-        self.sides = ([[o.price, o.qty, o.agent, o.offer_id] for o in buy],
-                      [[o.price, o.qty, o.agent, o.offer_id] for o in sell])
+        self.full_book_orders([[o.price, o.qty, o.agent, o.offer_id] for o in sell],
+                              [[o.price, o.qty, o.agent, o.offer_id] for o in buy])
+
+    def full_book_orders(self, sell: list[list], buy: list[list]) -> None:
+        """:meth:`full_book` from ``[price, qty, agent, offer_id]`` lists (as
+        :func:`parse_offer_orders_v2` returns them), which the book takes over."""
+        for order in (*sell, *buy):
+            if order[0] != order[0]:
+                raise BookError("FullBook with a price that is not a number")
+        self.sides = (buy, sell)
         self._qty = ({}, {})
         self._count = ({}, {})
         for side in (BID, ASK):
@@ -176,6 +233,7 @@ class OfferBook:
                     counts[price] = 1
                     qtys[price] = qty
         self._prices = (sorted(self._count[BID]), sorted(self._count[ASK]))
+        self._top = [None, None]
 
     def top(self, side: int, depth: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """The best ``depth`` price levels of a side (quantities summed per price), best first."""
@@ -185,10 +243,16 @@ class OfferBook:
 
     def snapshot(self, depth: int) -> tuple[tuple, tuple, tuple, tuple]:
         """``(bid_px, bid_qty, ask_px, ask_qty)`` of the best ``depth`` levels, best first."""
-        bids = self._prices[BID][:-depth - 1:-1]
-        asks = self._prices[ASK][:depth]
-        return (tuple(bids), tuple(map(self._qty[BID].__getitem__, bids)),
-                tuple(asks), tuple(map(self._qty[ASK].__getitem__, asks)))
+        top = self._top
+        bid = top[BID]
+        if bid is None or bid[0] != depth:
+            px = tuple(self._prices[BID][:-depth - 1:-1])
+            bid = top[BID] = (depth, px, tuple(map(self._qty[BID].__getitem__, px)))
+        ask = top[ASK]
+        if ask is None or ask[0] != depth:
+            px = tuple(self._prices[ASK][:depth])
+            ask = top[ASK] = (depth, px, tuple(map(self._qty[ASK].__getitem__, px)))
+        return bid[1], bid[2], ask[1], ask[2]
 
     def __len__(self) -> int:
         return len(self.sides[0]) + len(self.sides[1])

@@ -53,7 +53,7 @@ from pipelines.profitdll.binding import (
     state_name,
 )
 from pipelines.profitdll.errors import ProfitDLLError
-from pipelines.profitdll.offerbook import FULL_BOOK, BookError, OfferArrayError, OfferBook, parse_offer_array_v2
+from pipelines.profitdll.offerbook import FULL_BOOK, BookError, OfferArrayError, OfferBook, parse_offer_orders_v2
 from pipelines.profitdll.structs import TC_IS_EDIT
 from pipelines.timeutil import SAO_PAULO, to_ns
 
@@ -92,7 +92,7 @@ class ProfitSession:
         self.trades_out = 0
         self.books_out = 0
         self.trade_edits = 0
-        self._text_hour_ns: dict[str, int] = {}
+        self._text_second_ns: dict[str, int] = {}
         self._last_warn = 0.0
 
     def __repr__(self) -> str:
@@ -224,21 +224,35 @@ class ProfitSession:
         return base + ((mi * 60 + s) * 1000 + ms) * NS_PER_MS
 
     def _date_text_ns(self, text: str) -> int:
-        """'dd/mm/yyyy hh:mm:ss[.zzz]' (B3 local) -> ns UTC."""
+        """'dd/mm/yyyy hh:mm:ss[.zzz]' (B3 local) -> ns UTC. The value of each whole second
+        (``text[:19]``, checked once) is cached: many updates share it."""
+        base = self._text_second_ns.get(text[:19])
+        if base is None:
+            base = self._date_second_ns(text)
+        n = len(text)
+        if n == 19:
+            return base
+        if n != 23 or text[19] != ".":
+            raise ValueError(f"date {text!r} is not dd/mm/yyyy hh:mm:ss.zzz")
+        ms = int(text[20:23])
+        if not 0 <= ms < 1000:
+            raise ValueError(f"date {text!r} is out of range")
+        return base + ms * NS_PER_MS
+
+    def _date_second_ns(self, text: str) -> int:
+        """The whole-second part of :meth:`_date_text_ns`, checked and cached."""
         n = len(text)
         if (n != 19 and n != 23) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":" \
-                or text[16] != ":" or (n == 23 and text[19] != "."):
+                or text[16] != ":":
             raise ValueError(f"date {text!r} is not dd/mm/yyyy hh:mm:ss.zzz")
-        base = self._text_hour_ns.get(text[:13])
-        if base is None:
-            base = self._time_ns(int(text[6:10]), int(text[3:5]), int(text[0:2]), int(text[11:13]), 0, 0, 0)
-            if len(self._text_hour_ns) > 10_000:
-                self._text_hour_ns.clear()
-            self._text_hour_ns[text[:13]] = base
-        mi, sec, ms = int(text[14:16]), int(text[17:19]), int(text[20:23]) if n == 23 else 0
-        if not (0 <= mi < 60 and 0 <= sec < 60 and 0 <= ms < 1000):
+        mi, sec = int(text[14:16]), int(text[17:19])
+        if not (0 <= mi < 60 and 0 <= sec < 60):
             raise ValueError(f"date {text!r} is out of range")
-        return base + ((mi * 60 + sec) * 1000 + ms) * NS_PER_MS
+        base = self._time_ns(int(text[6:10]), int(text[3:5]), int(text[0:2]), int(text[11:13]), mi, sec, 0)
+        if len(self._text_second_ns) > 10_000:
+            self._text_second_ns.clear()
+        self._text_second_ns[text[:19]] = base
+        return base
 
     def _trade(self, t: RawTrade, out: list) -> None:
         (ts_recv, ticker, _exchange, flags, y, mo, _dow, d, h, mi, sec, ms,
@@ -262,9 +276,9 @@ class ProfitSession:
             book = self._books[symbol] = OfferBook()
         try:
             if action == FULL_BOOK:
-                sell = parse_offer_array_v2(sell_array)[0] if sell_array is not None else []
-                buy = parse_offer_array_v2(buy_array)[0] if buy_array is not None else []
-                book.full_book(sell, buy)
+                sell = parse_offer_orders_v2(sell_array) if sell_array is not None else []
+                buy = parse_offer_orders_v2(buy_array) if buy_array is not None else []
+                book.full_book_orders(sell, buy)
             else:
                 book.apply(action, side, position, price, qty, agent, offer_id, has_qty != 0)
         except (BookError, OfferArrayError) as e:
