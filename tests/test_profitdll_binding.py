@@ -34,7 +34,14 @@ from pipelines.profitdll.binding import (
     RawTrade,
     resolve_dll_path,
 )
-from pipelines.profitdll.offerbook import BookError, Offer, OfferArrayError, OfferBook, parse_offer_array_v2
+from pipelines.profitdll.offerbook import (
+    BookError,
+    Offer,
+    OfferArrayError,
+    OfferBook,
+    parse_offer_array_v2,
+    parse_offer_orders_v2,
+)
 from pipelines.profitdll.session import ProfitSession
 from tests.profitdll_fake import ENV_PREFIX, FakeDebug, fake_dll_or_skip, fake_env, fresh_copy, read_sent_log
 
@@ -185,6 +192,8 @@ def test_offer_array_walks_variable_date_lengths():
 def test_offer_array_errors_are_specific(data, message):
     with pytest.raises(OfferArrayError, match=message):
         parse_offer_array_v2(data)
+    with pytest.raises(OfferArrayError, match=message):  # the FullBook fast path says the same
+        parse_offer_orders_v2(data)
 
 
 def test_offer_book_actions_follow_the_position_mapping():
@@ -224,6 +233,21 @@ def test_offer_book_rejects_actions_that_do_not_fit(action, position):
     with pytest.raises(BookError):
         book.apply(action, 0, position, 10.0, 1)
     assert book.sides[0] == before and book.top(0, 5) == ((11.0, 10.0), (1, 1))
+
+
+@pytest.mark.parametrize("prices", [(float("nan"),), (5400.0, float("nan"))])
+def test_offer_book_refuses_nan_prices_and_stays_consistent(prices):
+    book = OfferBook()
+    book.apply(0, 0, 0, 10.0, 1)
+    before = book.snapshot(5)
+    with pytest.raises(BookError):
+        if len(prices) == 1:
+            book.apply(0, 0, 0, prices[0], 3)
+        else:
+            book.full_book(sell=[Offer(p, 1, 1, i, "") for i, p in enumerate(prices)], buy=[])
+    assert book.snapshot(5) == before
+    book.apply(0, 0, 0, 11.0, 2)  # and keeps working
+    assert book.top(0, 5) == ((11.0, 10.0), (2, 1))
 
 
 # -- loader ----------------------------------------------------------------------------------
@@ -331,7 +355,20 @@ def test_session_stream_matches_what_the_fake_sent(fake, tmp_path, monkeypatch):
     rows = read_sent_log(log_path)
     market = [r for r in rows if r["kind"] in MARKET_KINDS]
     assert len(market) == 2 * per_ticker
-    sent = [r for r in rows if (r["kind"] == "trade" and r["flags"] == "0") or r["kind"] == "book"]
+    # A book row leaves as a snapshot only once its ticker has an exchange time: a trade before
+    # it, or an add (action 0) carrying its order time, this row included.
+    sent, timed, held_back = [], set(), 0
+    for r in rows:
+        if r["kind"] == "trade" and r["flags"] == "0":
+            timed.add(r["ticker"])
+            sent.append(r)
+        elif r["kind"] == "book":
+            if r["action"] == "0":
+                timed.add(r["ticker"])
+            if r["ticker"] in timed:
+                sent.append(r)
+            else:
+                held_back += 1
     assert [(e.KIND, e.symbol) for e in out] == [("tick" if r["kind"] == "trade" else "book", r["ticker"])
                                                   for r in sent]
     last_ts: dict[str, int] = {}
@@ -351,7 +388,7 @@ def test_session_stream_matches_what_the_fake_sent(fake, tmp_path, monkeypatch):
             bid_px, bid_qty = levels_of(r["bids"])
             ask_px, ask_qty = levels_of(r["asks"])
             assert (ev.bid_px, ev.bid_qty, ev.ask_px, ev.ask_qty) == (bid_px, bid_qty, ask_px, ask_qty)
-            assert ev.ts_event == last_ts.get(r["ticker"], ev.ts_recv)
+            assert ev.ts_event == last_ts[r["ticker"]]
     assert big > 0  # int64 quantities above 2^31 went through
     kinds = {r["kind"] for r in rows}
     assert {"state", "trade", "book", "daily"} <= kinds
@@ -372,7 +409,8 @@ def test_session_stream_matches_what_the_fake_sent(fake, tmp_path, monkeypatch):
     stats = session.stats()
     assert stats["trades"] == len([r for r in trades if r["flags"] == "0"])
     assert stats["trade_edits"] == len(edits)
-    assert stats["books"] == len([r for r in rows if r["kind"] == "book"])
+    assert stats["books"] + stats["books_before_exchange_time"] == len([r for r in rows if r["kind"] == "book"])
+    assert stats["books_before_exchange_time"] == held_back
     assert stats["received"]["state"] == len([r for r in rows if r["kind"] == "state"])
     assert stats["dropped"] == 0 and stats["decode_errors"] == 0 and stats["handler_errors"] == 0
     assert stats["book_errors"] == 0 and stats["queued"] == 0
@@ -800,7 +838,8 @@ def test_throughput_at_full_speed(fake, monkeypatch, capsys):
     stats = session.stats()
     assert stats["dropped"] == 0 and stats["decode_errors"] == 0
     assert out == stats["trades"] + stats["books"]
-    assert stats["trades"] + stats["trade_edits"] + stats["books"] + stats["daily"] == n
+    assert stats["trades"] + stats["trade_edits"] + stats["books"] + stats["books_before_exchange_time"] \
+        + stats["daily"] == n
     with capsys.disabled():
         print(f"\n[profitdll fake] {n} market events through callbacks + poll in {elapsed:.2f} s: "
               f"{n / elapsed:,.0f} events/s")

@@ -13,7 +13,10 @@ callback copies queued by :class:`~pipelines.profitdll.binding.ProfitDLL` into:
   price) after every offer-book callback, FullBook included. Book callbacks carry no event time
   of their own (an add's date is the order's time, edits and deletes have none), so a
   snapshot's ``ts_event`` is the newest exchange time seen on that symbol (trade times, add
-  dates), or its receive time before any.
+  dates). Before any exchange time is known the book is kept up to date but no snapshot leaves
+  (counted, ``books_before_exchange_time``): stamping one with the local clock would mix two
+  clocks, and a host clock ahead of B3 would then get the real events rejected as time running
+  backwards. The first snapshot after that carries the whole book.
 
 Both leave with ``seq=0`` and ``ts_recv`` = wall-clock ns when the callback ran.
 
@@ -196,7 +199,8 @@ class ProfitSession:
                     log.warning("ProfitDLL: invalid ticker %r on exchange %r", item.ticker, item.exchange)
                 elif kind is RawDepth:
                     self.counts["depth"] += 1
-            except (ValueError, OverflowError, TypeError) as e:
+            except (ValueError, OverflowError, TypeError, KeyError, IndexError) as e:
+                # One event the decoder cannot place must not take the host (and the feed) down.
                 self._bad(kind.__name__, e)
         return out
 
@@ -293,9 +297,12 @@ class ProfitSession:
                     last_ts[symbol] = ts
             except ValueError as e:  # the update itself is good: keep it, count the date
                 self._bad("book_date", e)
+        ts_event = last_ts.get(symbol)
+        if ts_event is None:
+            self.counts["books_before_exchange_time"] += 1
+            return
         self.books_out += 1
-        out.append(_tuple_new(BookSnapshot, (symbol, last_ts.get(symbol) or ts_recv, ts_recv, 0,
-                                             *book.snapshot(self.book_depth))))
+        out.append(_tuple_new(BookSnapshot, (symbol, ts_event, ts_recv, 0, *book.snapshot(self.book_depth))))
 
     def _state(self, s: RawState) -> None:
         self.counts["states"] += 1
@@ -334,6 +341,7 @@ class ProfitSession:
             "queued": base["queued"],
             "trades": self.trades_out,
             "books": self.books_out,
+            "books_before_exchange_time": self.counts["books_before_exchange_time"],
             "trade_edits": self.trade_edits,
             "book_errors": self.counts["book_errors"],
             "daily": self.counts["daily"],
