@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from collections import Counter
 from typing import Iterable
@@ -39,6 +40,8 @@ def _bad_qty(q: object) -> bool:
 
 
 _INF = math.inf
+_gt = operator.gt
+_lt = operator.lt
 _isnan = math.isnan
 
 
@@ -53,7 +56,8 @@ def _side_problem(px: tuple, qty: tuple, descending: bool) -> str | None:
         return BAD_PRICE
     if not set(map(type, qty)) <= {int} or min(qty) <= 0:
         return BAD_QTY
-    if list(px) != sorted(px, reverse=descending) or len(set(px)) != len(px):
+    # Strictly ordered (sorted and no price twice) in one C-level pass, no sort or set built.
+    if not all(map(_gt if descending else _lt, px, px[1:])):
         return UNSORTED_BOOK
     return None
 
