@@ -26,22 +26,12 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
+from tests.cluster_hmarl import wait_for  # noqa: E402
+
 # Test-only values; the same as tests/test_profitdll_ray.py scans the logs for.
 CREDENTIALS = {"PROFIT_KEY": "key-Ω-4821-activation", "PROFIT_USER": "user-Ω-5530",
                "PROFIT_PASSWORD": "pw-Ω-7319"}
 
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-        except Exception:
-            v = None
-        if v:
-            return v
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def gone(pid: int) -> bool:

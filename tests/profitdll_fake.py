@@ -25,7 +25,9 @@ import shutil
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 SOURCE = Path(__file__).resolve().parent / "fake_profitdll" / "fake_profitdll.c"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / "_build" / "fake_profitdll"
@@ -136,3 +138,28 @@ class FakeDebug:
 
     def native_thread_id(self) -> int:
         return self.lib.FakeNativeThreadId()
+
+
+# -- reference parsers of the sent log's fields (independent of the binding: zoneinfo + strptime) --
+
+B3 = ZoneInfo("America/Sao_Paulo")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def ns_of(text: str) -> int:
+    """'YYYY-MM-DD HH:MM:SS.mmm', B3 local time (a trade's SystemTime) -> ns UTC."""
+    dt = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=B3)
+    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def ns_of_ddmm(text: str) -> int:
+    """'DD/MM/YYYY HH:MM:SS[.mmm]', B3 local time (an offer's date) -> ns UTC."""
+    fmt = "%d/%m/%Y %H:%M:%S.%f" if len(text) == 23 else "%d/%m/%Y %H:%M:%S"
+    dt = datetime.strptime(text, fmt).replace(tzinfo=B3)
+    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def levels_of(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """'px:qty,px:qty' (the fake's aggregated levels, best first) -> (prices, quantities)."""
+    pairs = [p.split(":") for p in text.split(",") if p]
+    return tuple(float(p) for p, _ in pairs), tuple(int(q) for _, q in pairs)

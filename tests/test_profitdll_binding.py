@@ -14,9 +14,8 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -43,11 +42,19 @@ from pipelines.profitdll.offerbook import (
     parse_offer_orders_v2,
 )
 from pipelines.profitdll.session import ProfitSession
-from tests.profitdll_fake import ENV_PREFIX, FakeDebug, fake_dll_or_skip, fake_env, fresh_copy, read_sent_log
+from tests.profitdll_fake import (
+    ENV_PREFIX,
+    FakeDebug,
+    fake_dll_or_skip,
+    fake_env,
+    fresh_copy,
+    levels_of,
+    ns_of,
+    ns_of_ddmm,
+    read_sent_log,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-B3 = ZoneInfo("America/Sao_Paulo")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CREDS = Credentials("test-key-0001", "test-user-0001", "test-pass-0001")
 
 
@@ -303,21 +310,7 @@ def task_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def ns_of(text: str) -> int:
-    """'YYYY-MM-DD HH:MM:SS.mmm' in B3 local time -> ns UTC (reference, via zoneinfo)."""
-    dt = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=B3)
-    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
 
-
-def ns_of_ddmm(text: str) -> int:
-    fmt = "%d/%m/%Y %H:%M:%S.%f" if len(text) == 23 else "%d/%m/%Y %H:%M:%S"
-    dt = datetime.strptime(text, fmt).replace(tzinfo=B3)
-    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def levels_of(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    pairs = [p.split(":") for p in text.split(",") if p]
-    return tuple(float(p) for p, _ in pairs), tuple(int(q) for _, q in pairs)
 
 
 def entries_of(text: str) -> list[Offer]:

@@ -27,9 +27,8 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -39,12 +38,11 @@ from pipelines.config import config_from_dict
 from pipelines.messages import BookSnapshot, Trade
 from pipelines.valkey_store import EventStore, connect
 from tests.conftest import REPO
-from tests.profitdll_fake import fake_dll_or_skip, fake_env, fresh_copy, read_sent_log
+from tests.profitdll_fake import fake_dll_or_skip, fake_env, fresh_copy, B3, levels_of, ns_of, ns_of_ddmm, read_sent_log
+from tests.test_pipeline_ray import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-B3 = ZoneInfo("America/Sao_Paulo")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")}
 # Distinctive values: any occurrence in a log file is a leak, not a coincidence.
@@ -57,21 +55,7 @@ _symbols = iter(f"WIN{m}{y}" for y in range(80, 99) for m in "FGHJKMNQUVXZ")
 # -- references from the fake's sent log -----------------------------------------------------------
 
 
-def ns_of(text: str) -> int:
-    """'YYYY-MM-DD HH:MM:SS.mmm', B3 local time (the trade's SystemTime) -> ns UTC."""
-    dt = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=B3)
-    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
 
-
-def ns_of_ddmm(text: str) -> int:
-    fmt = "%d/%m/%Y %H:%M:%S.%f" if len(text) == 23 else "%d/%m/%Y %H:%M:%S"
-    dt = datetime.strptime(text, fmt).replace(tzinfo=B3)
-    return (dt - EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def levels_of(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    pairs = [p.split(":") for p in text.split(",") if p]
-    return tuple(float(p) for p, _ in pairs), tuple(int(q) for _, q in pairs)
 
 
 def processes(rows: list[dict]) -> list[list[dict]]:
@@ -278,8 +262,7 @@ def profitdll_cfg(tmp_path, dll: Path | None, creds: Path | None, **profitdll):
 
 def fake_settings(**settings) -> dict[str, str]:
     """FAKE_PROFITDLL_* variables, with the market clock starting now in B3 local time (the
-    default, 2025-08-04, would sit a long way behind the receive time a first book snapshot
-    carries before any exchange time, and the feed would reject the rest as time going back)."""
+    fake's default day, 2025-08-04, is far behind the clock the rest of the run uses)."""
     start = datetime.now(B3).strftime("%Y-%m-%d %H:%M:%S")
     return fake_env(start=start, state_delay_us=20, **settings)
 
@@ -297,15 +280,6 @@ class NodeEnvGraph(MarketDataGraph):
         spec.options = {**spec.options, "runtime_env": {"env_vars": dict(self.node_env)}}
         return spec
 
-
-def wait_for(pred, timeout=30.0, every=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def market_rows(path: Path) -> int:
