@@ -174,7 +174,11 @@ class FeatureEngine:
         }
 
     def close(self, timeout_s: float = 10.0) -> dict:
-        """Wait for outstanding calls and flush the flow states to Valkey."""
+        """Send what the selectors hold back, wait for outstanding calls, flush the flow states to Valkey."""
+        held = {kind: getattr(sel, "flush", list)() for kind, sel in self.selectors.items()}
+        for kind, peer in self.downstream:
+            if held[kind]:
+                peer.call("on_analytics", pickle.dumps(held[kind], protocol=5))
         for peer in ([self.publisher] if self.publisher is not None else []) + [p for _, p in self.downstream]:
             peer.drain(timeout_s)
         if self.flow_writer is not None:

@@ -28,6 +28,7 @@ import uuid
 
 from actors.peers import Peer
 from pipelines.config import HmarlConfig
+from pipelines.hmarl.inputs import next_decision_ns
 from pipelines.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
 log = logging.getLogger("quantumtrader.hmarl")
@@ -222,7 +223,7 @@ class CoordinatorActor(_HmarlActor):
                 self.market.update({k: v.get(k) for k in ("spread_ticks", "depth", "book_imbalance", "liquidity_score")})
             elif t is FeatureVector and m.ts_event >= self.next_decision:
                 ts = m.ts_event
-                self.next_decision = ts - ts % self.every_ns + self.every_ns
+                self.next_decision = next_decision_ns(ts, self.every_ns)
                 d = self.coordinator.decide(ts, m.seq, m.price, dict(self.market))._replace(ts_recv=m.ts_recv)
                 self.coordinator.apply_decision(d)
                 made.append(d)

@@ -96,10 +96,11 @@ def test_price_inputs_send_every_price_in_chunks(analytics):
         got = sel.select(analytics[i:i + 50])
         if got:
             chunks.append(got)
-    flat = [p for c in chunks for p in c] + sel._held
+    flat = [p for c in chunks for p in c] + sel.flush()
     assert flat == [(m.ts_event, m.price) for m in analytics if type(m) is FeatureVector]
     assert all(c[-1][0] - c[0][0] >= 100 * MS for c in chunks)
     assert len(chunks) > 10
+    assert sel.flush() == []  # nothing held twice
 
 
 def test_selector_names_the_kinds():

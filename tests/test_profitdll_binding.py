@@ -339,7 +339,7 @@ def test_session_stream_matches_what_the_fake_sent(fake, tmp_path, monkeypatch):
     wait_for(lambda: debug.market_events_sent() >= 2 * per_ticker, poll=lambda: out.extend(session.poll(500)))
     session.close()
     session.close()  # idempotent
-    out.extend(session.drain(10**6))
+    out.extend(session.poll(10**6))
     assert session.exhausted
     assert not debug.thread_alive()
     assert task_count() == tasks_before  # DLLFinalize joined its thread

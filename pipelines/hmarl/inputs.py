@@ -12,7 +12,7 @@ logic reads, so its results are the same as if it had seen everything:
   only to update its view (price, a few values) and votes once per seq after
   all of that seq's messages, so those vectors are all that matter.
 - ``decision``: the first vector at or after each decision-clock boundary
-  (``ts - ts % every + every``, the coordinator's own arithmetic) plus the
+  (``next_decision_ns``, which the coordinator uses too) plus the
   flow and liquidity states that fill the decision's market state. The ML
   voter gets the same vectors: its vote only counts at decision time.
 - ``prices``: ``(ts_event, price)`` of every vector, for the feedback system's
@@ -58,6 +58,11 @@ class AgentInputs:
         return picked
 
 
+def next_decision_ns(ts: int, every_ns: int) -> int:
+    """The decision clock: the first vector at or after this instant gets the next decision."""
+    return ts - ts % every_ns + every_ns
+
+
 class DecisionInputs:
     def __init__(self, every_ns: int) -> None:
         if every_ns <= 0:
@@ -71,8 +76,7 @@ class DecisionInputs:
             t = type(m)
             if t is FeatureVector:
                 if m.ts_event >= self.next_ns:
-                    ts = m.ts_event
-                    self.next_ns = ts - ts % self.every_ns + self.every_ns
+                    self.next_ns = next_decision_ns(m.ts_event, self.every_ns)
                     picked.append(m)
             elif t in DECISION_STATES:
                 picked.append(m)
@@ -93,6 +97,11 @@ class PriceInputs:
         if not held or held[-1][0] - held[0][0] < self.every_ns:
             return []
         self._held = []
+        return held
+
+    def flush(self) -> list:
+        """What is held back, at shutdown: the last prices still resolve horizons."""
+        held, self._held = self._held, []
         return held
 
 

@@ -204,7 +204,6 @@ class ProfitSession:
                 self._bad(kind.__name__, e)
         return out
 
-    drain = poll  # the name the host-process interface uses
 
     def _bad(self, what: str, exc: Exception) -> None:
         self.counts["decode_errors"] += 1
