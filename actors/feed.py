@@ -157,6 +157,7 @@ class FeedActor:
         bulk_wait_ns = int(fcfg.bulk_batch_ms * 1_000_000)
         max_bulk = max(max_events, fcfg.bulk_batch_max_events)
         seq = self.seq
+        wait = getattr(self.source, "wait", None) or time.sleep
         try:
             while not self._stop.is_set():
                 events = self.source.poll(max_events - len(pending))
@@ -189,8 +190,10 @@ class FeedActor:
                 if self.source.exhausted and not pending:
                     break
                 if not events:
-                    wait_ns = max_wait_ns - (now - first_at) if pending else max_wait_ns
-                    time.sleep(min(max(wait_ns, 200_000), 1_000_000) / 1e9)
+                    # Until the batch is due, or (nothing pending) the next look at the replies;
+                    # the source wakes us earlier when events come.
+                    wait_ns = max_wait_ns - (now - first_at) if pending else REAP_EVERY_NS
+                    wait(min(max(wait_ns, 200_000), REAP_EVERY_NS) / 1e9)
             with self._lock:
                 if pending:
                     self._dispatch(pending, bulk=False)

@@ -3,7 +3,7 @@
 
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
     python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
-    python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 20]
+    python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 100]
     python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--graph]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
@@ -21,9 +21,15 @@ decisions: the whole graph (feed -> buffers -> features -> four agents + ML
 -> coordinator) with a subscriber on ZeroMQ 5561 in this process.
 ``tick_to_decision`` is the time a decision reaches the subscriber minus the
 receive time of the trade that triggered it. The coordinator decides every
-``--decision-ms`` of event time (default 20 ms, so there are enough samples).
+``--decision-ms`` of event time: default 100 ms, ten times the configured
+cadence (``hmarl.decision_every_ms: 1000``) so a 10 s window holds ~100
+samples. A shorter cadence measures a different load: at 20 ms the
+coordinator, ML voter and feedback actor make 50 decisions/s and take ~0.45
+of the 2 cores between them (``actor_cpu_cores``).
 ``max_sustained_events_per_s`` is the highest offered rate at which neither
 the feed, the Valkey writer nor the FeatureEngine fell behind.
+``actor_cpu_cores`` is the CPU the actors used over the window, in cores, in
+total and per actor (``by_actor``; Linux only): where the 2 cores go.
 
 profitdll: the native fake ProfitDLL (tests/fake_profitdll, built with the
 system C compiler) fires ``--events`` market callbacks from its own thread at
@@ -182,12 +188,15 @@ def bench_decisions(args) -> None:
             t.start()
             feed, vw, zp = g.handle("feed"), g.handle("valkey_writer"), g.handle("zmq_publisher")
             eng = g.handle(f"features:{sym}")
+            pids = {name: ray.get(g.handle(name).ping.remote())["pid"] for name in g.actors}
             time.sleep(args.warmup)
             s0 = snapshot(feed, vw, zp, eng)
+            cpu0 = {name: process_cpu_s(pid) for name, pid in pids.items()}
             measuring.set()
             time.sleep(args.seconds)
             measuring.clear()
             s1 = snapshot(feed, vw, zp, eng)
+            cpu1 = {name: process_cpu_s(pid) for name, pid in pids.items()}
             stop.set()
             t.join(2)
             sock.close(linger=0)
@@ -204,6 +213,11 @@ def bench_decisions(args) -> None:
                 v = round(float(np.percentile(arr, q)), 3) if arr.size else None
                 emit(**common, metric=f"tick_to_decision_p{q}_ms", value=v, unit="ms", samples=int(arr.size),
                      backlog_growing=bool(backlog), produced_per_s=round(produced, 1), features_per_s=round(analysed, 1))
+            # Where the 2 cores go: each actor's share of a core over the window (Linux /proc).
+            cores = {n: round((cpu1[n] - cpu0[n]) / dt, 3) for n in pids if cpu0[n] is not None and cpu1[n] is not None}
+            if cores:
+                emit(**common, metric="actor_cpu_cores", value=round(sum(cores.values()), 3), unit="cores",
+                     by_actor=dict(sorted(cores.items(), key=lambda kv: -kv[1])))
         emit(bench="decisions", metric="max_sustained_events_per_s", value=best, unit="events/s", rate=None,
              rates_tried=args.rates)
     finally:
@@ -294,7 +308,8 @@ def bench_profitdll(args) -> None:
         try:
             cfg = config_from_dict({
                 "namespace": f"bench{uuid.uuid4().hex[:6]}", "symbols": [sym],
-                "feed": {"source": "profitdll", "profitdll": {"resource": None, "ready_timeout_s": 60}},
+                "feed": {"source": "profitdll", "profitdll": {"resource": None, "ready_timeout_s": 60},
+                         "batch_max_ms": args.batch_ms, "batch_max_events": args.batch_events},
                 "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
                 "features": {"enabled": False}, "hmarl": {"enabled": False}, "recorder": {"enabled": False},
             })
@@ -505,7 +520,7 @@ def main(argv=None) -> int:
     pp = graph_parser(sub, "pipeline", "feed -> buffers -> Valkey + ZeroMQ throughput and latency", warmup=3.0)
     pp.add_argument("--features", action="store_true", help="include the FeatureEngine and its ZeroMQ analytics")
     pd_ = graph_parser(sub, "decisions", "tick -> decision latency through the whole graph, max sustained rate", warmup=5.0)
-    pd_.add_argument("--decision-ms", type=float, default=20.0)
+    pd_.add_argument("--decision-ms", type=float, default=100.0)
     pf = sub.add_parser("features", help="feature engine: incremental update, vector, batch, naive baseline")
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)
@@ -515,6 +530,8 @@ def main(argv=None) -> int:
     pl.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",")], default=[0, 53_000],
                     help="fake market callbacks/s, comma-separated runs (0 = as fast as possible; "
                          "about 95%% of callbacks are events, so 53000 offers ~50k events/s)")
+    pl.add_argument("--batch-ms", type=float, default=5.0, help="the FeedActor's micro-batch age (feed.batch_max_ms)")
+    pl.add_argument("--batch-events", type=int, default=500, help="... and size (feed.batch_max_events)")
     pl.add_argument("--graph", action="store_true",
                     help="through the whole MarketDataGraph (ZeroMQ publisher + buffers) instead of a light sink")
     args = p.parse_args(argv)

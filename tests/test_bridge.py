@@ -188,6 +188,25 @@ def test_every_event_arrives_once_in_order_as_produced(cleanup):
     assert server.stats()["last_seq"] == {s: len(by_symbol(tee.seen, s)) for s in symbols}
 
 
+def test_wait_sleeps_until_the_bridge_sends_and_wakes_when_it_does(cleanup):
+    gate = threading.Event()
+    tee = Tee(simulator(["WDOZ26"], max_events=500), gate)
+    server, _ = start_bridge(cleanup, tee, heartbeat_s=2.0)  # quiet for 2 s after each heartbeat
+    client = make_client(cleanup, server, ["WDOZ26"])
+    poll_until(client, lambda _: client.connected)  # a heartbeat just came: the next is 2 s away
+
+    t0 = time.monotonic()
+    client.wait(0.3)  # nothing is sent: the whole timeout
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+
+    threading.Timer(0.2, gate.set).start()
+    t0 = time.monotonic()
+    client.wait(10.0)  # the first batch ends it
+    assert 0.15 <= time.monotonic() - t0 < 5.0
+    got = poll_until(client, lambda out: len(out) == 500)
+    assert got == tee.seen
+
+
 def test_injected_gaps_are_counted_resynced_and_delivered_in_order(cleanup):
     symbols = ["WDOZ26", "WINZ26"]
     n = 12_000

@@ -221,6 +221,25 @@ def test_replay_pacing_speed_zero_vs_ten(tmp_path):
     assert [e.price for e in paced] == [e.price for e in events]
 
 
+def test_replay_wait_sleeps_until_the_next_recorded_event_is_due(tmp_path):
+    t0 = ns(2026, 11, 23, 13, 0)
+    step = 500_000_000  # 0.5 s of event time, 50 ms of wall time at speed 10
+    events = [Trade("WDOZ26", t0 + i * step, 0, i + 1, 5400.0 + i * 0.5, 1, 2) for i in range(6)]
+    write_events(events, tmp_path)
+    src = ReplaySource(ReplayConfig(path=str(tmp_path), speed=10), ["WDOZ26"])
+    got = src.poll(100)  # the first event anchors the clock
+    wakeups = 0
+    start = time.monotonic()
+    while not src.exhausted:
+        src.wait(5.0)
+        wakeups += 1
+        got.extend(src.poll(100))
+        assert time.monotonic() - start < 3.0, "replay did not finish"
+    assert [e.price for e in got] == [e.price for e in events]
+    assert wakeups == 5  # one sleep per event, each until it was due
+    assert 0.2 <= time.monotonic() - start <= 1.0  # 5 x 50 ms, not 5 x the 5 s timeout
+
+
 def test_replay_missing_symbol_and_missing_path(tmp_path):
     write_events(sample_events(), tmp_path)
     with pytest.raises(ReplayError, match="no recordings for symbol 'WDOF27'"):

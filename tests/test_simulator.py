@@ -259,6 +259,30 @@ def test_pacing_at_speed_one():
     assert not sim.exhausted
 
 
+def test_wait_sleeps_until_the_next_event_is_due():
+    sim = MarketSimulator(sim_cfg(rate=40.0, speed=1.0, max_events=0), [SYM])
+    t0 = time.monotonic()
+    n = len(sim.poll(1000))  # starts the pacing clock
+    waits, empty = [], 0
+    while time.monotonic() - t0 < 1.0:
+        w0 = time.monotonic()
+        sim.wait(5.0)  # events come every ~25 ms: never the whole timeout
+        waits.append(time.monotonic() - w0)
+        got = sim.poll(1000)
+        n += len(got)
+        empty += not got
+    assert 20 <= n <= 120  # ~40 events/s paced, not all at once
+    assert max(waits) < 1.0
+    assert empty <= 2  # woke when something was due, not to look
+    assert len(waits) >= 15  # slept between events instead of spinning or oversleeping
+
+    fast = MarketSimulator(sim_cfg(rate=40.0, speed=0.0), [SYM])
+    fast.poll(10)
+    t0 = time.monotonic()
+    fast.wait(5.0)  # unpaced: always due
+    assert time.monotonic() - t0 < 0.5
+
+
 def test_resume_after_continues_strictly_after():
     first = drain(MarketSimulator(sim_cfg(max_events=5000), [SYM]))
     cut = first[2500]

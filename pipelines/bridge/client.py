@@ -236,6 +236,16 @@ class BridgeClient:
         self._last_ts_recv = out[-1].ts_recv
         return out
 
+    def wait(self, timeout_s: float) -> None:
+        """Block until the bridge sends something (or ``timeout_s``): a message wakes the
+        caller at once, with the GIL released meanwhile."""
+        if self._closed or self._ready or self._sub is None or timeout_s <= 0:
+            return
+        if timeout_s < 0.001:  # below ZeroMQ's millisecond resolution
+            time.sleep(timeout_s)
+        else:
+            self._sub.poll(int(timeout_s * 1000))
+
     @property
     def exhausted(self) -> bool:
         """True once a finite producer behind the bridge is done and every event has been delivered."""

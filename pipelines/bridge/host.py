@@ -222,6 +222,11 @@ class HostedBridge:
         self._supervise(time.monotonic())
         return self.client.poll(max_events)
 
+    def wait(self, timeout_s: float) -> None:
+        if self._closed or self._state == "failed":
+            return
+        self.client.wait(timeout_s)
+
     @property
     def exhausted(self) -> bool:
         return self._closed or self.client.exhausted

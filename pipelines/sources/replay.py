@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import ReplayConfig
 from pipelines.messages import Event
+from pipelines.sources.base import MIN_WAIT_S
 from pipelines.sources.recorder import MESSAGE_TYPES
 from pipelines.timeutil import SAO_PAULO, parse_time, to_ns
 
@@ -206,6 +207,18 @@ class ReplaySource:
             out = [ev._replace(seq=0, ts_recv=now) for ev in out]
             self._stats["events_out"] += len(out)
         return out
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until the next recorded event is due at this speed, at most ``timeout_s``."""
+        speed = self.cfg.speed
+        if speed <= 0 or self._anchor_wall_ns is None:
+            return
+        ev = self._peek()
+        if ev is None:
+            time.sleep(timeout_s)  # finished: the feed stops polling once it sees that
+            return
+        due_ns = self._anchor_wall_ns + (ev.ts_event - self._anchor_event_ns) / speed - time.monotonic_ns()
+        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / 1e9)))
 
     @property
     def exhausted(self) -> bool:

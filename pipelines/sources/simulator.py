@@ -63,6 +63,7 @@ import numpy as np
 
 from pipelines.config import SimulatorConfig
 from pipelines.messages import BookSnapshot, Event, Trade, TradeType
+from pipelines.sources.base import MIN_WAIT_S
 from pipelines.timeutil import SAO_PAULO, from_ns, next_session_day, parse_time, session_bounds_ns, to_ns
 
 # B3 broker (agent) codes, most active first; popularity is Zipf-like.
@@ -374,6 +375,15 @@ class MarketSimulator:
             del new[budget:]
         out.extend(new)
         return out
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until the next action is due (paced), at most ``timeout_s``, at least
+        :data:`MIN_WAIT_S` (events come in micro-batches anyway: waking for each one
+        would only cost CPU)."""
+        if self._closed or self._pending or self._speed <= 0 or self._wall0 is None:
+            return
+        due_ns = self._wall0 + min(sim.active for sim in self._sims) / self._speed - time.monotonic_ns()
+        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / 1e9)))
 
     def close(self) -> None:
         self._closed = True
