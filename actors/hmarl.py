@@ -12,10 +12,12 @@ attribute ``INPUTS``).
 Each class wraps plain logic from ``pipelines.hmarl``; peers are named actors
 looked up lazily (``actors.peers.Peer``). A restarted actor re-runs
 ``__init__`` and reloads its learned state (agent learning tables,
-coordinator weights and position) from Valkey. The feedback system's pending
-horizons live in memory only: a restart of it loses the outcomes still
-pending (at most one horizon's worth); those signals get no reward, and none
-is invented.
+coordinator weights and position) from Valkey. The feedback system mirrors its
+pending outcomes in Valkey (``hmarl:agent:feedback:<SYM>:pending``) as they are
+tracked and resolved; a restarted one tracks them again and replays the trade
+prices since the oldest of them from the Valkey tick stream, so outcomes whose
+horizon passed while it was down still get their price. Without Valkey they
+are lost with the process; none is invented.
 """
 
 from __future__ import annotations
@@ -275,10 +277,53 @@ class FeedbackActor(_HmarlActor):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
         from pipelines.hmarl.feedback import FeedbackSystem
 
-        self.system = FeedbackSystem(symbol)
+        self.system = FeedbackSystem(symbol, journal=self.store is not None)
         self.agents = {a: self._peer(agent_name(a, symbol)) for a in agents}
         self.coordinator = self._peer(coordinator_name(symbol))
         self.sent = 0
+        self.restored_pending = 0
+        self.replayed_prices = 0
+        if self.store is not None:
+            self._restore_pending(valkey_url, os.environ.get(password_env) or None)
+
+    def _owner(self) -> str:
+        return f"feedback:{self.symbol}"
+
+    def _restore_pending(self, url: str, password: str | None) -> None:
+        records = self.store.load_pending(self._owner())
+        if records is None:
+            self.restore_error = "Valkey unreachable: pending outcomes not restored"
+            log.error("%s: %s", self._owner(), self.restore_error)
+            return
+        if not records:
+            return
+        self.restored_pending = self.system.restore_pending(records)
+        self.restored = self.restored_pending > 0
+        oldest = self.system.oldest_pending_ns()
+        if oldest is None:
+            return
+        from pipelines.valkey_store import EventStore, connect
+
+        try:
+            ticks = EventStore(connect(url, password=password)).since(self.symbol, "tick", oldest)
+        except Exception as e:  # start without the history: those outcomes count as missing prices
+            self.restore_error = f"trade prices not replayed: {type(e).__name__}: {e}"
+            log.error("%s: %s", self._owner(), self.restore_error)
+            return
+        self.replayed_prices = len(ticks)
+        feedbacks = self.system.on_prices((t.ts_event, t.price) for t in ticks)
+        if feedbacks:
+            self._route(feedbacks)
+        self._sync_pending()
+        log.info("%s restored %d pending outcomes, replayed %d trade prices, resolved %d",
+                 self._owner(), self.restored_pending, self.replayed_prices, len(feedbacks))
+
+    def _sync_pending(self) -> None:
+        """Mirror what became pending or was resolved since the last call (queued, in order)."""
+        if self.store is not None:
+            added, resolved = self.system.take_journal()
+            if added or resolved:
+                self.store.store_pending(self._owner(), added, resolved)
 
     def track(self, items: list) -> None:
         for x in items:
@@ -286,6 +331,7 @@ class FeedbackActor(_HmarlActor):
                 self.system.track_decision(x)
             else:
                 self.system.track_signal(x)
+        self._sync_pending()
 
     def on_analytics(self, payload) -> int:
         prices = _messages(payload)
@@ -294,6 +340,7 @@ class FeedbackActor(_HmarlActor):
         feedbacks = self.system.on_prices(prices)
         if feedbacks:
             self._route(feedbacks)
+        self._sync_pending()
         return len(feedbacks)
 
     def _route(self, feedbacks: list) -> None:
@@ -317,4 +364,6 @@ class FeedbackActor(_HmarlActor):
         return self.system.all_performance()
 
     def stats(self) -> dict:
-        return {**self.system.stats(), "feedback_sent": self.sent, "performance": self.system.all_performance()}
+        return {**self.system.stats(), "feedback_sent": self.sent, "performance": self.system.all_performance(),
+                "restored_pending": self.restored_pending, "replayed_prices": self.replayed_prices,
+                "restored": self.restored, "restore_error": self.restore_error}

@@ -524,3 +524,54 @@ def test_voter_credits_score_each_voter_on_the_decision_round():
     assert credits["ml"].hit is True and credits["tape"].hit is False
     assert all(c.seq == 7 and c.decision_id == "WDOZ26-7" for c in credits.values())
     assert fs.voter_credits(coord) == []  # credited once
+
+
+def test_pending_outcomes_survive_a_restart_through_the_journal():
+    """What a crashed FeedbackSystem left pending, mirrored from its journal (as the actor
+    mirrors it in Valkey), resolves in a fresh one exactly as if nothing had happened."""
+    votes = ({"agent": "tape", "direction": -1.0, "confidence": 0.5, "weight": 0.6},)
+    d = Decision("WDOZ26-9", WDO, T0 + 2 * S, 9, "BUY", 2, 0.3, 0.3, 5400.5, 60 * S, votes, {}, {})
+    before = FeedbackSystem(WDO, journal=True)
+    mirror: dict[str, dict] = {}
+
+    def sync():
+        added, resolved = before.take_journal()
+        mirror.update(added)
+        for field in resolved:
+            del mirror[field]
+
+    before.track_signal(sig("a", 1, 1.0, price=5400.0, seq=1))  # due T0 + 60 s
+    before.track_signal(sig("b", -1, 0.5, ts=T0 + 1 * S, price=5400.0, seq=2, horizon=5 * S))  # due T0 + 6 s
+    before.track_decision(d)  # due T0 + 62 s
+    sync()
+    assert sorted(mirror) == [f"a:1:{T0}", f"b:2:{T0 + S}", f"coordinator:9:{T0 + 2 * S}"]
+    assert mirror[f"coordinator:9:{T0 + 2 * S}"]["votes"] == list(votes)
+    assert before.on_price(T0 + 3 * S, 5399.0) == []
+    (b,) = before.on_price(T0 + 7 * S, 5398.5)  # b resolves: exit 5399.0, points -1.0, a short hit
+    sync()
+    assert (b.voter, b.exit_price, b.hit) == ("b", 5399.0, True) and sorted(mirror) == [f"a:1:{T0}", f"coordinator:9:{T0 + 2 * S}"]
+    before.track_signal(sig("c", 1, 1.0, ts=T0 + 8 * S, price=5399.0, seq=3, horizon=1 * S))
+    assert before.on_price(T0 + 10 * S, 5398.0)[0].voter == "c"  # tracked and resolved between two syncs
+    sync()
+    assert sorted(mirror) == [f"a:1:{T0}", f"coordinator:9:{T0 + 2 * S}"]  # c never reached the mirror
+
+    # The process dies here. A fresh system gets the mirror (through JSON, as Valkey holds it).
+    after = FeedbackSystem(WDO, journal=True)
+    restored = json.loads(json.dumps(mirror))
+    restored["junk:1:2"] = {"voter": "junk"}
+    assert after.restore_pending(restored) == 2
+    assert after.stats()["bad_pending"] == 1 and after.stats()["pending"] == 2
+    assert after.oldest_pending_ns() == T0
+    assert after.take_journal() == ({}, [])  # the mirror already holds them
+    out = after.on_prices([(T0 + 30 * S, 5401.0), (T0 + 61 * S, 5402.0), (T0 + 63 * S, 5404.0)])
+    a, coord = sorted(out, key=lambda x: x.voter)
+    # a: exit 5401.0 (last at or before T0 + 60 s), points 1.0, reward 1 x 1 x 1.0 / 2.0 = 0.5, R$10
+    assert (a.voter, a.exit_price, a.points, a.reward, a.pnl) == ("a", 5401.0, 1.0, 0.5, 10.0)
+    # BUY 2 at 5400.5, exit 5402.0 (T0 + 61 s <= due T0 + 62 s): points 1.5, pnl 1.5 x R$10 x 2 = R$30,
+    # reward 0.3 x 1.5 / 2.0 = 0.225
+    assert (coord.voter, coord.points, coord.pnl, coord.reward) == ("coordinator", 1.5, 30.0, pytest.approx(0.225))
+    (credit,) = after.voter_credits(coord)  # the votes came back too: tape -1 x 0.5 x 1.5 / 2.0
+    assert (credit.voter, credit.reward) == ("tape", pytest.approx(-0.375))
+    assert after.take_journal() == ({}, [f"a:1:{T0}", f"coordinator:9:{T0 + 2 * S}"])
+    with pytest.raises(RuntimeError, match="journal=True"):
+        FeedbackSystem(WDO).take_journal()

@@ -115,3 +115,57 @@ def test_agent_sigkilled_mid_stream_decisions_continue_and_it_returns_learned(ra
 
 def updates(agent_stats: dict) -> int:
     return sum(c["updates"] for c in agent_stats["learning"]["contexts"].values())
+
+
+def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ray_session, valkey_server):
+    """The pending outcomes are mirrored in Valkey; the restarted actor tracks them again and
+    takes the trade prices it missed from the Valkey tick stream, so each gets its reward."""
+    import uuid
+
+    import ray
+
+    from actors.hmarl import FeedbackActor
+    from pipelines.config import HmarlConfig, ValkeyConfig
+    from pipelines.messages import Decision, Signal, Trade
+    from pipelines.valkey_store import StreamWriter, connect
+
+    _, url = valkey_server
+    sym = "WDOH27"  # no other test writes this contract: its ticks and pending set are this test's
+    ns = f"fbkill{uuid.uuid4().hex[:6]}"
+    t0 = 1_795_500_000 * NS_PER_S
+    h = 10 * NS_PER_S  # HmarlConfig's default horizon
+    votes = ({"agent": "order_flow", "direction": 1.0, "confidence": 0.8, "weight": 0.6},)
+    tracked = [Signal("order_flow", sym, t0, 1, 1.0, 1.0, h, 5400.0, ("r",)),
+               Signal("order_flow", sym, t0 + NS_PER_S, 2, -1.0, 0.5, h, 5401.0, ("r",)),
+               Decision(f"{sym}-3", sym, t0 + 2 * NS_PER_S, 3, "BUY", 2, 0.4, 0.4, 5400.5, h, votes, {}, {})]
+    client = connect(url)
+    pending_key = f"hmarl:agent:feedback:{sym}:pending"
+    client.delete(pending_key)
+    actor = ray.remote(FeedbackActor).options(name=f"feedback:{sym}", namespace=ns, num_cpus=0,
+                                              max_restarts=-1).remote(sym, HmarlConfig(), ns, ("order_flow",), url)
+    try:
+        ray.get(actor.track.remote(tracked))
+        assert ray.get(actor.on_analytics.remote([(t0 + 3 * NS_PER_S, 5400.0)])) == 0  # nothing due yet
+        wait_for(lambda: client.hlen(pending_key) == 3, timeout=30, what="the pending outcomes in Valkey")
+        before = ray.get(actor.ping.remote())
+        os.kill(before["pid"], signal.SIGKILL)
+        # While it is down the market trades on; the feed's writer records it in Valkey.
+        writer = StreamWriter(url, None, ValkeyConfig())
+        writer.enqueue([Trade(sym, t0 + k * NS_PER_S, 0, k, 5400.0 + 0.5 * k, 1, 2) for k in range(4, 16)])
+        assert writer.flush(10.0)
+        writer.close()
+        wait_for(lambda: _ping_new(actor, before["incarnation"]), timeout=60, what="the feedback actor's restart")
+        stats = ray.get(actor.stats.remote())
+        wait_for(lambda: client.hlen(pending_key) == 0, timeout=30, what="the resolved outcomes to leave Valkey")
+        stored = {seq: orjson.loads(client.get(f"hmarl:feedback:{voter}:{sym}:{seq}") or b"null")
+                  for voter, seq in (("order_flow", 1), ("order_flow", 2), ("coordinator", 3))}
+    finally:
+        ray.kill(actor, no_restart=True)
+    assert (stats["restored_pending"], stats["replayed_prices"], stats["restore_error"]) == (3, 12, None)
+    assert stats["evaluated"] == 3 and stats["missing_price"] == 0
+    # Exit = the last trade at or before ts + 10 s; trade k is at t0 + k s, price 5400 + 0.5 k.
+    # 1: long at 5400.0, exit 5405.0 (k=10): points 5, reward min(1, 5 / 2.0) = 1, R$50
+    # 2: short at 5401.0 x 0.5, exit 5405.5 (k=11): points 4.5, reward max(-1, -0.5 x 4.5 / 2) = -1, R$-45
+    # 3: BUY 2 at 5400.5 x 0.4, exit 5406.0 (k=12): points 5.5, reward min(1, 0.4 x 5.5 / 2) = 1, R$110
+    got = {seq: (fb["exit_price"], fb["points"], fb["reward"], fb["pnl"]) for seq, fb in stored.items()}
+    assert got == {1: (5405.0, 5.0, 1.0, 50.0), 2: (5405.5, 4.5, -1.0, -45.0), 3: (5406.0, 5.5, 1.0, 110.0)}

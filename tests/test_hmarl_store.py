@@ -384,13 +384,33 @@ def test_health_check_and_cleanup_by_event_time(tmp_path):
         srv.stop()
 
 
+def test_pending_set_mirrors_adds_and_resolutions_in_order(store, client):
+    owner = uid("feedback:WDOZ26")
+    key = f"hmarl:agent:{owner}:pending"
+    a, b = {"voter": "a", "seq": 1, "votes": [{"agent": "x"}]}, {"voter": "b", "seq": 2}
+    store.store_pending(owner, {"a:1:10": a, "b:2:20": b}, [])
+    store.store_pending(owner, {"c:3:30": {"voter": "c"}}, ["a:1:10"])  # same batch: add, then resolve
+    store.store_pending(owner, {}, ["c:3:30", "never:0:0"])  # resolving an unknown field is harmless
+    assert store.flush(5)
+    assert store.load_pending(owner) == {"b:2:20": b}
+    assert client.ttl(key) == -1  # no TTL: a stopped system resolves them when it starts again
+    client.hset(key, "junk", b"not json")
+    assert store.load_pending(owner) == {"b:2:20": b}  # someone else's bytes are skipped
+    rejected = sum(store.stats()["rejected"].values())
+    store.store_pending(owner, {"": {"voter": "x"}}, [])
+    store.store_pending(owner, {"d:4:40": ["not", "a", "dict"]}, [])
+    assert sum(store.stats()["rejected"].values()) == rejected + 2
+    assert store.load_pending(uid("feedback:none")) == {}
+
+
 def test_load_agent_state_gives_up_when_unreachable():
     store = HmarlStore(f"redis://127.0.0.1:{_free_port('127.0.0.1')}/0", **FAST)  # nobody listens
     try:
         t = time.perf_counter()
         assert store.load_agent_state("order_flow", "learning", attempts=3, retry_delay_s=0.02) is None
+        assert store.load_pending("feedback:WDOZ26") is None  # unreachable, not "nothing pending"
         assert time.perf_counter() - t < 1.0
-        assert store.stats()["read_errors"] == {"agent state": 1}
+        assert store.stats()["read_errors"] == {"agent state": 1, "pending": 1}
         assert store.get_decision("unknown") is None and store.get_recent_decisions(5) == []
     finally:
         store.close(0.2)

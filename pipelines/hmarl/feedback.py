@@ -12,7 +12,10 @@ at or before ``ts_event + horizon_ns`` with the entry price (``signal.price`` or
 - ``hit``: whether the sign was right; None when there was no direction or no move.
 
 Prices advance the clock (:meth:`FeedbackSystem.on_price`); the wall clock is
-never read. A horizon whose exit price is unavailable (no trade at or before it
+never read. With ``journal=True`` the system records which outcomes became
+pending and which were resolved (:meth:`FeedbackSystem.take_journal`), so its
+owner can mirror the pending set in Valkey and a restarted system picks it up
+again (:meth:`FeedbackSystem.restore_pending`). A horizon whose exit price is unavailable (no trade at or before it
 in the retained history) produces no Feedback, only a ``missing_price`` count:
 never a made-up or zero reward, which would teach the voters noise.
 """
@@ -59,6 +62,11 @@ def signal_problem(signal: Signal) -> str | None:
     if not (isinstance(signal.horizon_ns, int) and signal.horizon_ns > 0):
         return "horizon"
     return None
+
+
+def pending_field(item: "_Tracked") -> str:
+    """The name of one pending outcome in the mirrored set: voter, seq, signal time."""
+    return f"{item.voter}:{item.seq}:{item.signal_ts}"
 
 
 def _sign(x: float) -> int:
@@ -131,6 +139,7 @@ class FeedbackSystem:
         point_value: float | None = None,
         min_history_ns: int = 60 * 10**9,
         max_history: int = 1_000_000,
+        journal: bool = False,
     ) -> None:
         if reward_scale_points is None:
             try:
@@ -159,6 +168,8 @@ class FeedbackSystem:
         self._counts: Counter[str] = Counter()
         self._votes: dict[str, tuple] = {}  # decision_id -> the votes behind it (insertion ordered)
         self.max_votes = 100_000
+        # Changes to the pending set since take_journal(): field -> record added, fields resolved.
+        self._journal: tuple[dict[str, dict], list[str]] | None = ({}, []) if journal else None
 
     # -- registration ---------------------------------------------------------
 
@@ -192,13 +203,13 @@ class FeedbackSystem:
             return
         if decision.size <= 0:
             direction = 0  # nothing was traded: no exposure to the move
-        self._track(_Tracked(decision.ts_event + decision.horizon_ns, COORDINATOR, decision.ts_event, decision.seq,
-                             float(direction), float(decision.confidence), float(decision.price),
-                             int(decision.size), decision.decision_id))
         # The votes behind it, for voter_credits() once its outcome is known (bounded, oldest dropped).
         self._votes[decision.decision_id] = tuple(decision.signals)
         while len(self._votes) > self.max_votes:
             self._votes.pop(next(iter(self._votes)))
+        self._track(_Tracked(decision.ts_event + decision.horizon_ns, COORDINATOR, decision.ts_event, decision.seq,
+                             float(direction), float(decision.confidence), float(decision.price),
+                             int(decision.size), decision.decision_id))
 
     def voter_credits(self, fb: Feedback) -> list[Feedback]:
         """One Feedback per voter that took part in the decision ``fb`` resolved: its
@@ -232,9 +243,59 @@ class FeedbackSystem:
             self._counts["late"] += 1
             self._emit(item, self._ready)
             return
-        self._pending_keys.add(key)
+        self._push(item)
+        if self._journal is not None:
+            record = item._asdict()
+            if item.decision_id:
+                record["votes"] = list(self._votes.get(item.decision_id, ()))
+            self._journal[0][pending_field(item)] = record
+
+    def _push(self, item: _Tracked) -> None:
+        self._pending_keys.add((item.voter, item.seq, item.signal_ts))
         heapq.heappush(self._pending, (item.due, self._order, item))
         self._order += 1
+
+    # -- the pending set across restarts ------------------------------------------------
+
+    def take_journal(self) -> tuple[dict[str, dict], list[str]]:
+        """(added, resolved) since the last call: the records that became pending (field ->
+        JSON-ready dict) and the fields of those resolved. An outcome tracked and resolved
+        in between appears in neither. Requires ``journal=True``."""
+        if self._journal is None:
+            raise RuntimeError("take_journal() needs FeedbackSystem(journal=True)")
+        out, self._journal = self._journal, ({}, [])
+        return out
+
+    def restore_pending(self, records: dict[str, dict]) -> int:
+        """Track again what a previous incarnation left pending (the records of
+        :meth:`take_journal`, as mirrored); already-pending ones are skipped and malformed
+        ones counted (``bad_pending``). Returns how many were restored. Nothing is journaled:
+        the mirror holds them already."""
+        restored = 0
+        for field, rec in records.items():
+            try:
+                item = _Tracked(int(rec["due"]), str(rec["voter"]), int(rec["signal_ts"]), int(rec["seq"]),
+                                float(rec["direction"]), float(rec["confidence"]), float(rec["entry"]),
+                                int(rec["size"]), str(rec["decision_id"]))
+                votes = tuple(dict(v) for v in rec.get("votes") or ())
+                if pending_field(item) != field or item.due <= item.signal_ts or not math.isfinite(item.entry):
+                    raise ValueError("inconsistent record")
+            except (KeyError, TypeError, ValueError):
+                self._counts["bad_pending"] += 1
+                continue
+            if (item.voter, item.seq, item.signal_ts) in self._pending_keys:
+                continue
+            if item.decision_id:
+                self._votes[item.decision_id] = votes
+            self._retention_ns = max(self._retention_ns, item.due - item.signal_ts)
+            self._push(item)
+            restored += 1
+        self._counts["restored"] += restored
+        return restored
+
+    def oldest_pending_ns(self) -> int | None:
+        """Event time of the oldest signal or decision still pending (None: none)."""
+        return min((entry[2].signal_ts for entry in self._pending), default=None)
 
     # -- the clock --------------------------------------------------------------
 
@@ -253,6 +314,10 @@ class FeedbackSystem:
         while self._pending and self._pending[0][0] <= ts_event:
             item = heapq.heappop(self._pending)[2]
             self._pending_keys.discard((item.voter, item.seq, item.signal_ts))
+            if self._journal is not None:
+                field = pending_field(item)
+                if self._journal[0].pop(field, None) is None:
+                    self._journal[1].append(field)
             self._emit(item, out)
         self._prune(ts_event)
         return out

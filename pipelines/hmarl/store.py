@@ -8,6 +8,8 @@ dict as given otherwise; NaN is stored as ``null``)
   dedupe marker of the performance counters (see below)
 - ``hmarl:signal:<agent>:<symbol>:<seq>``    STRING, a Signal, TTL ``signal_s`` (2 h)
 - ``hmarl:agent:<agent_id>:<name>``          STRING, an agent's state blob (``hmarl:agent:order_flow:learning``), no TTL
+- ``hmarl:agent:feedback:<SYM>:pending``     HASH, the feedback system's outcomes still pending (one field per
+  tracked signal or decision, kept in step as they are tracked and resolved), no TTL
 - ``hmarl:performance:<voter>``              HASH ``count hits misses reward_sum reward_sq_sum pnl_sum updated_ts``,
   no TTL; ``updated_ts`` is the newest feedback ``ts_event``
 - ``hmarl:pattern:<type>:<id>``              STRING, a pattern dict, no TTL
@@ -459,6 +461,36 @@ class HmarlStore:
                     return None
                 time.sleep(retry_delay_s * 2**attempt)
         return None
+
+    def store_pending(self, owner: str, added: dict[str, dict], resolved: list[str]) -> None:
+        """Mirror a pending set in ``hmarl:agent:<owner>:pending`` (HASH): HSET the added
+        fields, HDEL the resolved ones, in this order, queued."""
+        try:
+            key = agent_state_key(_key_part(owner, "owner"), "pending")
+            fields = [(_key_part(f, "field"), self._dict_json(v)) for f, v in added.items()]
+            gone = [_key_part(f, "field") for f in resolved]
+        except _BadInput as e:
+            return self._reject("pending", e)
+        ops: list[tuple] = []
+        if fields:
+            ops.append(("HSET", key, *(x for pair in fields for x in pair)))
+        if gone:
+            ops.append(("HDEL", key, *gone))
+        if ops:
+            self._wb.submit(ops)
+
+    def load_pending(self, owner: str) -> dict[str, dict] | None:
+        """The pending set :meth:`store_pending` mirrored (field -> dict), synchronous; None when
+        Valkey is unreachable (counted in ``read_errors``), {} when there is none."""
+        h = self._read("pending", lambda: self._client.hgetall(agent_state_key(owner, "pending")))
+        if h is None:
+            return None
+        out = {}
+        for field, raw in h.items():
+            value = self._decode("pending", raw)
+            if isinstance(value, dict):
+                out[field.decode()] = value
+        return out
 
     def store_metrics(self, name: str, data: dict) -> None:
         try:
