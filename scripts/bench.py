@@ -4,7 +4,7 @@
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
     python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
     python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 100]
-    python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--graph]
+    python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--batch-ms 5] [--graph]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
 a private local Ray and an embedded Valkey. For each offered rate it reports
@@ -509,9 +509,14 @@ def graph_parser(sub, name: str, help_text: str, warmup: float):
     p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 20000])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=warmup)
-    p.add_argument("--batch-ms", type=float, default=5.0)
-    p.add_argument("--batch-events", type=int, default=500)
+    batch_args(p)
     return p
+
+
+def batch_args(p) -> None:
+    """The FeedActor's micro-batch: flush at this age or this size (feed.batch_max_ms / _events)."""
+    p.add_argument("--batch-ms", type=float, default=5.0, help="feed.batch_max_ms (default: %(default)s)")
+    p.add_argument("--batch-events", type=int, default=500, help="feed.batch_max_events (default: %(default)s)")
 
 
 def main(argv=None) -> int:
@@ -530,8 +535,7 @@ def main(argv=None) -> int:
     pl.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",")], default=[0, 53_000],
                     help="fake market callbacks/s, comma-separated runs (0 = as fast as possible; "
                          "about 95%% of callbacks are events, so 53000 offers ~50k events/s)")
-    pl.add_argument("--batch-ms", type=float, default=5.0, help="the FeedActor's micro-batch age (feed.batch_max_ms)")
-    pl.add_argument("--batch-events", type=int, default=500, help="... and size (feed.batch_max_events)")
+    batch_args(pl)
     pl.add_argument("--graph", action="store_true",
                     help="through the whole MarketDataGraph (ZeroMQ publisher + buffers) instead of a light sink")
     args = p.parse_args(argv)

@@ -236,7 +236,7 @@ def test_replay_wait_sleeps_until_the_next_recorded_event_is_due(tmp_path):
         got.extend(src.poll(100))
         assert time.monotonic() - start < 3.0, "replay did not finish"
     assert [e.price for e in got] == [e.price for e in events]
-    assert wakeups == 5  # one sleep per event, each until it was due
+    assert 1 <= wakeups <= 5  # a sleep per event until it was due (a late wake may find two), no spinning
     assert 0.2 <= time.monotonic() - start <= 1.0  # 5 x 50 ms, not 5 x the 5 s timeout
 
 

@@ -12,12 +12,14 @@ at or before ``ts_event + horizon_ns`` with the entry price (``signal.price`` or
 - ``hit``: whether the sign was right; None when there was no direction or no move.
 
 Prices advance the clock (:meth:`FeedbackSystem.on_price`); the wall clock is
-never read. With ``journal=True`` the system records which outcomes became
-pending and which were resolved (:meth:`FeedbackSystem.take_journal`), so its
-owner can mirror the pending set in Valkey and a restarted system picks it up
-again (:meth:`FeedbackSystem.restore_pending`). A horizon whose exit price is unavailable (no trade at or before it
+never read. A horizon whose exit price is unavailable (no trade at or before it
 in the retained history) produces no Feedback, only a ``missing_price`` count:
 never a made-up or zero reward, which would teach the voters noise.
+
+With ``journal=True`` the system records which outcomes became pending and
+which were resolved (:meth:`FeedbackSystem.take_journal`), so its owner can
+mirror the pending set in Valkey and a restarted system picks it up again
+(:meth:`FeedbackSystem.restore_pending`).
 """
 
 from __future__ import annotations
