@@ -27,7 +27,11 @@ class ValkeyWriter:
     Valkey holds, so the feed re-sends the rest from its window.
     """
 
-    BULK = True  # storage: the feed sends it bulk batches (feed.bulk_batch_ms)
+    # Every micro-batch, first of all routes: the feed's memory is the only other copy of an
+    # event, so no consumer may see an event before it is on its way to storage. As a bulk
+    # route (every 50 ms) it lagged the engine and the publishers, and a SIGKILLed feed left
+    # a hole in the streams that no one could fill (issue 11).
+    BULK = False
 
     def __init__(self, valkey_url: str, cfg: ValkeyConfig, symbols: list[str]):
         from pipelines.valkey_store import EventStore, StreamWriter, connect

@@ -9,12 +9,16 @@ came out, fire-and-forget with a bounded number of calls in flight:
 - every analytics message to the ``AnalyticsPublisher`` (ZeroMQ 5557-5560);
 - flow states to Valkey (``hmarl:flow_state:<SYM>`` + the flow history),
   through a write-behind queue that never blocks the engine;
-- to the downstream actors (agents, ML, coordinator, feedback) as
-  ``on_analytics(payload)``, each receiver kind only what it reads
-  (``pipelines.hmarl.inputs``), pickled once per kind.
+- to the symbol's HMARL actors (agents, ML, coordinator, feedback) once per
+  decision round, each only what it reads, chained so that every decision is
+  the same whatever the timing (:mod:`actors.rounds`).
 
 Receivers are named actors looked up lazily (:class:`actors.peers.Peer`), so
 one that was recreated is picked up without re-wiring.
+
+The feed does not wait for this actor (``BACKPRESSURE = False``): when it falls
+behind or restarts, market data flows on and it catches up from the feed's
+resend window.
 
 A restarted engine re-runs ``__init__``: it replays the last
 ``restore_minutes`` of ticks and book snapshots from the Valkey streams
@@ -27,11 +31,13 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import pickle
 import time
 import uuid
 
+import orjson
+
 from actors.peers import Peer
+from actors.rounds import DecisionRounds
 from pipelines.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.messages import Event, FlowState
@@ -43,10 +49,11 @@ log = logging.getLogger("quantumtrader.features")
 
 class FeatureEngine:
     KINDS = frozenset({"tick", "book"})
+    BACKPRESSURE = False  # analytics must never hold market data up
 
     def __init__(self, symbol: str, cfg: FeaturesConfig, tick_size: float, namespace: str, publisher: str | None = None,
-                 downstream: tuple[tuple[str, str], ...] = (), valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD", decision_every_ms: float = 1000.0):
+                 hmarl: dict | None = None, valkey_url: str | None = None,
+                 password_env: str = "VALKEY_PASSWORD", decision_every_ms: float = 1000.0, run_id: str = ""):
         import ray  # the engine calls other actors; SymbolAnalytics is plain Python
 
         self.symbol = symbol
@@ -55,24 +62,23 @@ class FeatureEngine:
         self.analytics = self._new_analytics(tick_size)
         self.gate = SeqGate()
         self.publisher = Peer(ray, publisher, namespace, cfg.max_inflight) if publisher else None
-        from pipelines.hmarl.inputs import selector
-
-        every_ns = int(decision_every_ms * 1_000_000)
-        kinds = sorted({kind for _, kind in downstream})
-        self.selectors = {kind: selector(kind, every_ns) for kind in kinds}
-        self.downstream = [(kind, Peer(ray, name, namespace, cfg.max_inflight)) for name, kind in downstream]
+        # hmarl: {"agents": (names...), "ml": name, "coordinator": name, "feedback": name}
+        self.rounds = DecisionRounds(ray, namespace, int(decision_every_ms * 1_000_000), cfg.max_inflight,
+                                     **hmarl) if hmarl else None
         self.accepted = 0
         self.restored = 0
         self.restore_seconds = 0.0
         self.restore_error: str | None = None
+        self.replayed_rounds = 0  # events replayed aloud after a restart (their rounds were not finished)
         self.flow_writer = None
+        self.run_id = run_id
         if valkey_url:
             password = os.environ.get(password_env) or None
-            self._restore(valkey_url, password)
             from pipelines.flow_store import FlowStateWriter
 
             self.flow_writer = FlowStateWriter(valkey_url, password, ttl_s=cfg.flow_state_ttl_s,
                                                history_maxlen=cfg.flow_history_maxlen)
+            self._restore(valkey_url, password)
 
     def _new_analytics(self, tick_size: float) -> SymbolAnalytics:
         c = self.cfg
@@ -102,12 +108,40 @@ class FeatureEngine:
             log.error("FeatureEngine %s starts cold, Valkey unavailable: %s", self.symbol, self.restore_error)
             return
         events = [e for e in heapq.merge(ticks, books, key=lambda e: e.seq) if e.seq <= cut]
-        self.analytics.on_events(events, None)
+        # Quietly up to the last decision slot the coordinator finished (this run's); aloud
+        # from there, so the rounds a crash cut short are made again (the receivers skip
+        # what they have already seen) and no decision slot goes missing.
+        aloud_from = self._first_undecided_ns(store)
+        split = len(events) if aloud_from is None else next(
+            (i for i, e in enumerate(events) if e.ts_event >= aloud_from), len(events))
+        self.analytics.on_events(events[:split], None)
+        if split < len(events):
+            out: list = []
+            self.analytics.on_events(events[split:], out)
+            self.replayed_rounds = len(events) - split
+            if out:
+                self._emit(out)
         self.restored = len(events)
         if events:
             self.gate.position[self.symbol] = events[-1].seq
         self.restore_seconds = time.monotonic() - t0
         log.info("FeatureEngine %s restored %d events in %.1fs", self.symbol, self.restored, self.restore_seconds)
+
+    def _first_undecided_ns(self, store) -> int | None:
+        """Start of the first decision slot this run's coordinator has not decided (None:
+        no decisions here, or none of this run: nothing to make again)."""
+        if self.rounds is None:
+            return None
+        from pipelines.hmarl.store import agent_state_key
+
+        try:
+            raw = store.client.get(agent_state_key(f"coordinator:{self.symbol}", "state"))
+            state = orjson.loads(raw) if raw else None
+        except Exception:
+            return None
+        if not isinstance(state, dict) or state.get("run_id") != self.run_id or "last_slot" not in state:
+            return None
+        return (int(state["last_slot"]) + 1) * self.rounds.every_ns
 
     # -- the feed's side ----------------------------------------------------------
 
@@ -130,14 +164,8 @@ class FeatureEngine:
             states = [m for m in out if type(m) is FlowState]
             if states:
                 self.flow_writer.write(states)
-        if self.downstream:
-            payloads = {}
-            for kind, sel in self.selectors.items():
-                picked = sel.select(out)
-                payloads[kind] = pickle.dumps(picked, protocol=5) if picked else None  # once per kind
-            for kind, peer in self.downstream:
-                if payloads[kind] is not None:
-                    peer.call("on_analytics", payloads[kind])
+        if self.rounds is not None:
+            self.rounds.on_output(out)
 
     # -- queries and control ------------------------------------------------------
 
@@ -169,18 +197,17 @@ class FeatureEngine:
             "restore_seconds": round(self.restore_seconds, 3),
             "restore_error": self.restore_error,
             "publisher": self.publisher.stats() if self.publisher is not None else None,
-            "downstream": {p.name: p.stats() for _, p in self.downstream},
+            "hmarl": self.rounds.stats() if self.rounds is not None else None,
             "flow_store": self.flow_writer.stats() if self.flow_writer is not None else None,
         }
 
     def close(self, timeout_s: float = 10.0) -> dict:
-        """Send what the selectors hold back, wait for outstanding calls, flush the flow states to Valkey."""
-        held = {kind: getattr(sel, "flush", list)() for kind, sel in self.selectors.items()}
-        for kind, peer in self.downstream:
-            if held[kind]:
-                peer.call("on_analytics", pickle.dumps(held[kind], protocol=5))
-        for peer in ([self.publisher] if self.publisher is not None else []) + [p for _, p in self.downstream]:
-            peer.drain(timeout_s)
+        """Send the unfinished round, wait for outstanding calls, flush the flow states to Valkey."""
+        if self.rounds is not None:
+            self.rounds.close()
+            self.rounds.drain(timeout_s)
+        if self.publisher is not None:
+            self.publisher.drain(timeout_s)
         if self.flow_writer is not None:
             self.flow_writer.close(timeout_s)
         return self.stats()

@@ -41,6 +41,9 @@ class Route(NamedTuple):
     kinds: frozenset[str]
     symbols: frozenset[str] | None  # None = every symbol
     bulk: bool = False  # no one waits on it (buffers, storage): batched every feed.bulk_batch_ms
+    # False: the feed never waits for it (analytics). With its calls all in flight it is
+    # skipped, and caught up from the resend window once it answers again.
+    backpressure: bool = True
 
     def wants(self, ev: Event) -> bool:
         return self.wants_key(ev.KIND, ev.symbol)
@@ -57,7 +60,11 @@ class FeedActor:
         self.cfg = cfg
         self.symbols = list(cfg.symbols)
         self.incarnation = uuid.uuid4().hex
-        self.validator = Validator(int(cfg.feed.time_tolerance_ms * 1_000_000))
+        f = cfg.feed
+        live = f.source in ("profitdll", "bridge")  # only there is ts_recv the wall clock of the event's arrival
+        self.validator = Validator(int(f.time_tolerance_ms * 1_000_000), symbols=cfg.symbols,
+                                   max_ahead_ns=int(f.max_ahead_s * 1e9) if live else None,
+                                   max_forward_gap_ns=int(f.max_forward_gap_s * 1e9), confirm_events=f.confirm_events)
         self.window = ResendWindow(cfg.feed.resend_window_events)
         self.routes: dict[str, Route] = {}
         self.sent_upto: dict[str, dict[str, int]] = {}
@@ -65,10 +72,13 @@ class FeedActor:
         self.incarnations: dict[str, str] = {}
         self.route_errors: dict[str, int] = {}
         self.resyncs: dict[str, int] = {}
+        self.behind: dict[str, int] = {}  # routes without backpressure skipped while full: batches skipped
+        self.catch_ups: dict[str, int] = {}
         self._resynced: set = set()
         self.batches = 0
         self.events_out = 0
         self.error: str | None = None
+        self.unpersisted: dict[str, int] = {}
         self.finished = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,6 +111,7 @@ class FeedActor:
                         last_ns[s] = t
             except Exception as e:
                 log.error("feed could not read resume points from Valkey: %s", e)
+        stored = dict(seq)
         refs = {r.name: r.handle.position.remote() for r in routes}
         for name, ref in refs.items():
             try:
@@ -111,6 +122,14 @@ class FeedActor:
             for s, p in pos.items():
                 if s in seq:
                     seq[s] = max(seq[s], p)
+                    if name == "valkey_writer":  # accepted there = on its way to storage (write-behind)
+                        stored[s] = max(stored[s], p)
+        # Events a destination saw that storage never got: the previous feed died with them in
+        # flight. Seqs are never reused, so they stay a hole in the streams: counted, said once.
+        self.unpersisted = {s: seq[s] - stored[s] for s in seq if valkey_url and seq[s] > stored[s]}
+        if self.unpersisted:
+            log.error("feed: the previous feed died before storing %s event(s) that others had seen",
+                      ", ".join(f"{n} of {s}" for s, n in self.unpersisted.items()))
         return seq, last_ns
 
     def set_routes(self, routes: list[Route]) -> None:
@@ -186,25 +205,38 @@ class FeedActor:
                             self._dispatch(bulk, bulk=True)
                             bulk, bulk_since = [], now
                         self._reap()
+                        self._catch_up_all()  # a quiet feed still brings a skipped route up to date
                     next_reap = now + REAP_EVERY_NS
                 if self.source.exhausted and not pending:
+                    self.validator.flush()  # a jump still held at the end is rejected, and counted
                     break
                 if not events:
                     # Until the batch is due, or (nothing pending) the next look at the replies;
                     # the source wakes us earlier when events come.
                     wait_ns = max_wait_ns - (now - first_at) if pending else REAP_EVERY_NS
                     wait(min(max(wait_ns, 200_000), REAP_EVERY_NS) / 1e9)
-            with self._lock:
-                if pending:
-                    self._dispatch(pending, bulk=False)
-                if bulk or pending:
-                    self._dispatch(bulk + pending, bulk=True)
-                self._drain(timeout_s=10.0)
+            self._send_last(pending, bulk)
         except Exception as e:  # keep the actor alive and report; the supervisor sees it in ping()
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             log.exception("feed loop failed")
+            # What was read and validated still reaches every destination before the loop ends.
+            try:
+                self._send_last(pending, bulk)
+            except Exception:
+                log.exception("feed: flushing after the failure failed too")
         finally:
             self.finished = True
+
+    def _send_last(self, pending: list[Event], bulk: list[Event]) -> None:
+        """At the end: what is pending to everyone, then wait for the acknowledgements."""
+        with self._lock:
+            if pending:
+                self._dispatch(pending, bulk=False)
+            if bulk or pending:
+                self._dispatch(bulk + pending, bulk=True)
+            self._drain(timeout_s=10.0)
+            self._catch_up_all()
+            self._drain(timeout_s=10.0)
 
     def _dispatch(self, batch: list[Event], bulk: bool) -> None:
         """Send ``batch`` to the fast routes (``bulk=False``: new events, counted and
@@ -226,6 +258,11 @@ class FeedActor:
             keys = tuple(sorted(k for k in groups if route.wants_key(*k)))
             if not keys:
                 continue
+            if route.name in self.behind:
+                if self._catch_up(route):
+                    continue
+                self.behind[route.name] += 1
+                continue
             part = parts.get(keys)
             if part is None:
                 evs = batch if len(keys) == len(groups) else [e for e in batch if (e.KIND, e.symbol) in keys]
@@ -236,20 +273,57 @@ class FeedActor:
         """One on_batch call. ``payload`` is ``events`` pickled (None: pickle here)."""
         if payload is None:
             payload = pickle.dumps(events, protocol=5)
-        upto = self.sent_upto[route.name]
-        if prev is None:
-            prev = {s: upto.get(s, 0) for s in {e.symbol for e in events}}
-        for e in events:
-            if e.seq > upto.get(e.symbol, 0):
-                upto[e.symbol] = e.seq
         q = self.inflight[route.name]
+        if len(q) >= self.cfg.feed.max_inflight_batches and not route.backpressure:
+            self._reap()
+            if len(q) >= self.cfg.feed.max_inflight_batches:  # still full: skip it, never wait for it
+                self.behind[route.name] = self.behind.get(route.name, 0) + 1
+                return
         if len(q) >= self.cfg.feed.max_inflight_batches:
             ready, _ = self._ray.wait([q[0]], timeout=STALL_TIMEOUT_S)
             if not ready:  # hung or restarting: stop tracking it; the gap protocol covers loss
                 self.route_errors[route.name] = self.route_errors.get(route.name, 0) + 1
                 q.popleft()
             self._reap()
+        upto = self.sent_upto[route.name]
+        if prev is None:
+            prev = {s: upto.get(s, 0) for s in {e.symbol for e in events}}
+        for e in events:
+            if e.seq > upto.get(e.symbol, 0):
+                upto[e.symbol] = e.seq
         q.append(route.handle.on_batch.remote(payload, prev))
+
+    def _catch_up(self, route: Route) -> bool:
+        """A skipped route with room again gets everything it missed, from the resend
+        window, in one call (True); False while its calls are still all in flight."""
+        q = self.inflight[route.name]
+        if len(q) >= self.cfg.feed.max_inflight_batches:
+            self._reap()
+            if len(q) >= self.cfg.feed.max_inflight_batches:
+                return False
+        upto = self.sent_upto[route.name]
+        events, prev = [], {}
+        for sym in sorted(route.symbols if route.symbols is not None else self.symbols):
+            missed, complete = self.window.since(sym, upto.get(sym, 0), route.wants)
+            if not complete:
+                self.window.unrecoverable += 1
+                log.error("feed: %s fell behind %s beyond the resend window", route.name, sym)
+            if missed:
+                events.extend(missed)
+                prev[sym] = upto.get(sym, 0) if complete else None
+        del self.behind[route.name]
+        self.catch_ups[route.name] = self.catch_ups.get(route.name, 0) + 1
+        if events:
+            self._send(route, None, events, prev=prev)
+        return True
+
+    def _catch_up_all(self) -> None:
+        for name in list(self.behind):
+            route = self.routes.get(name)
+            if route is None:
+                del self.behind[name]
+            else:
+                self._catch_up(route)
 
     def _reap(self) -> None:
         """Handle every reply that has arrived, without blocking: one ray.wait over all
@@ -339,7 +413,10 @@ class FeedActor:
             "validation": self.validator.stats(),
             "route_errors": dict(self.route_errors),
             "resyncs": dict(self.resyncs),
+            "behind": dict(self.behind),
+            "catch_ups": dict(self.catch_ups),
             "unrecoverable_gaps": self.window.unrecoverable,
+            "unpersisted_on_restart": dict(self.unpersisted),
             "inflight": {k: len(v) for k, v in self.inflight.items()},
             "finished": self.finished,
             "error": self.error,

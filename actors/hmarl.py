@@ -1,23 +1,30 @@
 """The HMARL actors of one symbol: four agents, the ML voter, the coordinator and the feedback system.
 
-    FeatureEngine:<SYM> ──states──> agent:<id>:<SYM> ×4 ──on_signals──> coordinator:<SYM>
-                        ──vectors at decision times──> ml:<SYM> ──on_signals──> coordinator:<SYM>
-                        ──vectors at decision times, market state──> coordinator:<SYM> ──> ZeroMQ 5561, Valkey
-                        ──(ts, price) of every trade──> feedback:<SYM> <──track── signals and decisions
+The symbol's FeatureEngine drives them in decision rounds (``actors.rounds``): once per
+decision-clock boundary it calls
 
-Each receiver gets only what it reads (``pipelines.hmarl.inputs``, class
-attribute ``INPUTS``).
-    feedback:<SYM> ──on_feedback──> agents (learning), coordinator (voter weights); Valkey hmarl:feedback:*
+    agent:<id>:<SYM> ×4 .on_round(states, [outcomes])          -> signals
+    ml:<SYM>             .on_round([boundary vector])             -> signals
+    feedback:<SYM>       .on_round(prices, [signals], [decisions]) -> (outcomes, voter credits)
+    coordinator:<SYM>    .on_round(market + vector, [signals], [outcomes]) -> decisions -> ZeroMQ 5561, Valkey
 
-Each class wraps plain logic from ``pipelines.hmarl``; peers are named actors
-looked up lazily (``actors.peers.Peer``). A restarted actor re-runs
-``__init__`` and reloads its learned state (agent learning tables,
-coordinator weights and position) from Valkey. The feedback system mirrors its
-pending outcomes in Valkey (``hmarl:agent:feedback:<SYM>:pending``) as they are
-tracked and resolved; a restarted one tracks them again and replays the trade
-prices since the oldest of them from the Valkey tick stream, so outcomes whose
-horizon passed while it was down still get their price. Without Valkey they
-are lost with the process; none is invented.
+where the bracketed arguments are the ObjectRefs of the other calls' results; each
+actor resolves them (with a timeout) before it reads its own input, so every decision
+depends on event time only.
+
+Each class wraps plain logic from ``pipelines.hmarl``. A restarted actor re-runs
+``__init__`` and reloads its learned state (agent learning tables, coordinator
+weights and paper account) from Valkey; Ray re-submits the round that was in flight
+(``max_task_retries``), and the coordinator skips a decision slot it already decided.
+The feedback system mirrors its pending outcomes in Valkey
+(``hmarl:agent:feedback:<SYM>:pending``) as they are tracked and resolved; a restarted
+one tracks them again and replays the trade prices since the oldest of them from the
+Valkey tick stream, so outcomes whose horizon passed while it was down still get their
+price. Without Valkey they are lost with the process; none is invented.
+
+A run (``run_id``) is one session of the system: the paper account (position, average
+price, realized P&L) belongs to the run and starts flat in a new one, while what the
+voters learned carries over (``scripts/launch.py --resume`` continues a run).
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import uuid
 
 from actors.peers import Peer
 from pipelines.config import HmarlConfig
-from pipelines.hmarl.inputs import next_decision_ns
 from pipelines.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
 log = logging.getLogger("quantumtrader.hmarl")
@@ -70,7 +76,7 @@ def open_hmarl_store(cfg: HmarlConfig, valkey_url: str | None, password_env: str
 
 
 class _HmarlActor:
-    """Shared plumbing: identity, Valkey store, peers to the symbol's coordinator and feedback."""
+    """Shared plumbing: identity, Valkey store, resolving the results a round hands over."""
 
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None, password_env: str):
         import ray
@@ -83,9 +89,35 @@ class _HmarlActor:
         self.store = open_hmarl_store(cfg, valkey_url, password_env)
         self.restored = False
         self.restore_error: str | None = None
+        self.absent: dict[str, int] = {}  # results of other actors that did not come, by kind
+        self._absent_since_log = 0
 
     def _peer(self, name: str) -> Peer:
         return Peer(self._ray, name, self.namespace)
+
+    def _resolve(self, refs: list, what: str) -> list:
+        """The results behind ``refs``, in order; one that fails or does not come within
+        ``round_timeout_s`` is left out and counted (its actor is absent for this round)."""
+        if not refs:
+            return []
+        ready, _ = self._ray.wait(list(refs), num_returns=len(refs), timeout=self.cfg.round_timeout_s)
+        ready = set(ready)
+        out = []
+        for ref in refs:
+            try:
+                if ref not in ready:
+                    raise TimeoutError(f"no result within {self.cfg.round_timeout_s:g}s")
+                out.append(self._ray.get(ref))
+            except Exception as e:
+                self.absent[what] = self.absent.get(what, 0) + 1
+                if self._absent_since_log == 0:
+                    log.warning("%s: a %s result is missing (%s); counted as absent", self.ping_name(), what,
+                                type(e).__name__)
+                self._absent_since_log = (self._absent_since_log + 1) % 1000
+        return out
+
+    def ping_name(self) -> str:
+        return f"{type(self).__name__}:{self.symbol}"
 
     def _restore_into(self, target, owner: str, name: str) -> None:
         """Load learned state saved in Valkey into ``target``; a state that does not fit
@@ -114,33 +146,35 @@ class _HmarlActor:
 
 
 class _VoterActor(_HmarlActor):
-    """An agent or the ML model: analytics in, signals out to the coordinator and feedback."""
+    """An agent or the ML model: one round's analytics in, its signals out (returned)."""
 
     def _voter_init(self, voter) -> None:
         self.voter = voter
-        self.coordinator = self._peer(coordinator_name(self.symbol))
-        self.feedback = self._peer(feedback_name(self.symbol))
         self.signals = 0
+        self.rounds = 0
 
-    def on_analytics(self, payload) -> int:
-        signals: list[Signal] = self.voter.on_analytics(_messages(payload))
+    def on_round(self, payload, feedback_refs: list = ()) -> list[Signal]:
+        self.rounds += 1
+        for outcomes, _credits in self._resolve(feedback_refs, "feedback"):
+            self._learn(outcomes)
+        messages = _messages(payload) if payload else []
+        signals: list[Signal] = self.voter.on_analytics(messages) if messages else []
         if signals:
             self.signals += len(signals)
-            self.coordinator.call("on_signals", signals)
-            self.feedback.call("track", signals)
             if self.store is not None:
                 for s in signals:
                     self.store.store_signal(s)
-        return len(signals)
+        return signals
+
+    def _learn(self, outcomes: list) -> None:
+        """Only the agents learn from outcomes."""
 
     def stats(self) -> dict:
-        return {**self.voter.stats(), "signals_sent": self.signals, "restored": self.restored,
-                "restore_error": self.restore_error, "coordinator": self.coordinator.stats()}
+        return {**self.voter.stats(), "signals_sent": self.signals, "rounds": self.rounds, "absent": dict(self.absent),
+                "restored": self.restored, "restore_error": self.restore_error}
 
 
 class AgentActor(_VoterActor):
-    INPUTS = "agent"  # what the FeatureEngine sends it (pipelines.hmarl.inputs)
-
     def __init__(self, agent_id: str, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD"):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
@@ -154,40 +188,37 @@ class AgentActor(_VoterActor):
     def _owner(self) -> str:
         return f"{self.agent_id}:{self.symbol}"
 
-    def on_feedback(self, feedbacks: list) -> int:
-        applied = self.voter.on_feedback(feedbacks)
-        if applied and self.store is not None:
+    def _learn(self, outcomes: list) -> None:
+        mine = [fb for fb in outcomes if fb.voter == self.agent_id]
+        if mine and self.voter.on_feedback(mine) and self.store is not None:
             self.store.store_agent_state(self._owner(), "learning", self.voter.state())
-        return applied
 
 
 class MLActor(_VoterActor):
-    INPUTS = "decision"  # its vote counts at decision time only
-
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, model_dir: str, valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD"):
+                 password_env: str = "VALKEY_PASSWORD", feed_source: str | None = None):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
         from pipelines.hmarl.ml import MLModel
 
-        model = MLModel(model_dir, horizon_ns=int(cfg.horizon_s * NS_PER_S))
+        model = MLModel(model_dir, horizon_ns=int(cfg.horizon_s * NS_PER_S), symbol=symbol, feed_source=feed_source,
+                        allow_other_market=cfg.ml_allow_other_market)
         model.load_latest()
         self._next_check = time.monotonic() + MODEL_CHECK_S
         self._voter_init(model)
 
-    def on_analytics(self, payload) -> int:
+    def on_round(self, payload, feedback_refs: list = ()) -> list[Signal]:
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + MODEL_CHECK_S
             self.voter.maybe_reload()
-        return super().on_analytics(payload)
+        return super().on_round(payload, feedback_refs)
 
 
 class CoordinatorActor(_HmarlActor):
-    """Consensus on the event-time decision clock; decisions to ZeroMQ 5561, Valkey and feedback."""
-
-    INPUTS = "decision"
+    """Consensus on the event-time decision clock; decisions to ZeroMQ 5561 and Valkey, and
+    returned for the feedback system."""
 
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, voters: tuple[str, ...], publisher: str | None,
-                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
         from pipelines.hmarl.consensus import ConsensusConfig, Coordinator
 
@@ -200,20 +231,44 @@ class CoordinatorActor(_HmarlActor):
             horizon_ns=int(cfg.horizon_s * NS_PER_S),
         )
         self.coordinator = Coordinator(symbol, list(voters), ccfg)
-        self._restore_into(self.coordinator, f"coordinator:{symbol}", "state")
+        self.run_id = run_id
         self.every_ns = int(cfg.decision_every_ms * 1_000_000)
-        self.next_decision = 0
+        self.last_slot = -1  # the decision-clock slot decided last (ts // every_ns)
+        self._restore()
         self.market: dict[str, float] = {}
         self.publisher = self._peer(publisher) if publisher else None
-        self.feedback = self._peer(feedback_name(symbol))
         self.decisions = 0
+        self.skipped = 0  # boundaries of a slot already decided (a re-submitted round, a restarted engine)
         self.actions: dict[str, int] = {}
         self.last: Decision | None = None
 
-    def on_signals(self, signals: list[Signal]) -> None:
-        self.coordinator.on_signals(signals)
+    def _owner(self) -> str:
+        return f"coordinator:{self.symbol}"
 
-    def on_analytics(self, payload) -> int:
+    def _restore(self) -> None:
+        """Weights always; the paper account and the decision clock only within the same run."""
+        state = self.store.load_agent_state(self._owner(), "state") if self.store is not None else None
+        if not state:
+            return
+        try:
+            self.coordinator.load_state(state)
+        except (ValueError, KeyError, TypeError) as e:
+            self.restore_error = f"{type(e).__name__}: {e}"
+            log.error("%s: saved state ignored: %s", self._owner(), self.restore_error)
+            return
+        if state.get("run_id") == self.run_id:
+            self.last_slot = int(state.get("last_slot", -1))
+        else:
+            self.coordinator.new_account()
+            log.info("%s: new run %s: weights restored, paper account starts flat", self._owner(), self.run_id)
+        self.restored = True
+
+    def on_round(self, payload, voter_refs: list = (), feedback_refs: list = ()) -> list[Decision]:
+        for _outcomes, credits in self._resolve(feedback_refs, "feedback"):
+            if credits:
+                self.coordinator.on_feedback(credits)
+        for signals in self._resolve(voter_refs, "voter"):
+            self.coordinator.on_signals(signals)
         made = []
         for m in _messages(payload):
             t = type(m)
@@ -223,15 +278,21 @@ class CoordinatorActor(_HmarlActor):
             elif t is LiquidityState:
                 v = m.values
                 self.market.update({k: v.get(k) for k in ("spread_ticks", "depth", "book_imbalance", "liquidity_score")})
-            elif t is FeatureVector and m.ts_event >= self.next_decision:
-                ts = m.ts_event
-                self.next_decision = next_decision_ns(ts, self.every_ns)
-                d = self.coordinator.decide(ts, m.seq, m.price, dict(self.market))._replace(ts_recv=m.ts_recv)
+            elif t is FeatureVector:
+                slot = m.ts_event // self.every_ns
+                if slot <= self.last_slot:
+                    self.skipped += 1
+                    continue
+                self.last_slot = slot
+                d = self.coordinator.decide(m.ts_event, m.seq, m.price, dict(self.market))._replace(ts_recv=m.ts_recv)
                 self.coordinator.apply_decision(d)
                 made.append(d)
         if made:
             self._emit(made)
-        return len(made)
+        if self.store is not None:
+            self.store.store_agent_state(self._owner(), "state",
+                                         {**self.coordinator.state(), "run_id": self.run_id, "last_slot": self.last_slot})
+        return made
 
     def _emit(self, decisions: list[Decision]) -> None:
         self.decisions += len(decisions)
@@ -242,19 +303,13 @@ class CoordinatorActor(_HmarlActor):
                 self.store.store_decision(d)
         if self.publisher is not None:
             self.publisher.call("publish", decisions)
-        self.feedback.call("track", decisions)
-
-    def on_feedback(self, feedbacks: list) -> dict:
-        weights = self.coordinator.on_feedback(feedbacks)
-        if self.store is not None:
-            self.store.store_agent_state(f"coordinator:{self.symbol}", "state", self.coordinator.state())
-        return weights
 
     def weights(self) -> dict:
         return dict(self.coordinator.weights)
 
     def stats(self) -> dict:
         return {**self.coordinator.stats(), "decisions": self.decisions, "actions": dict(self.actions),
+                "skipped": self.skipped, "absent": dict(self.absent), "run_id": self.run_id,
                 "last": explain(self.last) if self.last is not None else None,
                 "weights": dict(self.coordinator.weights), "restored": self.restored, "restore_error": self.restore_error}
 
@@ -268,21 +323,23 @@ def explain(d: Decision, top: int = 2) -> str:
 
 
 class FeedbackActor(_HmarlActor):
-    """Realized outcomes on event time: prices from the FeatureEngine, horizons from the tracked signals."""
-
-    INPUTS = "prices"  # (ts_event, price) of every trade
+    """Realized outcomes on event time: each round's trade prices resolve the horizons of the
+    signals and decisions tracked before them; the outcomes go back as the round's result."""
 
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, agents: tuple[str, ...],
-                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
+                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
         from pipelines.hmarl.feedback import FeedbackSystem
 
         self.system = FeedbackSystem(symbol, journal=self.store is not None)
-        self.agents = {a: self._peer(agent_name(a, symbol)) for a in agents}
-        self.coordinator = self._peer(coordinator_name(symbol))
+        self.agents = tuple(agents)
+        self.run_id = run_id
         self.sent = 0
+        self.rounds = 0
         self.restored_pending = 0
         self.replayed_prices = 0
+        self.other_run_pending = 0
+        self._carry: list = []  # outcomes resolved while restoring, handed out with the next round
         if self.store is not None:
             self._restore_pending(valkey_url, os.environ.get(password_env) or None)
 
@@ -295,6 +352,12 @@ class FeedbackActor(_HmarlActor):
             self.restore_error = "Valkey unreachable: pending outcomes not restored"
             log.error("%s: %s", self._owner(), self.restore_error)
             return
+        # Outcomes another run left pending belong to another market session: dropped, not resolved here.
+        stale = [f for f, r in records.items() if r.get("run", "") != self.run_id]
+        if stale:
+            self.other_run_pending = len(stale)
+            self.store.store_pending(self._owner(), {}, stale)
+            records = {f: r for f, r in records.items() if f not in set(stale)}
         if not records:
             return
         self.restored_pending = self.system.restore_pending(records)
@@ -311,59 +374,53 @@ class FeedbackActor(_HmarlActor):
             log.error("%s: %s", self._owner(), self.restore_error)
             return
         self.replayed_prices = len(ticks)
-        feedbacks = self.system.on_prices((t.ts_event, t.price) for t in ticks)
-        if feedbacks:
-            self._route(feedbacks)
+        self._carry = self.system.on_prices((t.ts_event, t.price) for t in ticks)
+        for fb in self._carry:  # recorded now; the learners get them with the next round
+            self.store.store_feedback(fb)
         self._sync_pending()
         log.info("%s restored %d pending outcomes, replayed %d trade prices, resolved %d",
-                 self._owner(), self.restored_pending, self.replayed_prices, len(feedbacks))
+                 self._owner(), self.restored_pending, self.replayed_prices, len(self._carry))
 
     def _sync_pending(self) -> None:
         """Mirror what became pending or was resolved since the last call (queued, in order)."""
         if self.store is not None:
             added, resolved = self.system.take_journal()
             if added or resolved:
-                self.store.store_pending(self._owner(), added, resolved)
+                self.store.store_pending(self._owner(), {f: {**r, "run": self.run_id} for f, r in added.items()},
+                                         resolved)
 
-    def track(self, items: list) -> None:
-        for x in items:
-            if isinstance(x, Decision):
-                self.system.track_decision(x)
-            else:
-                self.system.track_signal(x)
+    def on_round(self, prices, voter_refs: list = (), decision_refs: list = ()) -> tuple[list, list]:
+        """Track the round's decisions and signals, then read its prices; returns
+        (outcomes, voter credits): the agents learn from the first, the coordinator's
+        weights from the second."""
+        self.rounds += 1
+        for decisions in self._resolve(decision_refs, "coordinator"):
+            for d in decisions:
+                self.system.track_decision(d)
+        for signals in self._resolve(voter_refs, "voter"):
+            for sig in signals:
+                self.system.track_signal(sig)
+        prices = _messages(prices) if prices else []
+        new = self.system.on_prices(prices) if prices else []
+        outcomes, self._carry = self._carry + new, []
         self._sync_pending()
-
-    def on_analytics(self, payload) -> int:
-        prices = _messages(payload)
-        if not prices:
-            return 0
-        feedbacks = self.system.on_prices(prices)
-        if feedbacks:
-            self._route(feedbacks)
-        self._sync_pending()
-        return len(feedbacks)
-
-    def _route(self, feedbacks: list) -> None:
-        self.sent += len(feedbacks)
+        if not outcomes:
+            return [], []
+        self.sent += len(outcomes)
         if self.store is not None:
-            for fb in feedbacks:
+            for fb in new:
                 self.store.store_feedback(fb)
-        by_voter: dict[str, list] = {}
-        for fb in feedbacks:
-            by_voter.setdefault(fb.voter, []).append(fb)
-        for voter, fbs in by_voter.items():
-            if voter in self.agents:
-                self.agents[voter].call("on_feedback", fbs)
         # Voter weights learn from the decisions' outcomes, each voter scored on the
         # same rounds; each agent learns from the outcomes of its own signals.
-        credits = [c for fb in feedbacks if fb.voter == "coordinator" for c in self.system.voter_credits(fb)]
-        if credits:
-            self.coordinator.call("on_feedback", credits)
+        credits = [c for fb in outcomes if fb.voter == "coordinator" for c in self.system.voter_credits(fb)]
+        return outcomes, credits
 
     def performance(self) -> dict:
         return self.system.all_performance()
 
     def stats(self) -> dict:
-        return {**self.system.stats(), "feedback_sent": self.sent, "performance": self.system.all_performance(),
+        return {**self.system.stats(), "feedback_sent": self.sent, "rounds": self.rounds,
+                "performance": self.system.all_performance(), "absent": dict(self.absent),
                 "restored_pending": self.restored_pending, "replayed_prices": self.replayed_prices,
+                "other_run_pending": self.other_run_pending,
                 "restored": self.restored, "restore_error": self.restore_error}

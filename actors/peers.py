@@ -21,15 +21,18 @@ STALL_TIMEOUT_S = 2.0
 
 
 class Outbox:
-    def __init__(self, ray, max_inflight: int):
+    def __init__(self, ray, max_inflight: int, label: str = "receiver"):
         self._ray = ray
+        self.label = label
+        self._failing = 0  # consecutive failed calls of the current outage
         self.max_inflight = max_inflight
         self.refs: deque = deque()
         self.sent = 0
         self.failed = 0
         self.stalled = 0
 
-    def send(self, method, *args) -> None:
+    def send(self, method, *args):
+        """Submit ``method(*args)``; returns its ObjectRef (a caller may hand it to another actor)."""
         if len(self.refs) >= self.max_inflight:
             ready, _ = self._ray.wait([self.refs[0]], timeout=STALL_TIMEOUT_S)
             if not ready:
@@ -37,8 +40,10 @@ class Outbox:
                 self.stalled += 1
         if len(self.refs) >= self.max_inflight // 2:  # reaping is a ray.wait: not on every send
             self.reap()
-        self.refs.append(method.remote(*args))
+        ref = method.remote(*args)
+        self.refs.append(ref)
         self.sent += 1
+        return ref
 
     def reap(self) -> list:
         """Collect the answers that have arrived, without blocking (one ray.wait); returns them."""
@@ -51,8 +56,15 @@ class Outbox:
             try:
                 out.append(self._ray.get(self.refs.popleft()))
             except Exception as e:
+                # One line per outage, not one per failed call: a restart fails every call in flight.
                 self.failed += 1
-                log.warning("call failed: %s", type(e).__name__)
+                self._failing += 1
+                if self._failing == 1:
+                    log.warning("%s: calls failing (%s); counting until it answers again", self.label, type(e).__name__)
+                continue
+            if self._failing:
+                log.warning("%s: answering again after %d failed calls", self.label, self._failing)
+                self._failing = 0
         return out
 
     def drain(self, timeout_s: float) -> None:
@@ -69,23 +81,22 @@ class Peer:
         self._ray = ray
         self.name = name
         self.namespace = namespace
-        self.box = Outbox(ray, max_inflight)
+        self.box = Outbox(ray, max_inflight, name)
         self._handle = None
         self.lookup_errors = 0
 
-    def call(self, method: str, *args) -> bool:
-        """Send ``method(*args)``; False (counted) when the actor cannot be reached now."""
+    def call(self, method: str, *args):
+        """Send ``method(*args)``; its ObjectRef, or None (counted) when the actor cannot be reached now."""
         try:
             if self._handle is None:
                 self._handle = self._ray.get_actor(self.name, namespace=self.namespace)
-            self.box.send(getattr(self._handle, method), *args)
-            return True
+            return self.box.send(getattr(self._handle, method), *args)
         except Exception as e:  # not created yet, or gone: look it up again next time
             self._handle = None
             self.lookup_errors += 1
             if self.lookup_errors in (1, 10, 100, 1000) or self.lookup_errors % 10_000 == 0:
                 log.warning("%s unreachable (%d times): %s", self.name, self.lookup_errors, type(e).__name__)
-            return False
+            return None
 
     def drain(self, timeout_s: float) -> None:
         self.box.drain(timeout_s)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,6 +33,7 @@ from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, a
 from actors.feed import FeedActor, Route
 from pipelines.config import AppConfig
 from pipelines.instruments import tick_size_for
+from pipelines.runs import stage_totals
 from pipelines.zmq_edge import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
@@ -71,19 +73,26 @@ class ActorState:
     incarnation: str | None = None
     restarts: int = 0  # restarts Ray did (seen as a new incarnation)
     recreated: int = 0  # times we created it anew after it died for good
+    down: bool = False  # unreachable at the last ping (a restart under way)
 
 
 class MarketDataGraph:
     """The market-data actor graph of issue 2, for every configured symbol."""
 
-    def __init__(self, cfg: AppConfig, valkey_url: str | None, on_event: Callable[[str], None] | None = None):
+    def __init__(self, cfg: AppConfig, valkey_url: str | None, on_event: Callable[[str], None] | None = None,
+                 run_id: str | None = None):
         self.cfg = cfg
         self.valkey_url = valkey_url
         self.on_event = on_event or (lambda msg: log.info(msg))
         self.specs: dict[str, ActorSpec] = {}
         self.actors: dict[str, ActorState] = {}
         self.zmq_endpoints: dict[str, str] = {}
-        self.run_id = uuid.uuid4().hex[:8]  # tags this run's recordings
+        # Counters survive restarts here: the last totals seen of each actor are carried
+        # over when it comes back from zero (pipelines.runs.stage_totals).
+        self._last_totals: dict[str, dict] = {}
+        self._carried: Counter = Counter()
+        # One session of the system: tags recordings, owns the paper account (``--resume`` passes the last one).
+        self.run_id = run_id or uuid.uuid4().hex[:8]
         self._build_specs()
 
     def _build_specs(self) -> None:
@@ -110,10 +119,14 @@ class MarketDataGraph:
                 sim_tick = cfg.feed.simulator.tick_size
                 tick = sim_tick if cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
                 hmarl = self._hmarl_specs(sym) if cfg.hmarl.enabled else []
-                downstream = tuple((s.name, s.cls.INPUTS) for s in hmarl)
+                plan = None
+                if hmarl:
+                    plan = {"agents": tuple(agent_name(a, sym) for a in cfg.hmarl.agents),
+                            "ml": ml_name(sym) if cfg.hmarl.ml_enabled else None,
+                            "coordinator": coordinator_name(sym), "feedback": feedback_name(sym)}
                 specs.append(ActorSpec(features_name(sym), FeatureEngine,
-                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, downstream, url, pw,
-                                        cfg.hmarl.decision_every_ms),
+                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, plan, url, pw,
+                                        cfg.hmarl.decision_every_ms, self.run_id),
                                        FeatureEngine.KINDS, one))
                 specs.extend(hmarl)
         self.specs = {s.name: s for s in specs}
@@ -121,7 +134,9 @@ class MarketDataGraph:
     def _hmarl_specs(self, sym: str) -> list[ActorSpec]:
         """The four agents, the ML voter, the coordinator and the feedback system of one symbol."""
         cfg, url, pw, ns = self.cfg.hmarl, self.valkey_url, self.cfg.valkey.password_env, self.cfg.namespace
-        placement: dict = {}
+        # A round in flight when its actor dies is run again after the restart (at least once):
+        # the receivers dedupe (decision slots, tracked keys, SET NX in Valkey).
+        placement: dict = {"max_task_retries": 3}
         if cfg.scheduling == "spread":
             placement["scheduling_strategy"] = "SPREAD"
         if cfg.agent_resource:
@@ -131,10 +146,14 @@ class MarketDataGraph:
         voters = tuple(cfg.agents)
         if cfg.ml_enabled:
             model_dir = Path(cfg.model_dir) if Path(cfg.model_dir).is_absolute() else REPO / cfg.model_dir
-            specs.append(ActorSpec(ml_name(sym), MLActor, (sym, cfg, ns, str(model_dir), url, pw), options=dict(placement)))
+            specs.append(ActorSpec(ml_name(sym), MLActor, (sym, cfg, ns, str(model_dir), url, pw, self.cfg.feed.source),
+                                   options=dict(placement)))
             voters += ("ml",)
-        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw)))
-        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, tuple(cfg.agents), url, pw)))
+        retry = {"max_task_retries": 3}
+        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor,
+                               (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw, self.run_id), options=dict(retry)))
+        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, tuple(cfg.agents), url, pw, self.run_id),
+                               options=dict(retry)))
         return specs
 
     # -- creation ---------------------------------------------------------------
@@ -154,7 +173,8 @@ class MarketDataGraph:
 
     def routes(self) -> list[Route]:
         return [
-            Route(name, self.actors[name].handle, spec.kinds, spec.symbols, getattr(spec.cls, "BULK", False))
+            Route(name, self.actors[name].handle, spec.kinds, spec.symbols, getattr(spec.cls, "BULK", False),
+                  getattr(spec.cls, "BACKPRESSURE", True))
             for name, spec in self.specs.items()
             if spec.kinds is not None and name in self.actors
         ]
@@ -211,11 +231,15 @@ class MarketDataGraph:
                 recreate.append(name)
                 continue
             except (RayActorError, GetTimeoutError) as e:
-                notes.append(f"{name} unavailable ({type(e).__name__}); Ray is restarting it")
+                if not st.down:  # one line per outage, not one per ping
+                    notes.append(f"{name} unavailable ({type(e).__name__}); Ray is restarting it")
+                st.down = True
                 continue
+            st.down = False
             inc = info.get("incarnation")
             if st.incarnation is not None and inc != st.incarnation:
                 st.restarts += 1
+                self._carry(name)
                 notes.append(f"{name} restarted by Ray (restart #{st.restarts}, pid {info.get('pid')})")
             st.incarnation = inc
             if name == FEED and info.get("error"):
@@ -231,6 +255,7 @@ class MarketDataGraph:
         if name == FEED:
             spec = self.specs[FEED] = self._feed_spec()
         st = self.actors[name]
+        self._carry(name)
         st.handle = self._create(spec)
         st.recreated += 1
         st.incarnation = None
@@ -244,11 +269,13 @@ class MarketDataGraph:
     def handle(self, name: str):
         return self.actors[name].handle
 
-    def feed_finished(self) -> bool:
+    def feed_finished(self) -> tuple[bool, str | None]:
+        """(finished, error): a source that ran out, or a loop that failed (with its cause)."""
         try:
-            return bool(self._ping(FEED, self.cfg.supervisor.ping_timeout_s).get("finished"))
+            info = self._ping(FEED, self.cfg.supervisor.ping_timeout_s)
         except RayActorError:
-            return False
+            return False, None
+        return bool(info.get("finished")), info.get("error")
 
     def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
         refs = {n: st.handle.stats.remote() for n, st in self.actors.items()}
@@ -258,7 +285,21 @@ class MarketDataGraph:
                 out[n] = ray.get(ref, timeout=timeout_s)
             except Exception as e:
                 out[n] = {"error": type(e).__name__}
+                continue
+            totals = stage_totals({n: out[n]})
+            if totals:
+                self._last_totals[n] = totals
         return out
+
+    def _carry(self, name: str) -> None:
+        """``name`` restarted from zero: what it had counted so far carries over."""
+        self._carried.update(self._last_totals.pop(name, {}))
+
+    def totals(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Every stage's counters for the whole run: ``stats`` (a ``stats()`` or the
+        ``shutdown()`` result) plus what restarted actors had counted before."""
+        now = stage_totals(stats)
+        return {k: now.get(k, 0) + self._carried.get(k, 0) for k in sorted(set(now) | set(self._carried))}
 
     # -- shutdown ---------------------------------------------------------------
 

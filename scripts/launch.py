@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--symbol", action="append", default=None, help="symbol to stream (repeatable); overrides config symbols")
     p.add_argument("--object-store-mb", type=int, default=512, help="object store size when starting a local Ray (default 512)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard with a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the previous run (its paper account and pending outcomes); default: a new run")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -124,6 +126,32 @@ def hmarl_summary(name: str, s: dict, stats: dict) -> str:
             f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters) + last)
 
 
+def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
+    """A new run id (recorded in Valkey), or with ``--resume`` the last one's; None
+    (after one line on stderr) when there is nothing to resume."""
+    from pipelines.runs import last_run, new_run_id, record_run
+
+    if not valkey_url:
+        if resume:
+            print("config error: --resume: needs Valkey (valkey.url or the embedded server)", file=sys.stderr)
+            return None
+        return {"run_id": new_run_id()}
+    from pipelines.valkey_store import connect
+
+    client = connect(valkey_url, password=os.environ.get(cfg.valkey.password_env) or None)
+    try:
+        if resume:
+            last = last_run(client, cfg.namespace)
+            if last is None:
+                print(f"config error: --resume: no earlier run recorded in namespace {cfg.namespace!r}", file=sys.stderr)
+                return None
+            print(f"resuming run {last['run_id']}", flush=True)
+            return last
+        return record_run(client, cfg.namespace, new_run_id(), cfg.feed.source, list(cfg.symbols))
+    finally:
+        client.close()
+
+
 def resolve_contracts(cfg):
     """WDOFUT / WINFUT -> today's front contract (Sao Paulo date): buffers, streams and
     recordings are kept per contract, and the DLL is subscribed to the contract itself."""
@@ -178,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         except PlacementError as e:
             print(f"placement error: {e}", file=sys.stderr)
             return 2
-        graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True))
+        run = start_run(cfg, valkey_url, args.resume)
+        if run is None:
+            return 2
+        graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True),
+                                run_id=run["run_id"])
         graph.start()
         ready = {
             "namespace": cfg.namespace,
@@ -189,11 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             "zmq": graph.zmq_endpoints,
             "symbols": list(cfg.symbols),
             "source": cfg.feed.source,
+            "run_id": graph.run_id,
+            "resumed": bool(args.resume),
             "ray_address": ctx.address_info.get("address") if hasattr(ctx, "address_info") else None,
             "pid": os.getpid(),
         }
         print("READY " + orjson.dumps(ready).decode(), flush=True)
 
+        exit_code = 0
         t0 = time.monotonic()
         next_progress = t0 + cfg.supervisor.progress_interval_s
         while not stop.is_set():
@@ -204,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
             if stop.is_set():
                 break
             graph.supervise()
-            if graph.feed_finished():
+            finished, error = graph.feed_finished()
+            if error:
+                # Never reported as a finished source: one line with the cause, then a non-zero exit.
+                print(f"feed failed: {error}; draining and stopping", file=sys.stderr, flush=True)
+                exit_code = 1
+                break
+            if finished:
                 print("feed source exhausted; draining and stopping", flush=True)
                 break
             if time.monotonic() >= next_progress:
@@ -215,15 +256,19 @@ def main(argv: list[str] | None = None) -> int:
         vw = final.get("valkey_writer") or {}
         print(
             "STOPPED " + orjson.dumps({
+                "run_id": graph.run_id,
                 "events": feed.get("events_out"),
                 "rejected": (feed.get("validation") or {}).get("rejected"),
                 "valkey_written": vw.get("written"),
                 "valkey_dropped": vw.get("dropped"),
                 "zmq_sent": (final.get("zmq_publisher") or {}).get("sent"),
+                "feed_error": feed.get("error"),
+                # every stage, restarts included (counts from before a restart carried over)
+                "totals": graph.totals(final),
             }).decode(),
             flush=True,
         )
-        return 0
+        return exit_code
     finally:
         if graph is not None and graph.actors:
             graph.shutdown(timeout_s=10)

@@ -3,12 +3,21 @@
     python scripts/train_model.py --simulator-events 60000 --horizon-s 60 --out models [--name sim-20261123]
                                   [--seed 0] [--rate 40] [--start 2026-11-23T09:00:00-03:00] [--symbol WDOZ26]
     python scripts/train_model.py --input FILE --symbol SYM --horizon-s 60 --out models --name NAME
+                                  [--data-source profitdll]
 
 Events run through ``SymbolAnalytics`` (one feature vector per trade), are
 labelled by the sign of the price change over the horizon and split in time
 (see ``pipelines.hmarl.ml.train_model``). FILE is a recordings root (replay
 Parquet, all kinds, for ``--symbol``) or the CME ES Sierra Chart tape
 (``*.csv``/``*.txt``; ``--tz`` is the zone of its times, default UTC).
+
+The model records the market it was trained on (``pipelines.hmarl.ml``):
+``instrument_root`` from the symbol (``WDOZ26`` -> ``WDO``, ``ESH22`` -> ``ES``)
+and ``data_source``: ``simulator``, ``cme_es`` for the ES tape, ``replay`` for a
+recordings root unless ``--data-source`` says where those recordings came from
+(``profitdll``, ``bridge``, ``profit_csv``, or ``simulator`` for a recorded
+simulator session). The ML voter abstains on any other market unless
+``hmarl.ml_allow_other_market`` is true.
 
 The simulator's default rate (40 events/s) is the one its price dynamics are
 calibrated at. The model's metadata goes to stdout as one JSON line; exit 2
@@ -27,7 +36,7 @@ import json  # noqa: E402
 
 from pipelines.config import ReplayConfig, SimulatorConfig  # noqa: E402
 from pipelines.features.engine import SymbolAnalytics  # noqa: E402
-from pipelines.hmarl.ml import DEFAULT_MODEL_DIR, train_model  # noqa: E402
+from pipelines.hmarl.ml import DATA_SOURCES, DEFAULT_MODEL_DIR, train_model  # noqa: E402
 from pipelines.instruments import tick_size_for  # noqa: E402
 from pipelines.messages import FeatureVector  # noqa: E402
 from pipelines.timeutil import from_ns  # noqa: E402
@@ -44,7 +53,8 @@ def simulator_events(n_events: int, symbol: str, seed: int, rate: float, start: 
     return events
 
 
-def file_events(path: Path, symbol: str | None, tz: str) -> tuple[list, str]:
+def file_events(path: Path, symbol: str | None, tz: str) -> tuple[list, str, str]:
+    """(events, symbol, data source) of a CME ES csv or a recordings root."""
     if not path.exists():
         raise ValueError(f"input not found: {path}")
     if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
@@ -52,7 +62,7 @@ def file_events(path: Path, symbol: str | None, tz: str) -> tuple[list, str]:
 
         symbol = symbol or "ESH22"
         events, _counts = read_cme_es(path, symbol=symbol, tz=tz)
-        return events, symbol
+        return events, symbol, "cme_es"
     if not symbol:
         raise ValueError("--symbol is required with a recordings root")
     from pipelines.sources.replay import ReplaySource
@@ -62,7 +72,7 @@ def file_events(path: Path, symbol: str | None, tz: str) -> tuple[list, str]:
     while not src.exhausted:
         events.extend(src.poll(50_000))
     src.close()
-    return events, symbol
+    return events, symbol, "replay"
 
 
 def feature_vectors(events: list, symbol: str, tick_size: float) -> list[FeatureVector]:
@@ -88,20 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=40.0, help="simulator events per event-time second")
     ap.add_argument("--start", default="2026-11-23T09:00:00-03:00", help="simulator: ISO time of the first event")
     ap.add_argument("--tz", default="UTC", help="ES csv: IANA zone of its times")
+    ap.add_argument("--data-source", choices=sorted(DATA_SOURCES), default=None,
+                    help="where the data came from, recorded in the model (default: simulator, cme_es for the ES "
+                         "csv, replay for a recordings root)")
     args = ap.parse_args(argv)
     try:
         if args.simulator_events is not None:
             symbol = args.symbol or "WDOZ26"
             events = simulator_events(args.simulator_events, symbol, args.seed, args.rate, args.start)
-            prefix = "sim"
+            prefix, source = "sim", "simulator"
         else:
-            events, symbol = file_events(Path(args.input), args.symbol, args.tz)
+            events, symbol, source = file_events(Path(args.input), args.symbol, args.tz)
             prefix = symbol.lower()
         vectors = feature_vectors(events, symbol, tick_size_for(symbol, 0.5))
         if not vectors:
             raise ValueError(f"no trades of {symbol} in the input")
         name = args.name or f"{prefix}-{from_ns(vectors[0].ts_event):%Y%m%d}"  # Sao Paulo date of the data
-        meta = train_model(vectors, int(args.horizon_s * 1e9), args.out, name, seed=args.seed, replace=args.replace)
+        meta = train_model(vectors, int(args.horizon_s * 1e9), args.out, name, seed=args.seed, replace=args.replace,
+                           data_source=args.data_source or source)
     except (ValueError, OSError) as e:
         print(f"train_model: {e}".replace("\n", " "), file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def test_engine_publishes_analytics_and_keeps_flow_state(ray_session, valkey_ser
         ends = g.zmq_endpoints
         assert set(ends) >= {"flow", "footprint", "liquidity", "tape"}
         subs = {name: TickCollector(ends[name], prefix=b"") for name in ("flow", "footprint", "liquidity", "tape")}
-        wait_for(g.feed_finished, timeout=60, what="the simulator to finish")
+        wait_for(lambda: g.feed_finished()[0], timeout=60, what="the simulator to finish")
         time.sleep(0.5)
         final = g.shutdown()
     finally:
@@ -115,7 +115,7 @@ def test_engine_sigkilled_mid_stream_restores_its_windows(ray_session, valkey_se
         before = ray.get(eng.ping.remote())
         os.kill(before["pid"], signal.SIGKILL)
         wait_for(lambda: _ping_new(eng, before["incarnation"]), timeout=60, what="the engine's restart")
-        wait_for(g.feed_finished, timeout=60, what="the simulator to finish")
+        wait_for(lambda: g.feed_finished()[0], timeout=60, what="the simulator to finish")
         ray.get(g.handle("feed").stop.remote())
         ray.get(g.handle("valkey_writer").flush.remote())
         stats = ray.get(eng.stats.remote())

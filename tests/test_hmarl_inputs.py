@@ -1,9 +1,10 @@
 """What the FeatureEngine sends each HMARL receiver (pipelines/hmarl/inputs.py).
 
 The selectors exist for speed, so the claim to check is that a receiver fed the
-selection behaves exactly as one fed everything: the agents give the same
-signals, the coordinator's clock picks the same vectors, the feedback system
-sees every price. The cadence arithmetic is also checked on hand-built cases.
+selection behaves exactly as one fed everything. The decision rounds
+(actors/rounds.py) must not depend on how the engine's output is batched: the
+coordinator's clock picks the same vectors, the feedback system sees every
+price, and each round is chained to exactly the results it may see.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from pipelines.features.engine import SymbolAnalytics
 from pipelines.hmarl.agents import AGENTS
-from pipelines.hmarl.inputs import AgentInputs, DecisionInputs, PriceInputs, selector
+from pipelines.hmarl.inputs import AgentInputs
 from pipelines.messages import FeatureVector, FlowState, LiquidityState, TapeSignal
 from tests.conftest import simulated_events
 
@@ -63,47 +64,96 @@ def test_agents_fed_the_selection_give_the_same_signals(analytics):
         assert sent <= 2 * states
 
 
-def test_decision_inputs_pick_the_first_vector_of_each_period():
-    sel = DecisionInputs(20 * MS)
-    ts = [0, 5 * MS, 19 * MS, 20 * MS, 21 * MS, 59 * MS, 61 * MS, 100 * MS]
-    vs = [vec(i + 1, t) for i, t in enumerate(ts)]
-    liq = LiquidityState(SYM, 22 * MS, 22 * MS, 5, {})
-    picked = sel.select(vs[:5] + [liq]) + sel.select(vs[5:])
-    # boundaries: 0 -> next 20 ms; 20 -> 40; 59 (first after 40) -> 60; 61 -> 80; 100 -> 120
-    assert [m.ts_event for m in picked] == [0, 20 * MS, 22 * MS, 59 * MS, 61 * MS, 100 * MS]
-    assert liq in picked
-    with pytest.raises(ValueError, match="cadence"):
-        DecisionInputs(0)
+class _Ref:
+    def __init__(self, name: str, n: int):
+        self.key = (name, n)
 
 
-def test_decision_inputs_match_the_coordinators_clock(analytics):
-    """Every vector selected is one the coordinator would decide on, and no other."""
+class _RecordingRay:
+    """Just enough of Ray's API for DecisionRounds: every call is recorded, in order, with
+    its arguments (payloads unpickled, ObjectRefs as the (actor, call number) they stand for)."""
+
+    def __init__(self):
+        self.calls: list = []
+        self.n: dict[str, int] = {}
+
+    def get_actor(self, name, namespace):
+        ray = self
+
+        class Handle:
+            def __getattr__(self, method):
+                class Method:
+                    @staticmethod
+                    def remote(*args):
+                        ray.n[name] = ray.n.get(name, 0) + 1
+                        ray.calls.append((name, method, tuple(ray.plain(a) for a in args)))
+                        return _Ref(name, ray.n[name])
+                return Method()
+        return Handle()
+
+    @staticmethod
+    def plain(a):
+        import pickle
+        if isinstance(a, bytes):
+            return tuple(pickle.loads(a))
+        if isinstance(a, list):
+            return tuple(r.key for r in a)
+        return a
+
+    def wait(self, refs, num_returns, timeout):
+        return list(refs), []
+
+    def get(self, ref):
+        return None
+
+
+def _rounds(analytics, chunk: int, every_ns: int):
+    from actors.rounds import DecisionRounds
+
+    ray = _RecordingRay()
+    r = DecisionRounds(ray, "ns", every_ns, 1_000_000, agents=("a1", "a2"), ml="ml", coordinator="coord",
+                       feedback="fb")
+    for i in range(0, len(analytics), chunk):
+        r.on_output(analytics[i:i + chunk])
+    r.close()
+    return ray.calls
+
+
+def test_decision_rounds_do_not_depend_on_the_batching(analytics):
+    """The engine's batches follow the feed's wall-clock micro-batches; the rounds must not."""
     every = 250 * MS
-    sel, picked = DecisionInputs(every), []
-    for i in range(0, len(analytics), 300):
-        picked += [m for m in sel.select(analytics[i:i + 300]) if type(m) is FeatureVector]
-    nxt, expected = 0, []
-    for m in analytics:  # the coordinator's rule, written out here
+    small, large = _rounds(analytics, 7, every), _rounds(analytics, 997, every)
+    assert repr(small) == repr(large)  # repr: states hold NaN while they warm up, and NaN != NaN
+    # The coordinator decides on exactly the vectors of the decision clock, written out here.
+    nxt, boundaries = 0, []
+    for m in analytics:
         if type(m) is FeatureVector and m.ts_event >= nxt:
-            expected.append(m.seq)
+            boundaries.append(m)
             nxt = (m.ts_event // every + 1) * every
-    assert [m.seq for m in picked] == expected and len(expected) > 100
+    coord = [args for name, method, args in small if name == "coord"]
+    assert len(boundaries) > 100 and repr([args[0][-1] for args in coord]) == repr(boundaries)
+    assert all(type(m) in (FlowState, LiquidityState) for args in coord for m in args[0][:-1])
+    # Every trade price reaches the feedback system once, in order.
+    prices = [p for name, _m, args in small if name == "fb" for p in args[0]]
+    assert prices == [(m.ts_event, m.price) for m in analytics if type(m) is FeatureVector]
+    # The agents read what AgentInputs selects from the whole stream, in order.
+    got = [m for name, _m, args in small if name == "a1" for m in args[0]]
+    assert repr(got) == repr(AgentInputs().select(analytics))
 
 
-def test_price_inputs_send_every_price_in_chunks(analytics):
-    sel, chunks = PriceInputs(100 * MS), []
-    for i in range(0, len(analytics), 50):
-        got = sel.select(analytics[i:i + 50])
-        if got:
-            chunks.append(got)
-    flat = [p for c in chunks for p in c] + sel.flush()
-    assert flat == [(m.ts_event, m.price) for m in analytics if type(m) is FeatureVector]
-    assert all(c[-1][0] - c[0][0] >= 100 * MS for c in chunks)
-    assert len(chunks) > 10
-    assert sel.flush() == []  # nothing held twice
-
-
-def test_selector_names_the_kinds():
-    assert isinstance(selector("agent", MS), AgentInputs)
-    with pytest.raises(ValueError, match="agent, decision, prices"):
-        selector("everything", MS)
+def test_decision_rounds_chain_each_round_to_the_results_it_may_see(analytics):
+    calls = _rounds(analytics[:3000], 50, 250 * MS)
+    rounds = [c for c in calls if c[0] == "coord"]
+    assert len(rounds) >= 3
+    # Round k (1-based call numbers): agents get F(k-1); feedback gets the voters of round k and D(k-1);
+    # the coordinator gets the voters of round k and F(k-1).
+    k = 3
+    agent_k = [c for c in calls if c[0] == "a1"][k - 1]
+    fb_k = [c for c in calls if c[0] == "fb"][k - 1]
+    coord_k = rounds[k - 1]
+    voters_k = (("a1", k), ("a2", k), ("ml", k))
+    assert agent_k[2][1] == (("fb", k - 1),)
+    assert fb_k[2][1:] == (voters_k, (("coord", k - 1),))
+    assert coord_k[2][1:] == (voters_k, (("fb", k - 1),))
+    with pytest.raises(ValueError, match="cadence"):
+        _rounds([], 1, 0)

@@ -12,6 +12,7 @@ import bisect
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -26,7 +27,9 @@ from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.hmarl.ml import (
     ENGINE_FEATURE_HASH,
     MLModel,
+    data_kind,
     feature_hash,
+    instrument_root,
     label_vectors,
     read_registry,
     register_model,
@@ -293,7 +296,141 @@ def test_cli_trains_and_registers(tmp_path, capsys):
     rc = cli.main(["--simulator-events", "8000", "--rate", "60", "--horizon-s", "5", "--out", str(tmp_path)])
     meta = json.loads(capsys.readouterr().out)
     assert rc == 0 and meta["name"] == "sim-20261123" and meta["feature_hash"] == ENGINE_FEATURE_HASH
-    assert read_registry(tmp_path)["current"] == "sim-20261123" and (tmp_path / "sim-20261123.ubj").exists()
+    assert (meta["instrument_root"], meta["data_source"], meta["data_kind"]) == ("WDO", "simulator", "simulated")
+    registry = read_registry(tmp_path)
+    assert registry["current"] == "sim-20261123" and (tmp_path / "sim-20261123.ubj").exists()
+    assert [(v["name"], v["instrument_root"], v["data_source"]) for v in registry["versions"]] == [
+        ("sim-20261123", "WDO", "simulator")]
     assert MLModel(tmp_path).load_latest()
     rc = cli.main(["--simulator-events", "8000", "--rate", "60", "--horizon-s", "5", "--out", str(tmp_path)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+# -- the market a model was trained on ------------------------------------------------
+
+
+def test_instrument_roots_and_data_kinds():
+    got = {s: instrument_root(s) for s in ("WDOZ26", "WINZ26", "WDOFUT", "WINFUT", "ESH22", "ESZ5", "DOLF27", "DI1F27",
+                                           "CLF3", "WIN", "PETR4")}
+    assert got == {"WDOZ26": "WDO", "WINZ26": "WIN", "WDOFUT": "WDO", "WINFUT": "WIN", "ESH22": "ES", "ESZ5": "ES",
+                   "DOLF27": "DOL", "DI1F27": "DI1", "CLF3": "CL", "WIN": "WIN", "PETR4": "PETR4"}
+    assert [data_kind(s) for s in ("simulator", "replay", "profitdll", "bridge", "cme_es", None)] == [
+        "simulated", "real", "real", "real", "real", None]
+
+
+@pytest.fixture(scope="module")
+def sim_wdo(vectors, tmp_path_factory) -> Path:
+    """A small real model of simulated WDO (10 trees), as scripts/train_model.py --simulator-events records it."""
+    out = tmp_path_factory.mktemp("sim_wdo")
+    meta = train_model(vectors, HORIZON, out, "wdo-sim", params={"num_boost_round": 10}, data_source="simulator")
+    assert (meta["instrument_root"], meta["data_source"], meta["data_kind"]) == ("WDO", "simulator", "simulated")
+    return out
+
+
+def batches(vectors, symbol: str, n: int = 3) -> list[list[FeatureVector]]:
+    """n one-vector analytics batches of ``symbol`` (the simulator's vectors relabelled)."""
+    return [[v._replace(symbol=symbol)] for v in vectors[-n:]]
+
+
+def votes(ml: MLModel, vectors, symbol: str) -> int:
+    return sum(len(ml.on_analytics(b)) for b in batches(vectors, symbol))
+
+
+def ml_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "quantumtrader.ml" and r.levelno >= logging.WARNING]
+
+
+def test_a_wdo_simulator_model_abstains_on_es_and_says_so_once(vectors, sim_wdo, caplog):
+    caplog.set_level(logging.INFO, logger="quantumtrader.ml")
+    ml = MLModel(sim_wdo, symbol="ESH22", feed_source="replay")
+    assert ml.load_latest() is True  # loaded (it is a good model), but not for this market
+    assert votes(ml, vectors, "ESH22") == 0
+    s = ml.stats()
+    want = ("model wdo-sim v1 was trained on WDO (simulator), ESH22 is ES from replay; retrain on this market, "
+            "or set hmarl.ml_allow_other_market: true to use it anyway")
+    assert (s["abstain_reason"], s["abstained"], s["signals"], s["predictions"]) == (want, 3, 0, 0)
+    assert (s["model"], s["model_market"], s["symbol"], s["feed_source"]) == (
+        "wdo-sim", "WDO (simulator)", "ESH22", "replay")
+    assert ml_lines(caplog) == [f"ml:ESH22 abstains: {want}"]  # one line, at load, not one per batch
+    assert ml.maybe_reload() is False and ml_lines(caplog) == [f"ml:ESH22 abstains: {want}"]
+
+
+def test_allow_other_market_votes_anyway_and_logs_it_once(vectors, sim_wdo, caplog):
+    caplog.set_level(logging.INFO, logger="quantumtrader.ml")
+    ml = MLModel(sim_wdo, symbol="ESH22", feed_source="replay", allow_other_market=True)
+    ml.load_latest()
+    assert votes(ml, vectors, "ESH22") == 3
+    assert ml.stats()["abstain_reason"] is None and ml.stats()["signals"] == 3
+    [line] = ml_lines(caplog)
+    assert line.startswith("ml:ESH22 votes on another market: model wdo-sim v1 was trained on WDO (simulator), "
+                           "ESH22 is ES from replay") and "hmarl.ml_allow_other_market is true" in line
+
+
+def test_the_same_market_votes(vectors, sim_wdo, caplog):
+    caplog.set_level(logging.INFO, logger="quantumtrader.ml")
+    for feed_source in ("simulator", None):  # the simulator's WDOZ26; an unknown feed compares roots only
+        ml = MLModel(sim_wdo, symbol=SYM, feed_source=feed_source)
+        ml.load_latest()
+        assert votes(ml, vectors, SYM) == 3
+        s = ml.stats()
+        assert (s["abstain_reason"], s["abstained"], s["signals"]) == (None, 0, 3)
+    assert ml_lines(caplog) == []
+    ml = MLModel(sim_wdo, symbol="WDOF27", feed_source="simulator")  # another WDO contract: the same market
+    ml.load_latest()
+    assert votes(ml, vectors, "WDOF27") == 3
+
+
+def test_a_simulated_model_abstains_on_real_data_of_its_instrument(vectors, sim_wdo):
+    ml = MLModel(sim_wdo, symbol=SYM, feed_source="profitdll")
+    ml.load_latest()
+    assert votes(ml, vectors, SYM) == 0
+    reason = ml.stats()["abstain_reason"]
+    assert reason.startswith("model wdo-sim v1 was trained on simulated WDO data (simulator), "
+                             "WDOZ26 is real WDO data from profitdll;")
+
+
+def test_without_a_symbol_each_vector_says_which_market_it_is(vectors, sim_wdo):
+    ml = MLModel(sim_wdo)  # the call MLActor made before markets were recorded
+    ml.load_latest()
+    assert votes(ml, vectors, SYM) == 3
+    assert votes(ml, vectors, "ESH22") == 0
+    assert "ESH22 is ES" in ml.stats()["abstain_reason"] and ml.stats()["symbol"] == "ESH22"
+
+
+def test_a_registry_entry_without_a_market_abstains(vectors, sim_wdo, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="quantumtrader.ml")
+    meta = json.loads((sim_wdo / "wdo-sim.json").read_text())
+    for key in ("instrument_root", "data_source", "data_kind"):
+        del meta[key]  # a model trained before markets were recorded
+    meta["name"] = "old"
+    shutil.copy(sim_wdo / "wdo-sim.ubj", tmp_path / "old.ubj")
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    register_model(tmp_path, "old")
+    [entry] = read_registry(tmp_path)["versions"]
+    assert (entry["instrument_root"], entry["data_source"]) == (None, None)
+
+    ml = MLModel(tmp_path, symbol=SYM, feed_source="simulator")
+    assert ml.load_latest()
+    assert votes(ml, vectors, SYM) == 0
+    reason = ml.stats()["abstain_reason"]
+    assert reason.startswith("model old v1 has no market recorded") and "WDOZ26 is WDO from simulator" in reason
+    assert ml_lines(caplog) == [f"ml:WDOZ26 abstains: {reason}"]
+    allowed = MLModel(tmp_path, symbol=SYM, feed_source="simulator", allow_other_market=True)
+    allowed.load_latest()
+    assert votes(allowed, vectors, SYM) == 3
+    # Registering a model of this market ends the abstention at the next reload.
+    install(sim_wdo, "wdo-sim", tmp_path, "wdo-again")
+    assert ml.maybe_reload() is True
+    assert votes(ml, vectors, SYM) == 3 and ml.stats()["abstain_reason"] is None
+
+
+def test_training_records_one_market(vectors, tmp_path):
+    half = len(vectors) // 2
+    mixed = vectors[:half] + [v._replace(symbol="WINZ26") for v in vectors[half:]]
+    with pytest.raises(ValueError, match=r"several instruments \(WDO, WIN\)"):
+        train_model(mixed, HORIZON, tmp_path, "mixed")
+    meta = train_model(mixed, HORIZON, tmp_path, "mixed", market_root="wdo", data_source="replay",
+                       params={"num_boost_round": 5})
+    assert (meta["instrument_root"], meta["data_source"], meta["data_kind"]) == ("WDO", "replay", "real")
+    with pytest.raises(ValueError, match="data_source 'sim'"):
+        train_model(vectors, HORIZON, tmp_path, "typo", data_source="sim")

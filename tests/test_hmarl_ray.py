@@ -144,8 +144,9 @@ def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ra
     actor = ray.remote(FeedbackActor).options(name=f"feedback:{sym}", namespace=ns, num_cpus=0,
                                               max_restarts=-1).remote(sym, HmarlConfig(), ns, ("order_flow",), url)
     try:
-        ray.get(actor.track.remote(tracked))
-        assert ray.get(actor.on_analytics.remote([(t0 + 3 * NS_PER_S, 5400.0)])) == 0  # nothing due yet
+        # A round hands over the voters' and the coordinator's results as ObjectRefs.
+        signals, decisions = ray.put(tracked[:2]), ray.put([tracked[2]])
+        assert ray.get(actor.on_round.remote([(t0 + 3 * NS_PER_S, 5400.0)], [signals], [decisions])) == ([], [])
         wait_for(lambda: client.hlen(pending_key) == 3, timeout=30, what="the pending outcomes in Valkey")
         before = ray.get(actor.ping.remote())
         os.kill(before["pid"], signal.SIGKILL)

@@ -306,6 +306,10 @@ class BridgeClient:
                 return
             try:
                 events = P.decode_rows(msg.stream, msg.rows)
+            except P.BadRows as e:  # the good rows go on; each bad one as a Malformed the Validator counts
+                self.bad_messages += 1
+                self._error(str(e), self.bad_messages)
+                events = e.events
             except P.ProtocolError as e:  # its seqs become a gap, resynced like a lost batch
                 self.bad_messages += 1
                 self._error(str(e), self.bad_messages)
@@ -472,7 +476,12 @@ class BridgeClient:
         a, b = st.gap
         before = st.next_seq
         try:
-            events = P.decode_rows(st.name, rep["rows"])
+            try:
+                events = P.decode_rows(st.name, rep["rows"])
+            except P.BadRows as e:  # as for a batch: the good rows are kept, the bad ones counted
+                self.bad_messages += 1
+                self._error(str(e), self.bad_messages)
+                events = e.events
             first = int(rep["first_seq"])
             if rep.get("gone"):
                 self.resyncs_gone += 1

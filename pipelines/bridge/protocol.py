@@ -36,11 +36,13 @@ the bridge's ring; when ``from_seq`` has already left the ring the reply says
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, NamedTuple
 
 import orjson
 
 from pipelines.messages import BookSnapshot, BookUpdate, Event, Trade
+from pipelines.validation import Malformed
 
 VERSION = 1
 
@@ -109,27 +111,81 @@ def encode_rows(events: Iterable[Event]) -> list[tuple]:
 _new = tuple.__new__
 
 
+class BadRows(ProtocolError):
+    """Some rows of a batch are malformed; the others decoded. ``events`` holds one entry per
+    row, in order: the decoded events, and a :class:`~pipelines.validation.Malformed` in place
+    of each bad row (so the i-th entry still has seq ``first_seq + i``); ``bad`` counts them."""
+
+    def __init__(self, message: str, events: list, bad: int):
+        super().__init__(message)
+        self.events = events
+        self.bad = bad
+
+
+def _bad_row(stream: str, r: Any, err: Exception | None) -> Malformed:
+    """The placeholder of a malformed row, saying what is wrong with it (never raises)."""
+    try:
+        if type(r) is not list and type(r) is not tuple:
+            detail = f"a {type(r).__name__}, not a list"
+        elif not (r and type(r[0]) is int and r[0] in _ROW_LEN and len(r) == _ROW_LEN[r[0]]):
+            detail = f"kind {repr(r[0])[:20] if r else None} with {len(r)} values"
+        elif type(r[2]) is not int:
+            detail = f"ts_recv {repr(r[2])[:30]} is not an integer"
+        else:
+            detail = f"{type(err).__name__}: {str(err)[:80]}"
+    except Exception as e:
+        detail = f"unreadable row ({type(e).__name__})"
+    return Malformed(stream, 0, time.time_ns(), 0, f"bad event row in stream {stream}: {detail}")
+
+
 def decode_rows(stream: str, rows: list) -> list[Event]:
-    """Events from wire rows, ``seq=0``. Raises :class:`ProtocolError` on a malformed row."""
-    out: list[Event] = []
+    """Events from wire rows, ``seq=0``, one per row, in order.
+
+    Only each row's *shape* is checked here (a list led by an int kind code, that kind's
+    length, an int ``ts_recv``, book arrays that make tuples): field values are the
+    Validator's job, so a well-shaped row holding a None or a str decodes to an event the
+    Validator rejects, counted by reason. ``ts_recv`` is checked because the client reads
+    it itself (feed lag).
+
+    A row of the wrong shape raises :class:`BadRows`, a :class:`ProtocolError` that still
+    carries every row's result, a :class:`~pipelines.validation.Malformed` standing in for
+    each bad row. A caller that drops the batch on a ProtocolError stays correct; the
+    BridgeClient delivers ``err.events`` instead, so the good rows are not lost and the bad
+    ones are counted by the Validator (``bad_row``). ``rows`` not a list at all: a plain
+    :class:`ProtocolError`.
+    """
+    if type(rows) is not list and type(rows) is not tuple:
+        raise ProtocolError(f"bad event rows in stream {stream}: a {type(rows).__name__}, not a list")
+    out: list = []
     append = out.append
     trade_len, book_len, update_len = _ROW_LEN[0], _ROW_LEN[1], _ROW_LEN[2]
-    try:
-        for r in rows:
-            code = r[0]
-            n = len(r)
-            # tuple.__new__ skips the NamedTuple's Python __new__ (half the cost);
-            # the length checks keep a short or long row from making a wrong event.
-            if code == 1 and n == book_len:
-                append(_new(BookSnapshot, (stream, r[1], r[2], 0, tuple(r[3]), tuple(r[4]), tuple(r[5]), tuple(r[6]))))
-            elif code == 0 and n == trade_len:
-                append(_new(Trade, (stream, r[1], r[2], 0, *r[3:])))
-            elif code == 2 and n == update_len:
-                append(_new(BookUpdate, (stream, r[1], r[2], 0, *r[3:])))
-            else:
-                raise ProtocolError(f"bad event row in stream {stream}: kind {code!r} with {n} values")
-    except (TypeError, IndexError, KeyError) as e:
-        raise ProtocolError(f"bad event row in stream {stream}: {type(e).__name__}: {e}") from None
+    bad: list[int] = []
+    for r in rows:
+        try:
+            if type(r) is list or type(r) is tuple:
+                code = r[0]
+                n = len(r)
+                # Exact int kind code and ts_recv: True == 1 and 1.0 == 1 would pass an == test.
+                # tuple.__new__ skips the NamedTuple's Python __new__ (half the cost); the length
+                # checks keep a short or long row from making a wrong event.
+                if type(code) is int and type(r[2]) is int:
+                    if code == 1 and n == book_len:
+                        append(_new(BookSnapshot, (stream, r[1], r[2], 0, tuple(r[3]), tuple(r[4]), tuple(r[5]), tuple(r[6]))))
+                        continue
+                    if code == 0 and n == trade_len:
+                        append(_new(Trade, (stream, r[1], r[2], 0, *r[3:])))
+                        continue
+                    if code == 2 and n == update_len:
+                        append(_new(BookUpdate, (stream, r[1], r[2], 0, *r[3:])))
+                        continue
+            err = None
+        except Exception as e:  # IndexError (short row), TypeError (a book array that is a number)...
+            err = e
+        bad.append(len(out))
+        append(_bad_row(stream, r, err))
+    if bad:
+        more = f" (and {len(bad) - 1} more of {len(out)} rows)" if len(bad) > 1 else ""
+        raise BadRows(out[bad[0]].detail + more, out, len(bad))
     return out
 
 

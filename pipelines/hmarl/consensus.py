@@ -335,6 +335,13 @@ class Coordinator:
             "signals": [to_dict(s) for s in self._latest.values()],
         }
 
+    def new_account(self) -> None:
+        """A fresh paper account (a new run): flat, no P&L, no fill seen, no signal held;
+        the learned weights stay."""
+        self._position, self._avg_price, self._realized = 0, 0.0, 0.0
+        self._last_applied_seq = None
+        self._latest.clear()
+
     def load_state(self, d: dict) -> None:
         """Restore :meth:`state`. Saved weights of voters no longer configured are
         dropped; voters new since keep their initial weight; then renormalized and floored."""

@@ -10,13 +10,27 @@ Three parts, no Ray:
 - :class:`MLModel` loads the newest registered model (refusing one whose
   features do not match the engine's), reloads when a newer one is
   registered, and turns the last feature vector of each analytics batch into
-  a :class:`Signal`.
+  a :class:`Signal` - if the model was trained on the market it serves.
 
 Model directory layout (default ``models/`` at the repository root)::
 
     <name>.ubj      the Booster (``save_model``; it carries its feature names)
     <name>.json     metadata (see :func:`train_model`)
-    registry.json   {"current": "<name>", "versions": [{"name", "version", "feature_hash", "created_ts"}, ...]}
+    registry.json   {"current": "<name>", "versions": [{"name", "version", "feature_hash", "created_ts",
+                                                        "instrument_root", "data_source"}, ...]}
+
+Market: a model is trained on one market, recorded as ``instrument_root``
+(``WDO``, ``WIN``, ``ES``: :func:`instrument_root` of the symbols) and
+``data_source`` (where the data came from: ``simulator``, ``replay``,
+``profitdll``, ``bridge``, ``cme_es``, ``profit_csv``; see
+:data:`DATA_SOURCES`). Two markets are the same when the roots are equal and
+both data are simulated or both real (:func:`data_kind`: ``simulator`` is
+simulated, every other source is real market data, a replay included). An
+unknown side (no ``data_source`` recorded, no feed source given) leaves only
+the roots compared; a model with no root recorded (trained before roots were
+recorded) is of an unknown market. :class:`MLModel` serving another or an
+unknown market abstains, says why once in the log and in ``stats()``
+(``abstain_reason``), unless ``allow_other_market``.
 
 The registry is an explicit pointer rather than "highest version found in the
 directory" so that a rollback is one edit of ``current`` and a half-written
@@ -47,6 +61,7 @@ import xgboost as xgb
 
 from pipelines.features.catalog import catalog_entries
 from pipelines.features.engine import VECTOR_NAMES
+from pipelines.instruments import UnknownInstrument, instrument_for
 from pipelines.messages import FeatureVector, Signal
 
 log = logging.getLogger("quantumtrader.ml")
@@ -72,6 +87,43 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class ModelMismatch(ValueError):
     """A registered model was trained on other features than the engine computes."""
+
+
+# -- markets --------------------------------------------------------------------------
+
+# Where training data (metadata ``data_source``) or served data (``feed.source``) come from.
+SIMULATED_SOURCES = frozenset({"simulator"})
+DATA_SOURCES = SIMULATED_SOURCES | {"replay", "profitdll", "bridge", "cme_es", "profit_csv"}
+ALLOW_KEY = "hmarl.ml_allow_other_market"
+_CONTRACT_RE = re.compile(r"^([A-Z0-9]+?)[FGHJKMNQUVXZ]\d{1,2}$")  # root + month letter + year: CLF3, DI1F27
+
+
+def instrument_root(symbol: str) -> str:
+    """The instrument a symbol is a contract of: ``WDOZ26`` -> ``WDO``, ``WDOFUT`` -> ``WDO``,
+    ``ESH22`` -> ``ES``. Known specifications first (``pipelines.instruments``), then the
+    futures code pattern (root + month letter + year digits), else the symbol itself."""
+    code = symbol.strip().upper()
+    if code.endswith("FUT") and len(code) > 3:
+        code = code[:-3]
+    try:
+        return instrument_for(code).root
+    except UnknownInstrument:
+        pass
+    m = _CONTRACT_RE.match(code)
+    return m.group(1) if m else code
+
+
+def data_kind(source: str | None) -> str | None:
+    """``simulated`` for the simulator, ``real`` for any other source (recorded or live market data,
+    a replay included: the recorder cannot tell a simulated session from a real one), None unknown."""
+    if not source:
+        return None
+    return "simulated" if source in SIMULATED_SOURCES else "real"
+
+
+def market_text(root: str | None, source: str | None) -> str:
+    """``WDO (simulator)``: how logs and stats name a model's market."""
+    return f"{root or 'an unrecorded market'} ({source or 'unknown source'})"
 
 
 # -- feature fingerprint ------------------------------------------------------------
@@ -198,7 +250,8 @@ def register_model(model_dir: str | Path, name: str) -> int:
     meta["registered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # for operators; not used
     _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
     registry["versions"].append({"name": name, "version": version, "feature_hash": meta.get("feature_hash"),
-                                 "created_ts": meta.get("created_ts")})
+                                 "created_ts": meta.get("created_ts"), "instrument_root": meta.get("instrument_root"),
+                                 "data_source": meta.get("data_source")})
     registry["current"] = name
     _write_atomic(model_dir / REGISTRY_FILE, json.dumps(registry, indent=2).encode())
     return version
@@ -206,7 +259,8 @@ def register_model(model_dir: str | Path, name: str) -> int:
 
 def train_model(data: list[FeatureVector] | pd.DataFrame, horizon_ns: int, out_dir: str | Path, name: str,
                 params: dict[str, Any] | None = None, seed: int = 0, *, test_fraction: float = 0.25,
-                feature_names: Sequence[str] | None = None, replace: bool = False) -> dict[str, Any]:
+                feature_names: Sequence[str] | None = None, replace: bool = False, data_source: str | None = None,
+                market_root: str | None = None) -> dict[str, Any]:
     """Train, score out of sample, save and register a model; returns its metadata.
 
     Rows are put in time order; the last ``test_fraction`` of the labelled rows
@@ -223,7 +277,12 @@ def train_model(data: list[FeatureVector] | pd.DataFrame, horizon_ns: int, out_d
     informational only), feature_names, feature_hash, training_window and
     test_window ({start_ns, end_ns, rows}), label, horizon_ns, metrics (auc,
     logloss, accuracy, rows_train, rows_test, up_rate_train, up_rate_test),
-    params, num_boost_round, seed, xgboost_version."""
+    params, num_boost_round, seed, symbols, xgboost_version, and the market:
+    instrument_root (``market_root``, else the one :func:`instrument_root` of
+    the data's symbols; None for data without symbols), data_source (where
+    the data came from, one of :data:`DATA_SOURCES`; None = not said) and
+    data_kind (:func:`data_kind` of it). Data of several instruments is
+    refused unless ``market_root`` names the one to record."""
     if horizon_ns <= 0:
         raise ValueError(f"horizon_ns must be positive, got {horizon_ns}")
     if not 0 < test_fraction < 1:
@@ -234,7 +293,20 @@ def train_model(data: list[FeatureVector] | pd.DataFrame, horizon_ns: int, out_d
     if not replace and ((out_dir / f"{name}.ubj").exists() or (out_dir / f"{name}.json").exists()):
         raise FileExistsError(f"model {name!r} already exists in {out_dir}; pick another name or replace=True")
 
+    if data_source is not None and data_source not in DATA_SOURCES:
+        raise ValueError(f"data_source {data_source!r}: expected one of {', '.join(sorted(DATA_SOURCES))}")
+
     names, symbols, ts, price, X = _columns(data, feature_names)
+    roots = sorted({instrument_root(str(s)) for s in pd.unique(symbols) if s})
+    if market_root is not None:
+        root: str | None = market_root.strip().upper()
+        if not root:
+            raise ValueError("market_root must be a non-empty instrument root like WDO")
+    elif len(roots) > 1:
+        raise ValueError(f"the data holds several instruments ({', '.join(roots)}): train one model per market, "
+                         f"or pass market_root to record one")
+    else:
+        root = roots[0] if roots else None
     labels = price_labels(symbols, ts, price, horizon_ns)
     keep = np.flatnonzero(~np.isnan(labels))
     keep = keep[np.argsort(ts[keep], kind="stable")]
@@ -274,6 +346,9 @@ def train_model(data: list[FeatureVector] | pd.DataFrame, horizon_ns: int, out_d
         "num_boost_round": rounds,
         "seed": seed,
         "symbols": sorted(str(s) for s in pd.unique(symbols)),
+        "instrument_root": root,
+        "data_source": data_source,
+        "data_kind": data_kind(data_source),
         "xgboost_version": xgb.__version__,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,12 +382,26 @@ class MLModel:
     ``min_edge``: a batch whose ``|2p - 1|`` is below it gives no signal
     (counted as ``below_edge``). ``horizon_ns`` is the horizon the signal is
     scored on; the model's own training horizon is in :meth:`stats`.
-    Call :meth:`maybe_reload` on the caller's cadence; it costs one ``stat``."""
+    Call :meth:`maybe_reload` on the caller's cadence; it costs one ``stat``.
+
+    Market (see the module docstring): ``symbol`` is the symbol served (None:
+    each vector's own symbol), ``feed_source`` the ``feed.source`` its data
+    comes from (None: unknown, only instrument roots are compared). A model
+    of another or an unknown market gives no signal (counted as
+    ``abstained``) and one log line per model and symbol, its reason in
+    ``stats()["abstain_reason"]``; ``allow_other_market`` (config
+    ``hmarl.ml_allow_other_market``) lets it vote anyway, logged once too."""
 
     def __init__(self, model_dir: str | Path = DEFAULT_MODEL_DIR, *, expected_hash: str = ENGINE_FEATURE_HASH,
                  expected_names: Sequence[str] = VECTOR_NAMES, agent_id: str = "ml",
-                 horizon_ns: int = 60 * 10**9, min_edge: float = 0.0):
+                 horizon_ns: int = 60 * 10**9, min_edge: float = 0.0, symbol: str | None = None,
+                 feed_source: str | None = None, allow_other_market: bool = False):
         self.model_dir = Path(model_dir)
+        self.symbol = symbol
+        self.feed_source = feed_source
+        self.allow_other_market = allow_other_market
+        self._abstain: dict[str, str | None] = {}  # symbol -> reason the loaded model abstains on it (None: votes)
+        self._last_symbol = symbol
         self.expected_hash = expected_hash
         self.expected_names = tuple(expected_names)
         self.agent_id = agent_id
@@ -376,7 +465,11 @@ class MLModel:
         self.booster, self.meta, self.error = booster, meta, None
         self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._counts["reloads"] += 1
-        log.info("ML model %s v%s loaded (feature_hash %s)", name, meta.get("version"), meta.get("feature_hash"))
+        self._abstain.clear()
+        log.info("ML model %s v%s loaded (feature_hash %s, market %s)", name, meta.get("version"),
+                 meta.get("feature_hash"), market_text(meta.get("instrument_root"), meta.get("data_source")))
+        if self.symbol is not None:
+            self.abstain_reason(self.symbol)  # say it now, not at the first vector
         return True
 
     def _fail(self, message: str, counter: str) -> bool:
@@ -394,6 +487,43 @@ class MLModel:
             return False
         before = _identity(self.meta)
         return self.load_latest() and _identity(self.meta) != before
+
+    # -- market -------------------------------------------------------------------
+
+    def market_mismatch(self, symbol: str) -> str | None:
+        """Why the loaded model's market is not ``symbol``'s (None: the same market, or no model)."""
+        if self.meta is None:
+            return None
+        meta = self.meta
+        model = f"{meta.get('name')} v{meta.get('version')}"
+        root, source = meta.get("instrument_root"), meta.get("data_source")
+        want = instrument_root(symbol)
+        serving = f"{symbol} is {want}" + (f" from {self.feed_source}" if self.feed_source else "")
+        if not root:
+            return (f"model {model} has no market recorded (trained before markets were recorded, or on data "
+                    f"without symbols), {serving}")
+        if root != want:
+            return f"model {model} was trained on {market_text(root, source)}, {serving}"
+        trained_kind, served_kind = data_kind(source), data_kind(self.feed_source)
+        if trained_kind and served_kind and trained_kind != served_kind:
+            return (f"model {model} was trained on {trained_kind} {root} data ({source}), "
+                    f"{symbol} is {served_kind} {want} data from {self.feed_source}")
+        return None
+
+    def abstain_reason(self, symbol: str) -> str | None:
+        """Why the voter abstains on ``symbol`` with the loaded model (None: it votes). Logged once
+        per model and symbol, and once too when ``allow_other_market`` overrides a mismatch."""
+        if symbol in self._abstain:
+            return self._abstain[symbol]
+        mismatch = self.market_mismatch(symbol)
+        reason = None
+        if mismatch is not None and self.allow_other_market:
+            log.warning("%s:%s votes on another market: %s (%s is true)", self.agent_id, symbol, mismatch, ALLOW_KEY)
+        elif mismatch is not None:
+            reason = f"{mismatch}; retrain on this market, or set {ALLOW_KEY}: true to use it anyway"
+            log.warning("%s:%s abstains: %s", self.agent_id, symbol, reason)
+        self._abstain[symbol] = reason
+        return reason
 
     # -- inference ----------------------------------------------------------------
 
@@ -424,6 +554,11 @@ class MLModel:
         if self.booster is None:
             self._counts["abstained"] += 1
             return []
+        symbol = self.symbol if self.symbol is not None else vector.symbol
+        self._last_symbol = symbol
+        if self.abstain_reason(symbol) is not None:
+            self._counts["abstained"] += 1
+            return []
         try:
             p = self.predict([vector])[0]
         except (ValueError, xgb.core.XGBoostError) as e:  # other names, or values that do not fit them
@@ -441,6 +576,11 @@ class MLModel:
 
     def stats(self) -> dict[str, Any]:
         meta = self.meta or {}
+        sym = self._last_symbol
+        market = market_text(meta.get("instrument_root"), meta.get("data_source")) if self.meta else None
         return {"model": meta.get("name"), "version": meta.get("version"), "feature_hash": meta.get("feature_hash"),
                 "model_horizon_ns": meta.get("horizon_ns"), "loaded_at": self.loaded_at, "error": self.error,
+                "model_market": market,
+                "symbol": sym, "feed_source": self.feed_source, "allow_other_market": self.allow_other_market,
+                "abstain_reason": self._abstain.get(sym) if sym is not None else None,
                 **self._counts}

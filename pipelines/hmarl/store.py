@@ -159,6 +159,16 @@ redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
 """
 
+# A decision is made once: a second one under the same id (a round run again after the
+# coordinator restarted, with its saved state a little behind) is not recorded twice.
+# KEYS: record, stream   ARGV: blob, ttl_s, channel, event_ms, maxlen
+_RECORD_ONCE_LUA = _APPEND_LUA + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+append(KEYS[2], ARGV[4], ARGV[5], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+"""
+
 # KEYS: record, stream, performance
 # ARGV: blob, ttl_s, channel, event_ms, maxlen, hit ('1' | '0' | ''), reward, reward^2, pnl, ts_event
 # Sums arrive as Python repr text and go straight to HINCRBYFLOAT: Lua never rounds them.
@@ -326,13 +336,14 @@ class HmarlStore:
     # -- decisions ----------------------------------------------------------------------
 
     def store_decision(self, decision: Decision | dict) -> None:
-        """SET (TTL) + XADD + PUBLISH on ``hmarl:decisions:stream``, queued; also cached locally."""
+        """SET NX (TTL) + XADD + PUBLISH on ``hmarl:decisions:stream``, queued; also cached locally.
+        Once per decision id: the first one stored wins."""
         try:
             d, blob = _encode(decision, Decision)
             decision_id, ms = _name(d, "decision_id"), _event_ns(d) // _NS_PER_MS
         except _BadInput as e:
             return self._reject("decision", e)
-        self._wb.submit([("EVAL", _RECORD_LUA, 2, decision_key(decision_id), DECISIONS_STREAM,
+        self._wb.submit([("EVAL", _RECORD_ONCE_LUA, 2, decision_key(decision_id), DECISIONS_STREAM,
                           blob, self.ttl.decision_s, DECISIONS_CHANNEL, ms, self._maxlen)])
         if self._cache_size:
             with self._lock:
