@@ -85,9 +85,11 @@ class FeedActor:
         # The loop thread and actor calls (set_routes, stats) share the route tables.
         self._lock = threading.RLock()
 
+        self._start_positions: dict[str, dict[str, int]] = {}
         seq, last_ns = self._resume_points(valkey_url, routes)
         self.seq = seq
         self.set_routes(routes)
+        self._refill_from_storage(valkey_url)
         self.source = make_source(cfg, resume_after_ns=last_ns)
         if autostart:
             self.start()
@@ -119,6 +121,7 @@ class FeedActor:
             except Exception as e:
                 log.warning("feed: no position from %s: %s", name, e)
                 continue
+            self._start_positions[name] = pos
             for s, p in pos.items():
                 if s in seq:
                     seq[s] = max(seq[s], p)
@@ -131,6 +134,36 @@ class FeedActor:
             log.error("feed: the previous feed died before storing %s event(s) that others had seen",
                       ", ".join(f"{n} of {s}" for s, n in self.unpersisted.items()))
         return seq, last_ns
+
+    def _refill_from_storage(self, valkey_url: str | None) -> None:
+        """After a restart: a destination behind what storage holds (the previous feed died
+        with its events in flight, or skipped it while it lagged) gets them from Valkey.
+        They go into the resend window and the destination is caught up from there first."""
+        if not valkey_url:
+            return
+        stored_upto = {s: self._start_positions.get("valkey_writer", {}).get(s, 0) for s in self.symbols}
+        behind = {name: {s: p for s, p in pos.items() if s in stored_upto and p < stored_upto[s]}
+                  for name, pos in self._start_positions.items() if name in self.routes}
+        behind = {name: syms for name, syms in behind.items() if syms}
+        if not behind:
+            return
+        from actors.buffers import open_store
+
+        try:
+            store = open_store(valkey_url, self.cfg.valkey.password_env)
+            for s in self.symbols:
+                lowest = min((syms[s] for syms in behind.values() if s in syms), default=None)
+                if lowest is not None:
+                    events, complete = store.after_seq(s, lowest, self.window.capacity)
+                    if not complete:
+                        self.window.unrecoverable += 1
+                    self.window.extend(events)
+        except Exception as e:
+            log.error("feed: could not refill behind destinations from Valkey: %s", e)
+            return
+        for name in behind:
+            self.behind[name] = 0
+        log.warning("feed: %s behind storage after the restart; catching up from Valkey", ", ".join(sorted(behind)))
 
     def set_routes(self, routes: list[Route]) -> None:
         """Install destinations. A route seen for the first time starts at its own position."""

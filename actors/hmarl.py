@@ -292,6 +292,8 @@ class CoordinatorActor(_HmarlActor):
         if self.store is not None:
             self.store.store_agent_state(self._owner(), "state",
                                          {**self.coordinator.state(), "run_id": self.run_id, "last_slot": self.last_slot})
+            if made:  # stored before the round returns: a SIGKILL now loses no decision (Ray re-runs the round)
+                self.store.commit()
         return made
 
     def _emit(self, decisions: list[Decision]) -> None:

@@ -134,9 +134,12 @@ class MarketDataGraph:
     def _hmarl_specs(self, sym: str) -> list[ActorSpec]:
         """The four agents, the ML voter, the coordinator and the feedback system of one symbol."""
         cfg, url, pw, ns = self.cfg.hmarl, self.valkey_url, self.cfg.valkey.password_env, self.cfg.namespace
-        # A round in flight when its actor dies is run again after the restart (at least once):
-        # the receivers dedupe (decision slots, tracked keys, SET NX in Valkey).
-        placement: dict = {"max_task_retries": 3}
+        # A round sent to an actor that died is run again once it is back (at least once), however
+        # many attempts the restart takes (-1: a finite count was used up by "temporarily
+        # unavailable" answers while rounds queued up, and those rounds were lost). The receivers
+        # dedupe (decision slots, tracked keys, SET NX in Valkey).
+        retry = {"max_task_retries": -1}
+        placement: dict = dict(retry)
         if cfg.scheduling == "spread":
             placement["scheduling_strategy"] = "SPREAD"
         if cfg.agent_resource:
@@ -149,7 +152,6 @@ class MarketDataGraph:
             specs.append(ActorSpec(ml_name(sym), MLActor, (sym, cfg, ns, str(model_dir), url, pw, self.cfg.feed.source),
                                    options=dict(placement)))
             voters += ("ml",)
-        retry = {"max_task_retries": 3}
         specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor,
                                (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw, self.run_id), options=dict(retry)))
         specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, tuple(cfg.agents), url, pw, self.run_id),

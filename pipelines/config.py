@@ -232,8 +232,10 @@ class HmarlConfig:
     horizon_s: float = field(default=10.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
     signal_ttl_s: float = field(default=5.0, metadata=_range(0.001, 86_400))  # older signals count as absent
     # How long a round waits for another actor's result (a voter's signals, the outcomes) before
-    # counting it absent: only a dead or restarting actor takes that long (actors.rounds).
-    round_timeout_s: float = field(default=30.0, metadata=_range(0.01, 3600))
+    # counting it absent: only a dead or restarting actor takes that long (actors.rounds). Ray
+    # re-runs a restarted actor's rounds out of order, and a later round may be waiting on an
+    # earlier one: this bounds that wait (the resend window must cover it, 20k events).
+    round_timeout_s: float = field(default=5.0, metadata=_range(0.01, 3600))
     base_size: int = field(default=1, metadata=_range(1, 10_000))
     max_position: int = field(default=5, metadata=_range(0, 100_000))
     max_loss: float = field(default=2000.0, metadata=_range(0, None))  # realized, instrument currency

@@ -1105,6 +1105,19 @@ class EventStore:
         out.reverse()
         return out
 
+    def after_seq(self, symbol: str, seq: int, limit: int) -> tuple[list[Event], bool]:
+        """The events of every kind with a seq above ``seq``, in seq order: the newest
+        ``limit`` of them, and whether that is all of them. Read backwards from the newest
+        entry (ids carry the seq and only grow), so it costs what it returns."""
+        out: list[Event] = []
+        for key in dict.fromkeys(stream_key(k, symbol) for k in KINDS):
+            for entry_id, fields in self._rscan(key):
+                if _parse_id(entry_id)[1] <= seq:
+                    break
+                out.append(decode_fields(fields))
+        out.sort(key=lambda e: e.seq)
+        return out[-limit:] if limit > 0 else [], len(out) <= limit
+
     def _tops(self, symbol: str) -> list[tuple[bytes, dict]]:
         pipe = self.client.pipeline(transaction=False)
         for key in dict.fromkeys(stream_key(k, symbol) for k in KINDS):

@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     valkey_url, server = start_valkey(cfg)
     graph = None
     try:
+        run = start_run(cfg, valkey_url, args.resume)
+        if run is None:
+            return 2
         ctx = init_ray(args.address, cfg.namespace, args.object_store_mb, not args.no_dashboard)
         dashboard = getattr(ctx, "dashboard_url", None)
         try:
             check_feed_placement(cfg)
         except PlacementError as e:
             print(f"placement error: {e}", file=sys.stderr)
-            return 2
-        run = start_run(cfg, valkey_url, args.resume)
-        if run is None:
             return 2
         graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True),
                                 run_id=run["run_id"])

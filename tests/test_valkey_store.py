@@ -387,6 +387,15 @@ def test_since_and_tail(store, tape):
     assert store.since("WTT01", "book", t0) == [e for e in snaps if e.ts_event >= t0]
 
 
+def test_after_seq_every_kind_in_seq_order(store, tape):
+    """What a restarted feed reads to catch up a destination that was behind storage."""
+    want = [e for e in tape if e.seq > 2750]  # the tape's seqs run 1..3000, all three kinds
+    assert store.after_seq("WTT01", 2750, 1000) == (want, True)
+    assert store.after_seq("WTT01", 2750, 100) == (want[-100:], False)
+    assert store.after_seq("WTT01", 3000, 100) == ([], True)
+    assert store.after_seq("NOSUCH", 0, 100) == ([], True)
+
+
 def test_last_seq_and_last_event(store, tape):
     assert store.last_seq("WTT01") == max(e.seq for e in tape) == 3000
     assert store.last_event_ns("WTT01") == tape[-1].ts_event

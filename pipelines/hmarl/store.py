@@ -589,6 +589,12 @@ class HmarlStore:
         ok = self._wb.flush(timeout_s)
         return self._flow_writer.flush(max(0.0, deadline - time.monotonic())) and ok
 
+    def commit(self, timeout_s: float = 2.0) -> bool:
+        """Wait for the record writes queued so far (not the flow states) while Valkey is
+        reachable; return at once when it is not: a decision must survive a crash of its actor
+        right after it was made, but must not wait out an outage (the queue keeps it then)."""
+        return self._wb.connected and self._wb.flush(timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> bool:
         """Flush (up to ``timeout_s``), stop the writers, close the connections. Idempotent."""
         if self._closed:

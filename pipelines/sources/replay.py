@@ -161,6 +161,13 @@ class ReplaySource:
         events = [cls(*row) for row in zip(*cols)]
         self._stats["files_read"] += 1
         self._stats["rows_read"] += len(events)
+        # Rows are ordered and resumed by event time: one without an integer one cannot be placed
+        # (it would stop the whole replay); dropped and counted. Every other field is the validator's.
+        timed = [ev for ev in events if type(ev.ts_event) is int]
+        if len(timed) != len(events):
+            self._stats["rows_without_time"] = self._stats.get("rows_without_time", 0) + len(events) - len(timed)
+            log.error("replay: %s: %d row(s) without an event time skipped", path, len(events) - len(timed))
+            events = timed
         if self._start is not None or self._end is not None:
             lo = self._start if self._start is not None else -(2**63)
             hi = self._end if self._end is not None else 2**63
