@@ -74,6 +74,7 @@ class FeedActor:
         self.resyncs: dict[str, int] = {}
         self.behind: dict[str, int] = {}  # routes without backpressure skipped while full: batches skipped
         self.catch_ups: dict[str, int] = {}
+        self._failing: dict[str, int] = {}  # routes in an outage: failed batches so far
         self._resynced: set = set()
         self.batches = 0
         self.events_out = 0
@@ -377,8 +378,12 @@ class FeedActor:
             reply: BatchReply = self._ray.get(ref)
         except Exception as e:  # actor died or restarting: that batch is lost for it
             self.route_errors[name] = self.route_errors.get(name, 0) + 1
-            log.warning("feed: batch to %s failed: %s", name, type(e).__name__)
+            if name not in self._failing:  # one line per outage, not one per batch in flight
+                log.warning("feed: batches to %s failing (%s); it will ask for what it missed", name, type(e).__name__)
+            self._failing[name] = self._failing.get(name, 0) + 1
             return
+        if name in self._failing:
+            log.warning("feed: %s answering again after %d failed batches", name, self._failing.pop(name))
         self._on_reply(name, BatchReply(*reply))
 
     def _on_reply(self, name: str, reply: BatchReply) -> None:

@@ -84,7 +84,9 @@ def start_valkey(cfg):
     return url, server
 
 
-def progress_line(elapsed: float, stats: dict) -> str:
+def progress_line(elapsed: float, stats: dict, totals: dict | None = None) -> str:
+    """One progress line; counters from ``totals`` (the run's, restarts included) when given."""
+    totals = totals or {}
     feed = stats.get("feed", {})
     val = feed.get("validation", {})
     rej = sum((val.get("rejected") or {}).values())
@@ -94,14 +96,14 @@ def progress_line(elapsed: float, stats: dict) -> str:
         f"{name}={s.get('size')}" for name, s in sorted(stats.items()) if ":" in name and isinstance(s, dict) and "size" in s
     )
     feats = " ".join(
-        f"{name} vectors={(s.get('emitted') or {}).get('features', 0)} flow={(s.get('emitted') or {}).get('flow', 0)} "
-        f"tape={(s.get('emitted') or {}).get('tape', 0)}"
+        f"{name} " + " ".join(f"{label}={totals.get(f'{name}.{kind}', (s.get('emitted') or {}).get(kind, 0))}"
+                              for label, kind in (("vectors", "features"), ("flow", "flow"), ("tape", "tape")))
         for name, s in sorted(stats.items()) if name.startswith("features:") and isinstance(s, dict)
     )
-    hmarl = " ".join(filter(None, (hmarl_summary(name, s, stats) for name, s in sorted(stats.items()))))
+    hmarl = " ".join(filter(None, (hmarl_summary(name, s, stats, totals) for name, s in sorted(stats.items()))))
     p99 = zp.get("latency_p99_ms")
     return (
-        f"[{elapsed:6.1f}s] feed events={feed.get('events_out', 0)} rejected={rej} | "
+        f"[{elapsed:6.1f}s] feed events={totals.get('feed.events', feed.get('events_out', 0))} rejected={rej} | "
         f"valkey written={vw.get('written', '-')} queue={vw.get('queue_len', '-')} connected={vw.get('connected', '-')} | "
         f"zmq sent={zp.get('sent', '-')} p99={'-' if p99 is None else f'{p99:.2f}ms'} | {bufs}"
         + (f" | {feats}" if feats else "")
@@ -109,7 +111,7 @@ def progress_line(elapsed: float, stats: dict) -> str:
     )
 
 
-def hmarl_summary(name: str, s: dict, stats: dict) -> str:
+def hmarl_summary(name: str, s: dict, stats: dict, totals: dict | None = None) -> str:
     """Decisions, voter weights and realized hit rates of one symbol's coordinator."""
     if not name.startswith("coordinator:") or not isinstance(s, dict) or "weights" not in s:
         return ""
@@ -121,9 +123,11 @@ def hmarl_summary(name: str, s: dict, stats: dict) -> str:
         hit = p.get("hit_rate")
         voters.append(f"{voter}={w:.3f}" + (f"(hit {hit:.2f} n={p.get('count')})" if hit is not None else ""))
     acts = s.get("actions") or {}
+    totals = totals or {}
+    count = {k: totals.get(f"{name}.{k}", acts.get(k, 0)) for k in ("BUY", "SELL", "HOLD")}
     last = f"\n           last: {s['last']}" if s.get("last") else ""
-    return (f"{sym} decisions={s.get('decisions', 0)} buy={acts.get('BUY', 0)} sell={acts.get('SELL', 0)} "
-            f"hold={acts.get('HOLD', 0)} weights " + " ".join(voters) + last)
+    return (f"{sym} decisions={totals.get(f'{name}.decisions', s.get('decisions', 0))} buy={count['BUY']} "
+            f"sell={count['SELL']} hold={count['HOLD']} weights " + " ".join(voters) + last)
 
 
 def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("feed source exhausted; draining and stopping", flush=True)
                 break
             if time.monotonic() >= next_progress:
-                print(progress_line(time.monotonic() - t0, graph.stats()), flush=True)
+                stats = graph.stats()
+                print(progress_line(time.monotonic() - t0, stats, graph.totals(stats)), flush=True)
                 next_progress += cfg.supervisor.progress_interval_s
         final = graph.shutdown()
         feed = final.get("feed") or {}
