@@ -140,10 +140,13 @@ class FeedActor:
         """After a restart: a destination behind what storage holds (the previous feed died
         with its events in flight, or skipped it while it lagged) gets them from Valkey.
         They go into the resend window and the destination is caught up from there first."""
-        if not valkey_url:
+        # Only a feed Ray restarted mid-run: at a first start a destination at 0 is a new one (a new
+        # run's recorder) and must not get the previous run's events; one at 0 after a restart has
+        # nothing of this history to continue from either.
+        if not valkey_url or not self._ray.get_runtime_context().was_current_actor_reconstructed:
             return
         stored_upto = {s: self._start_positions.get("valkey_writer", {}).get(s, 0) for s in self.symbols}
-        behind = {name: {s: p for s, p in pos.items() if s in stored_upto and p < stored_upto[s]}
+        behind = {name: {s: p for s, p in pos.items() if s in stored_upto and 0 < p < stored_upto[s]}
                   for name, pos in self._start_positions.items() if name in self.routes}
         behind = {name: syms for name, syms in behind.items() if syms}
         if not behind:
