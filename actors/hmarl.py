@@ -181,7 +181,8 @@ class AgentActor(_VoterActor):
         from pipelines.hmarl.agents import AGENTS
 
         self.agent_id = agent_id
-        agent = AGENTS[agent_id](symbol, horizon_ns=int(cfg.horizon_s * NS_PER_S), learning=cfg.learning)
+        agent = AGENTS[agent_id](symbol, horizon_ns=int(cfg.horizon_s * NS_PER_S), learning=cfg.learning,
+                                 min_confidence=cfg.min_confidence, cost_ticks=cfg.agent_cost_ticks)
         self._restore_into(agent, self._owner(), "learning")
         self._voter_init(agent)
 

@@ -103,12 +103,17 @@ class MarketDataGraph:
             specs.append(ActorSpec(VALKEY_WRITER, ValkeyWriter, (url, cfg.valkey, list(cfg.symbols)), ALL_KINDS))
         ports = cfg.zmq.ports()
         market = {k: ports[k] for k in ("tick", "book")}
-        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (market, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS))
+        # The edges bind sockets and write files: on a known node (the head by default), not wherever Ray puts them.
+        on_zmq_node = pinned(cfg.zmq.resource)
+        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (market, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS,
+                               options=on_zmq_node))
         if cfg.features.enabled:
             analytics = {k: ports[k] for k in ANALYTICS_STREAMS}
-            specs.append(ActorSpec(ANALYTICS_PUBLISHER, AnalyticsPublisher, (analytics, cfg.zmq.host, cfg.zmq.sndhwm)))
+            specs.append(ActorSpec(ANALYTICS_PUBLISHER, AnalyticsPublisher, (analytics, cfg.zmq.host, cfg.zmq.sndhwm),
+                                   options=dict(on_zmq_node)))
         if cfg.recorder.enabled:
-            specs.append(ActorSpec(RECORDER, Recorder, (cfg.recorder, list(cfg.symbols), self.run_id), ALL_KINDS))
+            specs.append(ActorSpec(RECORDER, Recorder, (cfg.recorder, list(cfg.symbols), self.run_id), ALL_KINDS,
+                                   options=pinned(cfg.recorder.resource)))
         for sym in cfg.symbols:
             one = frozenset({sym})
             specs.append(ActorSpec(buffer_name("trades", sym), TradeBuffer, (sym, cfg.buffers.trades, url, pw), TradeBuffer.KINDS, one))
@@ -271,6 +276,20 @@ class MarketDataGraph:
     def handle(self, name: str):
         return self.actors[name].handle
 
+    def nodes_of(self, names: list[str], timeout_s: float = 10.0) -> dict[str, str | None]:
+        """The IP address of the node each of ``names`` runs on (None when unknown): where
+        subscribers connect and where recordings are written."""
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+        refs = {name: self.actors[name].handle.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                for name in names if name in self.actors}
+        out = {}
+        for name, ref in refs.items():
+            try:
+                out[name] = ips.get(ray.get(ref, timeout=timeout_s))
+            except Exception:
+                out[name] = None
+        return out
+
     def feed_finished(self) -> tuple[bool, str | None]:
         """(finished, error): a source that ran out, or a loop that failed (with its cause)."""
         try:
@@ -336,6 +355,12 @@ class MarketDataGraph:
                 pass
         self.actors.clear()
         return {k: v for k, v in final.items() if v is not None}
+
+
+def pinned(resource: str | None) -> dict:
+    """Actor options that keep an actor on the nodes offering ``resource`` (a tiny share, so
+    any number of actors fit on it); {} for any node."""
+    return {"resources": {resource: 0.001}} if resource else {}
 
 
 class PlacementError(RuntimeError):

@@ -177,6 +177,9 @@ class ZmqConfig:
     tape_port: int = field(default=5560, metadata=_range(0, 65535))
     decision_port: int = field(default=5561, metadata=_range(0, 65535))
     sndhwm: int = field(default=100_000, metadata=_range(1, INT32_MAX))
+    # The node the publishers bind on: subscribers connect to a known machine, not to whichever
+    # node Ray chose. A Ray resource name; the head node's by default; null = any node.
+    resource: str | None = "node:__internal_head__"
 
     def ports(self) -> dict[str, int]:
         """Stream name -> configured port (names as in ``pipelines.zmq_edge.PORTS``)."""
@@ -204,6 +207,7 @@ class RecorderConfig:
     path: str = "data/recordings"
     flush_events: int = field(default=50_000, metadata=_range(1, None))
     flush_seconds: float = field(default=10.0, metadata=_range(0.01, 86_400))
+    resource: str | None = "node:__internal_head__"  # where the files are written (a Ray resource; null = any node)
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,12 @@ class HmarlConfig:
     enabled: bool = True
     agents: tuple[str, ...] = ("order_flow", "liquidity", "tape", "footprint")
     learning: bool = True  # the agents' learning layer (act / fade / abstain per context)
+    # An agent's signal weaker than this abstains: it could not carry a decision (threshold) on its
+    # own, yet as a present voter it would take a share of the weight and dilute the others.
+    min_confidence: float = field(default=0.1, metadata=_range(0, 1))
+    # Round-trip trading cost (ticks of the instrument) the agents charge their act and fade arms, so
+    # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.hmarl.agents).
+    agent_cost_ticks: float = field(default=1.0, metadata=_range(0, 100))
     ml_enabled: bool = True
     model_dir: str = "models"  # XGBoost model + metadata; none there = the ML voter abstains
     # The ML voter abstains when its model was trained on another market than the symbol it

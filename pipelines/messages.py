@@ -253,7 +253,10 @@ class Signal(NamedTuple):
     reference for its realized outcome ``horizon_ns`` of event time later.
     ``raw_direction`` is the rule's direction before the learning layer chose
     ``action`` ("act" keeps it, "fade" flips it, "abstain" zeroes it) in the
-    discretized ``context``."""
+    discretized ``context``. ``valid_ns``: how long after ``ts_event`` the
+    signal still describes the market (a footprint bar's vote holds until the
+    next bar closes); 0 = the coordinator's ``signal_ttl_ns``. Last, with a
+    default, so older constructors and saved signals without it still work."""
 
     agent: str
     symbol: str
@@ -267,6 +270,7 @@ class Signal(NamedTuple):
     context: str = ""
     action: str = "act"
     raw_direction: float = 0.0
+    valid_ns: int = 0
 
     KIND = "signal"
 

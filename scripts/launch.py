@@ -71,15 +71,19 @@ def init_ray(address: str | None, namespace: str, object_store_mb: int, dashboar
 
 
 def start_valkey(cfg):
-    """The configured Valkey URL, or an embedded server started here (returned too, to stop it)."""
+    """The configured Valkey URL, or an embedded server started here (returned too, to stop it).
+
+    The embedded server requires the password in ``$<valkey.password_env>`` when it is set (the
+    same variable the actors read), so what the actors send is what it checks. The URL returned
+    never contains the password."""
     if cfg.valkey.url:
         return cfg.valkey.url, None
-    from pipelines.valkey_store import EmbeddedValkey
+    from pipelines.valkey_store import EmbeddedValkey, resolve_password
 
     data_dir = Path(cfg.valkey.data_dir)
     if not data_dir.is_absolute():
         data_dir = REPO / data_dir
-    server = EmbeddedValkey(data_dir, host=cfg.valkey.host, port=cfg.valkey.port)
+    server = EmbeddedValkey(data_dir, host=cfg.valkey.host, port=cfg.valkey.port, password=resolve_password(cfg.valkey))
     url = server.start()
     return url, server
 
@@ -223,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             "valkey_url": redact(valkey_url),
             "valkey_embedded": server is not None,
             "zmq": graph.zmq_endpoints,
+            # The node each edge runs on: subscribers connect there, recordings are written there.
+            "edges": graph.nodes_of(["zmq_publisher", "analytics_publisher", "recorder"]),
             "symbols": list(cfg.symbols),
             "source": cfg.feed.source,
             "run_id": graph.run_id,

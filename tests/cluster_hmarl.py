@@ -44,15 +44,18 @@ def main(model_dir: str) -> None:
     server = EmbeddedValkey(tmp / "valkey")
     url = server.start()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20})
-    workers = [cluster.add_node(num_cpus=1, resources={"agents": 8}, object_store_memory=150 * 2**20) for _ in range(2)]
+    # The second worker also offers "edges": the publishers are configured to need it.
+    workers = [cluster.add_node(num_cpus=1, resources={"agents": 8, **({"edges": 1} if k else {})},
+                                object_store_memory=150 * 2**20) for k in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     sym = "WDOZ26"
     cfg = config_from_dict({
         "namespace": "cluster-test",
         "symbols": [sym],
         "feed": {"simulator": {"rate": 300, "speed": 10, "start": "2026-11-23T10:00:00-03:00"}},
-        "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
-        "recorder": {"enabled": False},
+        "zmq": {**{f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
+                "resource": "edges"},
+        "recorder": {"enabled": True, "path": str(tmp / "rec")},  # default placement: the head node
         "hmarl": {"model_dir": model_dir, "horizon_s": 5, "decision_every_ms": 500, "scheduling": "spread",
                   "agent_resource": "agents"},
     })
@@ -63,6 +66,8 @@ def main(model_dir: str) -> None:
         coord = g.handle(f"coordinator:{sym}")
         agents = [f"agent:{a}:{sym}" for a in cfg.hmarl.agents]
         out["agent_nodes"] = {a: ray.get(g.handle(a).ping.remote())["node"] for a in agents}
+        out["edge_nodes"] = {e: ray.get(g.handle(e).__ray_call__.remote(
+            lambda self: ray.get_runtime_context().get_node_id())) for e in ("zmq_publisher", "analytics_publisher", "recorder")}
         wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > 10, 120, "decisions")
         victim = g.handle(agents[0])
         wait_for(lambda: ray.get(victim.stats.remote())["learning"]["contexts"], 120, "learning")

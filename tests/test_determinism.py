@@ -85,6 +85,8 @@ def test_real_es_recording_same_decisions_at_every_speed(ray_session, valkey_ser
     assert len(first["decisions"]) >= 55
     assert Counter(v for v, *_ in first["feedback"])["coordinator"] >= 45
     assert {v for v, *_ in first["feedback"]} >= {"coordinator", "ml"}
+    # The running pipeline trades: at least one BUY or SELL over the minute.
+    assert {d[2] for d in first["decisions"]} & {"BUY", "SELL"}, Counter(d[2] for d in first["decisions"])
 
 
 def test_simulator_recording_same_decisions_at_every_speed(ray_session, valkey_server, model_dir, tmp_path):

@@ -3,19 +3,21 @@
 Rules are checked on hand-built analytics with the expected confidence computed
 here from the documented formula; the learning layer against the closed form of
 Hedge (w_a proportional to exp(eta x cumulative reward_a) while no weight is at
-the floor); the agents on simulator output and on the real CME ES tape for a
+the floor, act and fade paying the trading cost); the agents on simulator output and on the real CME ES tape for a
 non-trivial share of non-neutral signals (run ``pytest -s`` to see the shares).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
 import pytest
 
 from pipelines.features.engine import SymbolAnalytics
+from pipelines.config import HmarlConfig
 from pipelines.hmarl.agents import (
     AGENTS,
     ContextualHedge,
@@ -24,6 +26,7 @@ from pipelines.hmarl.agents import (
     OrderFlowSpecialist,
     TapeReadingAgent,
 )
+from pipelines.hmarl.consensus import ConsensusConfig, Coordinator
 from pipelines.messages import (
     Feedback,
     FeatureVector,
@@ -379,7 +382,9 @@ def test_initiative_and_responsive(bar, direction, rule):
 CONTEXT_A = dict(ofi_ratio_5m=0.2)  # order flow context "ofi5m+|speed_lo"
 CONTEXT_B = dict(ofi_ratio_5m=-0.2)  # "ofi5m-|speed_lo"
 TFI_BUY = dict(tfi_1m=0.5, tfi_5m=0.4)  # raw rule: buy, confidence min(1, 2 x 0.5) = 1
+TFI_WEAK_BUY = dict(tfi_1m=0.3, tfi_5m=0.2)  # raw rule: buy, confidence min(1, 2 x 0.3) = 0.6
 N_FEEDBACK = 200  # 100 per context
+COST = 0.5 / 2.0  # default cost per unit of confidence: 1 WDO tick (0.5 points) over the reward scale (2.0 points)
 
 
 def feedback_for(sig: Signal, points: float, voter: str = "order_flow") -> Feedback:
@@ -421,7 +426,9 @@ def test_learns_to_act_where_the_rule_works_and_fade_where_it_fails():
     stream = outcome_stream()
     assert len(stream) == N_FEEDBACK
     sigs = train(agent, stream)
-    assert sigs[0].action == "act" and sigs[0].confidence == pytest.approx(1 / 3)  # unlearned: a third
+    # Unlearned: a three-way tie, which goes to abstain.
+    assert (sigs[0].action, sigs[0].direction, sigs[0].confidence) == ("abstain", 0, 0.0)
+    # Right 80 % of the time: mean r = 0.6 x 0.5 = 0.3 beats the cost 0.25 (act nets +5 over 100 outcomes).
     assert agent.stats()["feedback_applied"] == N_FEEDBACK
     in_a, in_b = probe(agent, 1000)
     assert (in_a.context, in_a.action, in_a.direction, in_a.raw_direction) == ("ofi5m+|speed_lo", "act", 1, 1)
@@ -431,20 +438,18 @@ def test_learns_to_act_where_the_rule_works_and_fade_where_it_fails():
 
 def test_hedge_weights_follow_the_closed_form():
     """With eta small enough that no weight reaches the floor, Hedge is
-    w_a = exp(eta R_a) / sum_b exp(eta R_b), R the cumulative reward of each arm."""
+    w_a = exp(eta R_a) / sum_b exp(eta R_b), R the cumulative reward of each arm:
+    act r - COST, fade -r - COST, abstain 0 per outcome."""
     eta = 0.03
     agent = OrderFlowSpecialist(SYM, eta=eta)
     stream = outcome_stream()
     train(agent, stream)
     for ctx_values, name in ((CONTEXT_A, "ofi5m+|speed_lo"), (CONTEXT_B, "ofi5m-|speed_lo")):
         r = np.array([0.5 * p for c, p in stream if c is ctx_values])
-        cum = np.array([r.sum(), -r.sum(), 0.0])
-        want = np.exp(eta * cum) / np.exp(eta * cum).sum()
-        got = agent.hedge.weights_of(name)
-        np.testing.assert_allclose(got, want, rtol=1e-9)
-        # no weight ever came near the floor on the way (the closed form holds)
-        path = np.cumsum(r)
-        assert np.exp(-eta * np.abs(path).max()) / (np.exp(eta * np.abs(path).max()) + 2) > 0.02
+        cum = np.stack([r - COST, -r - COST, np.zeros_like(r)], axis=1).cumsum(axis=0)  # after each outcome
+        w = np.exp(eta * cum) / np.exp(eta * cum).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(agent.hedge.weights_of(name), w[-1], rtol=1e-9)
+        assert w.min() > 0.02  # no weight ever reached the floor on the way (the closed form holds)
     in_a, in_b = probe(agent, 1000)
     w_a, w_b = agent.hedge.weights_of("ofi5m+|speed_lo"), agent.hedge.weights_of("ofi5m-|speed_lo")
     assert in_a.confidence == pytest.approx(1.0 * w_a[0]) and in_b.confidence == pytest.approx(1.0 * w_b[1])
@@ -458,11 +463,79 @@ def test_learning_off_keeps_acting():
     assert agent.state()["weights"] == {}
 
 
-def test_flat_outcomes_keep_weights_equal():
+def test_flat_outcomes_teach_abstain():
+    # No move: trading only pays the cost, act and fade -COST each per outcome, abstain 0.
     agent = OrderFlowSpecialist(SYM)
     train(agent, [(CONTEXT_A, 0.0)] * 50)
-    assert agent.hedge.weights_of("ofi5m+|speed_lo") == pytest.approx([1 / 3] * 3)
-    assert probe(agent, 1000)[0].action == "act"  # a three-way tie goes to act
+    trade = math.exp(0.1 * -50 * COST)
+    assert agent.hedge.weights_of("ofi5m+|speed_lo") == pytest.approx([trade / (2 * trade + 1)] * 2
+                                                                      + [1 / (2 * trade + 1)], rel=1e-12)
+    assert probe(agent, 1000)[0].action == "abstain"
+
+
+def test_alternating_outcomes_closed_form_abstains():
+    """Right, wrong, right, ... (r = +0.5, -0.5, ...): no edge. Act earns +0.25, -0.75, ...
+    and fade -0.75, +0.25, ...: each nets -COST per outcome, so abstain (0) ends on top."""
+    eta, n = 0.1, 40
+    agent = OrderFlowSpecialist(SYM)
+    train(agent, [(CONTEXT_A, 1.0 if i % 2 == 0 else -1.0) for i in range(n)])
+    trade = math.exp(eta * -n * COST)  # exp(-1); the floor 0.02 is never near
+    want = [trade / (2 * trade + 1), trade / (2 * trade + 1), 1 / (2 * trade + 1)]
+    assert agent.hedge.weights_of("ofi5m+|speed_lo") == pytest.approx(want, rel=1e-12)
+    sig = probe(agent, 1000)[0]
+    assert (sig.action, sig.direction, sig.confidence, sig.raw_direction) == ("abstain", 0, 0.0, 1)
+    assert mentions(sig, "context ofi5m+|speed_lo: abstain")
+
+
+def test_zero_mean_noise_mostly_abstains():
+    # Moves ~ N(0, 1 point): r = move / 2.0. Act or fade wins only while |mean r| > COST, a 0.5-sigma
+    # event after one outcome and ever rarer after (mean of k outcomes: sigma 0.5 / sqrt(k)).
+    rng = np.random.default_rng(5)
+    agent = OrderFlowSpecialist(SYM)
+    agent.on_analytics([vec(1)])
+    actions = []
+    for i in range(400):
+        sig = one(agent, [flow(10 + i, ts=T0 + i * S, **TFI_BUY, **(CONTEXT_A, CONTEXT_B)[i % 2])])
+        actions.append(sig.action)
+        agent.on_feedback([feedback_for(sig, float(rng.normal(0.0, 1.0)))])
+    assert actions.count("abstain") > 0.9 * len(actions)
+    assert [s.action for s in probe(agent, 1000)] == ["abstain", "abstain"]
+
+
+@pytest.mark.parametrize("points, action", [(1.0, "act"), (-1.0, "fade"), (0.4, "abstain"), (-0.4, "abstain")])
+def test_an_edge_must_beat_the_cost(points, action):
+    # The same move every time: r = points / 2.0 = +-0.5 beats the cost 0.25; +-0.2 does not.
+    agent = OrderFlowSpecialist(SYM)
+    train(agent, [(CONTEXT_A, points)] * 30)
+    assert probe(agent, 1000)[0].action == action
+
+
+def test_the_cost_scales_with_the_confidence_like_the_move():
+    """A 0.6-confidence vote, right by 0.75 points (1.5 ticks) each time: the move beats the
+    1-tick cost whatever the confidence. Act nets 0.6 x (0.75 - 0.5) / 2.0 = +0.075 per
+    outcome, fade 0.6 x (-0.75 - 0.5) / 2.0 = -0.375, abstain 0."""
+    agent = OrderFlowSpecialist(SYM)
+    agent.on_analytics([vec(1)])
+    for i in range(20):
+        agent.on_feedback([feedback_for(one(agent, [flow(10 + i, **TFI_WEAK_BUY, **CONTEXT_A)]), 0.75)])
+    act, fade = math.exp(0.1 * 20 * 0.075), math.exp(0.1 * 20 * -0.375)
+    want = [act / (act + fade + 1), fade / (act + fade + 1), 1 / (act + fade + 1)]
+    assert agent.hedge.weights_of("ofi5m+|speed_lo") == pytest.approx(want, rel=1e-12)
+    sig = one(agent, [flow(100, **TFI_WEAK_BUY, **CONTEXT_A)])
+    assert (sig.action, sig.direction) == ("act", 1) and sig.confidence == pytest.approx(0.6 * want[0])
+
+
+def test_ties_go_to_abstain_then_act():
+    h = ContextualHedge()
+    assert h.choose("unseen") == ("abstain", pytest.approx(1 / 3))
+    h.load_state({"arms": ["act", "fade", "abstain"], "weights": {
+        "x": {"act": 0.4, "fade": 0.4, "abstain": 0.2},
+        "y": {"act": 0.4, "fade": 0.2, "abstain": 0.4},
+        "z": {"act": 0.2, "fade": 0.4, "abstain": 0.4}}})
+    assert [h.choose(c)[0] for c in "xyz"] == ["act", "abstain", "abstain"]
+    agent = OrderFlowSpecialist(SYM)
+    sig = one(agent, [vec(1), flow(2, **TFI_BUY, **CONTEXT_A)])
+    assert (sig.action, sig.direction, sig.confidence, sig.raw_direction) == ("abstain", 0, 0.0, 1)
 
 
 def test_floor_keeps_every_arm_alive():
@@ -498,10 +571,31 @@ def test_feedback_matching():
 
 def test_abstain_and_min_confidence_still_learn():
     agent = OrderFlowSpecialist(SYM, min_confidence=0.5)
-    agent.on_analytics([vec(1)])
-    sig = one(agent, [flow(2, **TFI_BUY, **CONTEXT_A)])  # 1.0 x 1/3 < 0.5
+    train(agent, [(CONTEXT_A, 1.0)])  # act +0.25, fade -0.75, abstain 0: act leads
+    w_act = math.exp(0.025) / (math.exp(0.025) + math.exp(-0.075) + 1)  # 0.347
+    sig = one(agent, [flow(100, **TFI_BUY, **CONTEXT_A)])  # 1.0 x 0.347 < 0.5
+    assert sig.reasons[-2].endswith(f"act (weight {w_act:.3f}) -> confidence 1.000 x {w_act:.3f} = {w_act:.3f}")
     assert (sig.direction, sig.action, sig.raw_direction) == (0, "abstain", 1) and mentions(sig, "min_confidence")
     assert agent.on_feedback([feedback_for(sig, 1.0)]) == 1
+
+
+def test_agent_actor_passes_min_confidence_and_cost_from_the_config():
+    from actors.hmarl import AgentActor  # no Valkey: the actor class runs as a plain object
+
+    def actor(**cfg) -> AgentActor:
+        return AgentActor("order_flow", SYM, HmarlConfig(**cfg), "test")
+
+    weak = [vec(1), flow(2, **TFI_WEAK_BUY, **CONTEXT_A)]  # raw confidence 0.6
+    assert actor(learning=False).on_round(weak)[0].confidence == pytest.approx(0.6)
+    sig = actor(learning=False, min_confidence=0.9).on_round(weak)[0]
+    assert (sig.action, sig.direction) == ("abstain", 0) and mentions(sig, "min_confidence 0.9")
+    # Right by 0.75 points (1.5 ticks) each time: worth acting at a 1-tick cost, not at 2 ticks.
+    for cost, action in ((1.0, "act"), (2.0, "abstain")):
+        a = actor(agent_cost_ticks=cost, min_confidence=0.0)
+        a.on_round([vec(1)])
+        for i in range(20):
+            a._learn([feedback_for(a.on_round([flow(10 + i, **TFI_BUY, **CONTEXT_A)])[0], 0.75)])
+        assert a.on_round([flow(100, **TFI_BUY, **CONTEXT_A)])[0].action == action, cost
 
 
 def test_state_round_trip():
@@ -530,6 +624,25 @@ def test_hedge_parameters_validated():
         ContextualHedge(floor=0.4)
     with pytest.raises(ValueError, match="eta"):
         ContextualHedge(eta=0)
+    with pytest.raises(ValueError, match="cost_ticks"):
+        OrderFlowSpecialist(SYM, cost_ticks=-1)
+
+
+# -- how long a signal counts --------------------------------------------------------------------
+
+def test_a_footprint_vote_counts_until_the_next_bar_closes():
+    agent = FootprintPatternAgent(SYM, learning=False)
+    agent.on_analytics([vec(1)])
+    sig = one(agent, [closed(2, make_bar(delta=40))])  # delta/volume 0.4 -> buy 0.9
+    coordinator = Coordinator(SYM, ["footprint"], ConsensusConfig(signal_ttl_ns=5 * S))
+    coordinator.on_signals([sig])
+    # A one-minute bar's vote: 30 s and 60 s (the edge) after it closed it still counts, 61 s after not.
+    at = {dt: coordinator.decide(sig.ts_event + dt * S, 10 + dt, PRICE) for dt in (30, 60, 61)}
+    assert (at[30].action, at[30].score) == ("BUY", pytest.approx(0.9))
+    assert at[60].action == "BUY" and at[61].action == "HOLD" and at[61].signals == ()
+    # A flow-driven agent keeps the coordinator's TTL.
+    flow_sig = one(OrderFlowSpecialist(SYM, learning=False), [vec(1), flow(2, **TFI_BUY, **CONTEXT_A)])
+    assert (sig.valid_ns, flow_sig.valid_ns) == (60 * S, 0)
 
 
 # -- simulator and real data ----------------------------------------------------------------------
@@ -565,7 +678,7 @@ def es_analytics(es_file):
 def _run_all(symbol: str, analytics: list, label: str) -> dict[str, tuple[dict, list[Signal]]]:
     results = {}
     for agent_id, cls in AGENTS.items():
-        agent = cls(symbol)
+        agent = cls(symbol, learning=False)  # the rules' share: unlearned, the learning layer abstains
         sigs = []
         for i in range(0, len(analytics), 500):  # micro-batches, as the actor receives them
             sigs += agent.on_analytics(analytics[i:i + 500])

@@ -1,4 +1,5 @@
 """Agents spread over a 3-node Ray cluster; SIGKILL one: decisions continue, it returns learned.
+The publishers and the recorder run where configured (a resource), by default on the head node.
 
 The cluster is a separate Ray (``ray.cluster_utils.Cluster``), so it runs in a
 child process (tests/cluster_hmarl.py) and never touches the session's Ray."""
@@ -31,3 +32,7 @@ def test_agents_spread_over_nodes_and_survive_a_kill(model_dir):
     assert r["decisions_after"] > r["decisions_at_kill"] + 5  # the coordinator kept deciding
     assert r["restored"] is True and r["restore_error"] is None  # learned state back from Valkey
     assert r["node_after"] in r["workers"]
+    # The edges bind and write on a known node: the configured resource's, else the head's.
+    edges = r["edge_nodes"]
+    assert (edges["zmq_publisher"], edges["analytics_publisher"], edges["recorder"]) == (r["workers"][1], r["workers"][1],
+                                                                                         r["head"])

@@ -575,3 +575,34 @@ def test_pending_outcomes_survive_a_restart_through_the_journal():
     assert after.take_journal() == ({}, [f"a:1:{T0}", f"coordinator:9:{T0 + 2 * S}"])
     with pytest.raises(RuntimeError, match="journal=True"):
         FeedbackSystem(WDO).take_journal()
+
+
+# -- how long a signal counts ------------------------------------------------------------------
+
+
+def test_a_signal_counts_for_its_validity_or_the_ttl():
+    c = Coordinator(WDO, ["a", "b"])  # 0.5 each; TTL 5 s
+    c.on_signals([sig("a", 1, 0.8), sig("b", 1, 0.4)._replace(valid_ns=20 * S)])  # a: valid_ns 0 -> the TTL
+    score = {dt: c.decide(T0 + dt, 1, 5400.0).score for dt in (5 * S, 5 * S + 1, 20 * S, 20 * S + 1)}
+    assert score[5 * S] == pytest.approx(0.5 * 0.8 + 0.5 * 0.4)  # both; a at its TTL edge
+    assert score[5 * S + 1] == pytest.approx(0.4)  # b alone (weight 1 of those present)
+    assert score[20 * S] == pytest.approx(0.4) and score[20 * S + 1] == 0.0
+    # Before its ts_event a signal never counts, whatever its validity.
+    assert c.decide(T0 - 1, 2, 5400.0).score == 0.0
+
+
+def test_saved_signals_keep_their_validity_and_older_states_load():
+    c = Coordinator(WDO, ["a", "b"])
+    c.on_signals([sig("a", 1, 0.8), sig("b", -1, 0.4)._replace(valid_ns=20 * S)])
+    saved = json.loads(json.dumps(c.state()))
+    assert [s["valid_ns"] for s in saved["signals"]] == [0, 20 * S]
+    d = Coordinator(WDO, ["a", "b"])
+    d.load_state(saved)
+    assert to_dict(d.decide(T0 + 10 * S, 1, 5400.0)) == to_dict(c.decide(T0 + 10 * S, 1, 5400.0))
+    assert d.decide(T0 + 10 * S, 2, 5400.0).score == pytest.approx(-0.4)  # b only, still valid
+    # A state saved before Signal had valid_ns: its signals load with 0, i.e. the TTL.
+    old = {**saved, "signals": [{k: v for k, v in s.items() if k != "valid_ns"} for s in saved["signals"]]}
+    e = Coordinator(WDO, ["a", "b"])
+    e.load_state(old)
+    assert e.decide(T0 + 5 * S, 3, 5400.0).score == pytest.approx(0.5 * 0.8 - 0.5 * 0.4)
+    assert e.decide(T0 + 10 * S, 4, 5400.0).signals == ()

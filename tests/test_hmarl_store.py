@@ -81,7 +81,7 @@ def signal(agent: str, sym: str, seq: int, ts: int) -> Signal:
 def expected_signal(agent: str, sym: str, seq: int, ts: int) -> dict:
     return {"agent": agent, "symbol": sym, "ts_event": ts, "seq": seq, "direction": -0.5, "confidence": 0.9,
             "horizon_ns": 60 * SEC, "price": 5000.5, "reasons": ["sweep"], "context": "trend", "action": "act",
-            "raw_direction": -0.5, "kind": "signal"}
+            "raw_direction": -0.5, "valid_ns": 0, "kind": "signal"}
 
 
 def stream_records(client, stream: str) -> list[tuple[bytes, dict]]:

@@ -583,3 +583,45 @@ def test_password_server_and_logs(tmp_path, caplog, monkeypatch):
     text = caplog.text + repr(s) + repr(good.stats())
     assert "no connection" in caplog.text  # the failing writer did log, redacted
     assert pw not in text and wrong not in text
+
+
+# ---------------------------------------------------------------------------
+# Cluster config
+# ---------------------------------------------------------------------------
+
+# Ray's own defaults besides the GCS port: dashboard, Ray Client server, and the
+# default worker port range (--min-worker-port 10002 .. --max-worker-port 19999).
+_RAY_DEFAULT_PORTS = {8265, 10001, *range(10002, 20000)}
+
+
+def _readme_ray_ports() -> set[int]:
+    """Every port the README's `ray start` commands use: `--port N` and `--address HOST:N`."""
+    import re
+
+    from tests.conftest import REPO
+
+    ports = set()
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        if "ray start" not in line:
+            continue
+        ports.update(int(p) for p in re.findall(r"--port[= ]+(\d+)", line))
+        ports.update(int(p) for p in re.findall(r"--address[= ]+\S+?:(\d+)", line))
+    return ports
+
+
+def test_cluster_config_valkey_port_does_not_collide_with_ray():
+    from urllib.parse import urlsplit
+
+    from pipelines.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "config" / "cluster.yaml")
+    assert cfg.valkey.url, "config/cluster.yaml must name a Valkey every node can reach"
+    port = urlsplit(cfg.valkey.url).port
+    ray_ports = _readme_ray_ports()
+    assert 6379 in ray_ports  # the parse works: README's head node uses Ray's default GCS port
+    assert port is not None and port != 6379
+    assert port not in ray_ports, f"valkey.url port {port} is a port the README gives `ray start`"
+    assert port not in _RAY_DEFAULT_PORTS
+    zmq_ports = {v for k, v in vars(cfg.zmq).items() if k.endswith("_port")}
+    assert port not in zmq_ports

@@ -26,6 +26,16 @@ One signal per seq
     (counted). Messages of other symbols or kinds are ignored and counted;
     a message whose fields do not parse is counted as bad.
 
+Validity (``Signal.valid_ns``, how long the coordinator counts a signal)
+    footprint: one minute, the bar length. It votes once per closed bar and its
+    view holds until the next bar closes, whose signal then replaces it; the
+    coordinator's 5 s TTL counted it in about 5 decisions of 60. The others
+    keep 0 (the coordinator's ``signal_ttl_s``): they signal again on every
+    state (each ``features.state_every_ms``, 1 s), neutral when no rule fires,
+    so the next signal replaces theirs within a second. That includes the
+    tape agent's sweep and iceberg votes: a longer validity would never be
+    used, as the next FlowState's signal supersedes them.
+
 Rules (defaults below; each agent's ``Params`` record holds them, constructor keywords override)
     order_flow, on FlowState:
       ofi   |ofi_ratio_1m| >= 0.3 and ofi_ratio_5m of the same sign -> its sign,
@@ -72,22 +82,32 @@ Learning (:class:`ContextualHedge`)
     triggered it) x speed_{hi,lo}; footprint {up,down,flat} bar x volume_{hi,lo}
     against the mean of the previous 10 bars. Per context, full-information Hedge over the
     arms act / fade / abstain: once a signal's outcome is known every arm's
-    reward is known, with r = raw_direction x raw_confidence x points / scale
-    clipped to [-1, 1] (scale = 4 ticks of the instrument: WDO 2.0 points,
-    WIN 20, ES 1.0): act r, fade -r, abstain 0. Weights w_a *= exp(eta
-    reward_a), renormalized to sum 1, then every weight below ``floor`` is
-    raised to it and the rest rescaled, so no arm dies and all can recover.
-    The chosen arm is the argmax (ties -> act, then fade). Emitted direction
+    reward is known. With m = raw_direction x points (the move in the vote's
+    direction), c = ``cost_ticks`` ticks (the round-trip cost, in points) and
+    scale = 4 ticks of the instrument (WDO 2.0 points, WIN 20, ES 1.0):
+    act earns raw_confidence x (m - c) / scale, fade raw_confidence x (-m - c)
+    / scale, each clipped to [-1, 1], and abstain 0 (no trade, no cost). The
+    confidence is the exposure, so it scales the cost as it scales the move:
+    act beats abstain where the confidence-weighted mean move in the vote's
+    direction exceeds c, whatever the rule's confidence level; where the rule
+    has no edge both trading arms lose c per outcome and abstain wins.
+    Weights w_a *= exp(eta reward_a), renormalized to sum 1, then every weight
+    below ``floor`` is raised to it and the rest rescaled, so no arm dies and
+    all can recover. The chosen arm is the argmax, ties -> abstain, then act,
+    then fade: an unlearned context (1/3 each) abstains until its outcomes show
+    an edge beyond the cost. That costs no learning, since every outcome,
+    abstained signals' included, gives every arm's reward. Emitted direction
     = raw direction x (+1 act, -1 fade, 0 abstain); emitted confidence =
-    raw confidence x the chosen arm's weight (weights sum to 1: an unlearned
-    context, 1/3 each, passes a third of the raw confidence); abstain and
+    raw confidence x the chosen arm's weight (weights sum to 1); abstain and
     neutral signals have confidence 0. ``learning=False`` always acts at the
     raw confidence and learns nothing. A final confidence below
-    ``min_confidence`` makes the signal neutral ("abstain"); it still learns.
-    Defaults: eta 0.1, floor 0.02. The raw direction, confidence and context
-    of the last 10,000 signals with a raw direction wait for their Feedback
-    (matched by voter and seq); the learning needs a Feedback for abstained
-    and faded signals too, since the reward is recomputed from the raw vote.
+    ``min_confidence`` (config ``hmarl.min_confidence``) makes the signal
+    neutral ("abstain"); it still learns. Defaults: eta 0.1, floor 0.02,
+    cost_ticks 1 (config ``hmarl.agent_cost_ticks``). The raw direction,
+    confidence and context of the last 10,000 signals with a raw direction
+    wait for their Feedback (matched by voter and seq); the learning needs a
+    Feedback for abstained and faded signals too, since the reward is
+    recomputed from the raw vote.
 """
 
 from __future__ import annotations
@@ -99,12 +119,18 @@ from typing import Iterable, NamedTuple
 from pipelines.features.flow import SessionDay
 from pipelines.instruments import instrument_for
 from pipelines.messages import Feedback, FeatureVector, FlowState, FootprintState, LiquidityState, Signal, TapeSignal
+from pipelines.timeutil import NS_PER_MIN
 
 NAN = float("nan")
 NS_PER_S = 1_000_000_000
-ARMS = ("act", "fade", "abstain")  # argmax tie order
+ARMS = ("act", "fade", "abstain")  # the order of the saved weights
 ARM_SIGN = {"act": 1, "fade": -1, "abstain": 0}
+TIE_RANK = {"abstain": 2, "act": 1, "fade": 0}  # argmax ties: no trade without evidence of an edge
 REWARD_SCALE_TICKS = 4
+# Round trip, in ticks of the instrument: aggressive entry and exit cross the spread once, one tick
+# on WDO and WIN in liquid hours, and B3 fees and brokerage add a fraction of a tick (WDO's tick is
+# R$5). The rewards are moves between trade prices, which never see the spread, hence this charge.
+COST_TICKS = 1.0
 HEDGE_ETA = 0.1
 HEDGE_FLOOR = 0.02
 MAX_PENDING = 10_000  # signals awaiting feedback, per agent
@@ -201,13 +227,16 @@ class ContextualHedge:
         return self.weights.get(context) or [1 / len(ARMS)] * len(ARMS)
 
     def choose(self, context: str) -> tuple[str, float]:
-        """The argmax arm (ties in ``ARMS`` order) and its weight."""
+        """The argmax arm (ties by ``TIE_RANK``: abstain first) and its weight."""
         w = self.weights_of(context)
-        best = max(range(len(ARMS)), key=lambda i: (w[i], -i))
+        best = max(range(len(ARMS)), key=lambda i: (w[i], TIE_RANK[ARMS[i]]))
         return ARMS[best], w[best]
 
-    def update(self, context: str, r: float) -> None:
-        w = [wi * math.exp(self.eta * ARM_SIGN[a] * r) for wi, a in zip(self.weights_of(context), ARMS)]
+    def update(self, context: str, r: float, cost: float = 0.0) -> None:
+        """One outcome: ``r`` the act arm's gross reward, ``cost`` what trading it cost (reward units).
+        Act earns r - cost, fade -r - cost (both clipped to [-1, 1]), abstain 0."""
+        rewards = [max(-1.0, min(1.0, ARM_SIGN[a] * r - cost)) if ARM_SIGN[a] else 0.0 for a in ARMS]
+        w = [wi * math.exp(self.eta * ra) for wi, ra in zip(self.weights_of(context), rewards)]
         self.weights[context] = self._floored([wi / sum(w) for wi in w])
         self.updates[context] = self.updates.get(context, 0) + 1
 
@@ -254,14 +283,17 @@ class Agent:
     agent_id = ""
     Params: type = NoParams  # the rules' thresholds and confidences, with their defaults
     VECTOR_INPUTS: tuple[str, ...] = ()  # FeatureVector values the agent keeps
+    VALID_NS = 0  # Signal.valid_ns (module docstring, Validity); 0 = the coordinator's TTL
 
     def __init__(self, symbol: str, *, horizon_ns: int = 60 * NS_PER_S, learning: bool = True,
-                 min_confidence: float = 0.0, tick_size: float | None = None, eta: float = HEDGE_ETA,
-                 floor: float = HEDGE_FLOOR, max_pending: int = MAX_PENDING, **params):
+                 min_confidence: float = 0.0, cost_ticks: float = COST_TICKS, tick_size: float | None = None,
+                 eta: float = HEDGE_ETA, floor: float = HEDGE_FLOOR, max_pending: int = MAX_PENDING, **params):
         if not horizon_ns > 0:
             raise ValueError(f"horizon_ns must be > 0, got {horizon_ns!r}")
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+        if not 0 <= cost_ticks < math.inf:
+            raise ValueError(f"cost_ticks must be a finite number >= 0, got {cost_ticks!r}")
         try:
             self.p = self.Params(**params)
         except TypeError as e:
@@ -272,6 +304,7 @@ class Agent:
         self.horizon_ns = int(horizon_ns)
         self.learning = learning
         self.min_confidence = min_confidence
+        self.cost_ticks = float(cost_ticks)
         self.hedge = ContextualHedge(eta, floor)
         self.max_pending = max_pending
         self._pending: OrderedDict[int, tuple[str, int, float]] = OrderedDict()  # seq -> (context, dir, conf)
@@ -376,7 +409,7 @@ class Agent:
         c["signals"] += 1
         c["non_neutral"] += direction != 0
         out.append(Signal(self.agent_id, self.symbol, ts, seq, float(direction), conf, self.horizon_ns, self.price,
-                          tuple(reasons), context, action, float(raw_dir)))
+                          tuple(reasons), context, action, float(raw_dir), self.VALID_NS))
 
     def _remember(self, seq: int, entry: tuple[str, int, float]) -> None:
         self._pending[seq] = entry
@@ -406,15 +439,16 @@ class Agent:
                 c["feedback_bad"] += 1
                 continue
             context, raw_dir, raw_conf = entry
-            r = max(-1.0, min(1.0, raw_dir * raw_conf * points / self.reward_scale))
-            self.hedge.update(context, r)
+            r = raw_dir * raw_conf * points / self.reward_scale
+            self.hedge.update(context, r, raw_conf * self.cost_ticks / REWARD_SCALE_TICKS)
             applied += 1
         c["feedback_applied"] += applied
         return applied
 
     def state(self) -> dict:
         """The learning layer, JSON-able (Valkey ``hmarl:agent:<id>:learning``)."""
-        return {"agent": self.agent_id, "symbol": self.symbol, "version": STATE_VERSION, **self.hedge.state()}
+        return {"agent": self.agent_id, "symbol": self.symbol, "version": STATE_VERSION, "cost_ticks": self.cost_ticks,
+                **self.hedge.state()}
 
     def load_state(self, d: dict) -> None:
         """Load a state saved by :meth:`state` of the same agent, symbol and layout version."""
@@ -441,6 +475,8 @@ class Agent:
             "params": self.p._asdict(),
             "learning": {
                 "enabled": self.learning,
+                "cost_ticks": self.cost_ticks,
+                "min_confidence": self.min_confidence,
                 "contexts": {ctx: {"weights": dict(zip(ARMS, h.weights_of(ctx))), "choice": h.choose(ctx)[0],
                                    "updates": h.updates.get(ctx, 0)} for ctx in sorted(h.weights)},
             },
@@ -677,6 +713,7 @@ class FootprintParams(NamedTuple):
 class FootprintPatternAgent(Agent):
     agent_id = "footprint"
     Params = FootprintParams
+    VALID_NS = NS_PER_MIN  # a closed one-minute bar's vote holds until the next bar closes
 
     def __init__(self, symbol: str, **kw):
         super().__init__(symbol, **kw)

@@ -1,9 +1,12 @@
 """The coordinator: weighted consensus of the voters, a risk check, and Hedge learning.
 
 Consensus. Each voter (specialist agents and ``ml``) sends Signals; the latest
-one per voter counts when it is fresh (``decision ts - signal_ttl_ns <=
-signal.ts_event <= decision ts``; a later signal would be look-ahead) and not an
-abstention (confidence 0 or action "abstain"). Over the voters present::
+one per voter counts while it is valid (``signal.ts_event <= decision ts <=
+signal.ts_event + validity``, validity = ``signal.valid_ns`` or, when that is 0,
+``signal_ttl_ns``; a later signal would be look-ahead) and not an abstention
+(confidence 0 or action "abstain"). A voter says how long its view holds: a
+footprint bar's vote lasts until the next bar closes, not the few seconds of a
+flow reading. Over the voters present::
 
     score = sum_i w_i * d_i * c_i / sum_i w_i
 
@@ -51,7 +54,7 @@ class ConsensusConfig:
     max_position: int = 5  # contracts, either side
     max_loss: float = 2000.0  # realized loss (currency) after which only reducing trades pass
     base_size: int = 1  # contracts per decision
-    signal_ttl_ns: int = 5 * 10**9
+    signal_ttl_ns: int = 5 * 10**9  # how long a signal with valid_ns 0 counts
     horizon_ns: int = 60 * 10**9
 
     def __post_init__(self) -> None:
@@ -229,7 +232,7 @@ class Coordinator:
         return self._record(proposal._replace(size=size, risk=reason))
 
     def _counts_at(self, s: Signal, ts_event: int) -> bool:
-        fresh = ts_event - self.cfg.signal_ttl_ns <= s.ts_event <= ts_event
+        fresh = s.ts_event <= ts_event <= s.ts_event + (s.valid_ns or self.cfg.signal_ttl_ns)
         return fresh and s.confidence > 0 and s.action != "abstain"
 
     def _decision(self, ts_event, seq, action, size, score, price, signals, market, risk) -> Decision:

@@ -53,7 +53,7 @@ def point_value_for(symbol: str, override: float | None = None) -> float:
 
 
 def signal_problem(signal: Signal) -> str | None:
-    """Why a signal cannot be used ("direction", "confidence", "price", "horizon"), or None."""
+    """Why a signal cannot be used ("direction", "confidence", "price", "horizon", "valid_ns"), or None."""
     d, c = signal.direction, signal.confidence
     if not (isinstance(d, (int, float)) and math.isfinite(d) and -1.0 <= d <= 1.0):
         return "direction"
@@ -63,6 +63,8 @@ def signal_problem(signal: Signal) -> str | None:
         return "price"
     if not (isinstance(signal.horizon_ns, int) and signal.horizon_ns > 0):
         return "horizon"
+    if not (isinstance(signal.valid_ns, int) and not isinstance(signal.valid_ns, bool) and signal.valid_ns >= 0):
+        return "valid_ns"
     return None
 
 
