@@ -32,6 +32,7 @@ class ValkeyWriter:
     # route (every 50 ms) it lagged the engine and the publishers, and a SIGKILLed feed left
     # a hole in the streams that no one could fill (issue 11).
     BULK = False
+    STORAGE = True  # what it accepted is on its way to Valkey: a restarted feed measures holes against it
 
     def __init__(self, valkey_url: str, cfg: ValkeyConfig, symbols: list[str]):
         from pipelines.valkey_store import EventStore, StreamWriter, connect

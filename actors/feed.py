@@ -44,6 +44,7 @@ class Route(NamedTuple):
     # False: the feed never waits for it (analytics). With its calls all in flight it is
     # skipped, and caught up from the resend window once it answers again.
     backpressure: bool = True
+    storage: bool = False  # the route that persists events (the Valkey writer): what it accepted is stored
 
     def wants(self, ev: Event) -> bool:
         return self.wants_key(ev.KIND, ev.symbol)
@@ -115,6 +116,7 @@ class FeedActor:
             except Exception as e:
                 log.error("feed could not read resume points from Valkey: %s", e)
         stored = dict(seq)
+        storage = {r.name for r in routes if r.storage}
         refs = {r.name: r.handle.position.remote() for r in routes}
         for name, ref in refs.items():
             try:
@@ -126,7 +128,7 @@ class FeedActor:
             for s, p in pos.items():
                 if s in seq:
                     seq[s] = max(seq[s], p)
-                    if name == "valkey_writer":  # accepted there = on its way to storage (write-behind)
+                    if name in storage:  # accepted there = on its way to storage (write-behind)
                         stored[s] = max(stored[s], p)
         # Events a destination saw that storage never got: the previous feed died with them in
         # flight. Seqs are never reused, so they stay a hole in the streams: counted, said once.
@@ -145,7 +147,9 @@ class FeedActor:
         # nothing of this history to continue from either.
         if not valkey_url or not self._ray.get_runtime_context().was_current_actor_reconstructed:
             return
-        stored_upto = {s: self._start_positions.get("valkey_writer", {}).get(s, 0) for s in self.symbols}
+        storage = [name for name, r in self.routes.items() if r.storage]
+        stored_upto = {s: max((self._start_positions.get(n, {}).get(s, 0) for n in storage), default=0)
+                       for s in self.symbols}
         behind = {name: {s: p for s, p in pos.items() if s in stored_upto and 0 < p < stored_upto[s]}
                   for name, pos in self._start_positions.items() if name in self.routes}
         behind = {name: syms for name, syms in behind.items() if syms}

@@ -329,13 +329,12 @@ class FeedbackActor(_HmarlActor):
     """Realized outcomes on event time: each round's trade prices resolve the horizons of the
     signals and decisions tracked before them; the outcomes go back as the round's result."""
 
-    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, agents: tuple[str, ...],
-                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
+    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
+                 password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
         from pipelines.hmarl.feedback import FeedbackSystem
 
         self.system = FeedbackSystem(symbol, journal=self.store is not None)
-        self.agents = tuple(agents)
         self.run_id = run_id
         self.sent = 0
         self.rounds = 0

@@ -84,34 +84,34 @@ class DecisionRounds:
     def _end_round(self, vector: FeatureVector) -> None:
         # The boundary vector belongs to this round for the agents too (it may follow a state of its trade).
         self._agent_msgs.extend(self._agent_inputs.select([vector]))
+        prev_feedback = _refs(self._last_feedback)
         voters = self._call_voters(vector)
-        prev_decisions = [self._last_decisions] if self._last_decisions is not None else []
-        prev_feedback = [self._last_feedback] if self._last_feedback is not None else []
-        if self.feedback is not None:
-            self._last_feedback = self.feedback.call("on_round", _pickle(self._prices), voters, prev_decisions)
+        self._call_feedback(voters)
         if self.coordinator is not None:
             self._last_decisions = self.coordinator.call("on_round", _pickle(self._market + [vector]), voters,
                                                          prev_feedback)
-        self._prices, self._market = [], []
+        self._market = []
         self.rounds += 1
 
     def _call_voters(self, vector: FeatureVector | None) -> list:
-        feedback = [self._last_feedback] if self._last_feedback is not None else []
         payload = _pickle(self._agent_msgs)  # once for every agent
         self._agent_msgs = []
-        refs = [a.call("on_round", payload, feedback) for a in self.agents]
+        refs = [a.call("on_round", payload, _refs(self._last_feedback)) for a in self.agents]
         if self.ml is not None and vector is not None:
             refs.append(self.ml.call("on_round", _pickle([vector])))
         return [r for r in refs if r is not None]
 
+    def _call_feedback(self, voters: list) -> None:
+        if self.feedback is not None:
+            self._last_feedback = self.feedback.call("on_round", _pickle(self._prices), voters,
+                                                     _refs(self._last_decisions))
+        self._prices = []
+
     def close(self) -> None:
         """At shutdown: the last, unfinished round still reaches the agents and the feedback
         system (its prices resolve horizons); there is no boundary, so no decision."""
-        voters = self._call_voters(None)
-        if self.feedback is not None:
-            prev = [self._last_decisions] if self._last_decisions is not None else []
-            self._last_feedback = self.feedback.call("on_round", _pickle(self._prices), voters, prev)
-        self._prices, self._market = [], []
+        self._call_feedback(self._call_voters(None))
+        self._market = []
 
     def drain(self, timeout_s: float) -> None:
         for p in self.peers():
@@ -119,6 +119,11 @@ class DecisionRounds:
 
     def stats(self) -> dict:
         return {"rounds": self.rounds, **{p.name: p.stats() for p in self.peers()}}
+
+
+def _refs(ref) -> list:
+    """An earlier call's result to hand over, inside a list (the receiver resolves it itself)."""
+    return [] if ref is None else [ref]
 
 
 def _pickle(items: list) -> bytes:

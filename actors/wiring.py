@@ -33,7 +33,7 @@ from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, a
 from actors.feed import FeedActor, Route
 from pipelines.config import AppConfig
 from pipelines.instruments import tick_size_for
-from pipelines.runs import stage_totals
+from pipelines.runs import new_run_id, stage_totals
 from pipelines.zmq_edge import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
@@ -92,7 +92,7 @@ class MarketDataGraph:
         self._last_totals: dict[str, dict] = {}
         self._carried: Counter = Counter()
         # One session of the system: tags recordings, owns the paper account (``--resume`` passes the last one).
-        self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.run_id = run_id or new_run_id()
         self._build_specs()
 
     def _build_specs(self) -> None:
@@ -159,7 +159,7 @@ class MarketDataGraph:
             voters += ("ml",)
         specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor,
                                (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw, self.run_id), options=dict(retry)))
-        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, tuple(cfg.agents), url, pw, self.run_id),
+        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, url, pw, self.run_id),
                                options=dict(retry)))
         return specs
 
@@ -181,7 +181,7 @@ class MarketDataGraph:
     def routes(self) -> list[Route]:
         return [
             Route(name, self.actors[name].handle, spec.kinds, spec.symbols, getattr(spec.cls, "BULK", False),
-                  getattr(spec.cls, "BACKPRESSURE", True))
+                  getattr(spec.cls, "BACKPRESSURE", True), getattr(spec.cls, "STORAGE", False))
             for name, spec in self.specs.items()
             if spec.kinds is not None and name in self.actors
         ]

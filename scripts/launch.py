@@ -144,9 +144,11 @@ def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
             print("config error: --resume: needs Valkey (valkey.url or the embedded server)", file=sys.stderr)
             return None
         return {"run_id": new_run_id()}
-    from pipelines.valkey_store import connect
+    import valkey
 
-    client = connect(valkey_url, password=os.environ.get(cfg.valkey.password_env) or None)
+    from pipelines.valkey_store import connect, resolve_password
+
+    client = connect(valkey_url, password=resolve_password(cfg.valkey))
     try:
         if resume:
             last = last_run(client, cfg.namespace)
@@ -156,6 +158,16 @@ def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
             print(f"resuming run {last['run_id']}", flush=True)
             return last
         return record_run(client, cfg.namespace, new_run_id(), cfg.feed.source, list(cfg.symbols))
+    except valkey.exceptions.ValkeyError as e:
+        # Valkey away at start: the writers queue until it returns, so a new run still starts
+        # (unrecorded, so it cannot be resumed); a resume cannot know what to continue.
+        if resume:
+            print(f"config error: --resume: Valkey unreachable ({type(e).__name__}): cannot read the last run",
+                  file=sys.stderr)
+            return None
+        print(f"warning: Valkey unreachable ({type(e).__name__}); this run is not recorded and cannot be resumed",
+              file=sys.stderr, flush=True)
+        return {"run_id": new_run_id()}
     finally:
         client.close()
 

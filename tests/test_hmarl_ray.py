@@ -142,7 +142,7 @@ def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ra
     pending_key = f"hmarl:agent:feedback:{sym}:pending"
     client.delete(pending_key)
     actor = ray.remote(FeedbackActor).options(name=f"feedback:{sym}", namespace=ns, num_cpus=0,
-                                              max_restarts=-1).remote(sym, HmarlConfig(), ns, ("order_flow",), url)
+                                              max_restarts=-1).remote(sym, HmarlConfig(), ns, url)
     try:
         # A round hands over the voters' and the coordinator's results as ObjectRefs.
         signals, decisions = ray.put(tracked[:2]), ray.put([tracked[2]])
