@@ -3,7 +3,7 @@
 Plain classes; ``actors.wiring`` wraps them as Ray actors (one per symbol and
 kind). A restarted actor re-runs ``__init__``, so the constructor rebuilds the
 content from the Valkey streams: a crash loses nothing already written there,
-and the sequence protocol (``pipelines.sequencing``) makes the feed re-send
+and the sequence protocol (``pipelines.data.sequencing``) makes the feed re-send
 whatever was not.
 """
 
@@ -15,10 +15,10 @@ import time
 import uuid
 from collections import deque
 
-from pipelines.candles import CandleBuilder
-from pipelines.messages import BookSnapshot, Candle, Event, Trade
-from pipelines.sequencing import BatchReply, SeqGate
-from pipelines.timeutil import NS_PER_MIN
+from pipelines.data.candles import CandleBuilder
+from pipelines.model.messages import BookSnapshot, Candle, Event, Trade
+from pipelines.data.sequencing import BatchReply, SeqGate
+from pipelines.model.clock import NS_PER_MIN
 
 log = logging.getLogger("quantumtrader.buffers")
 
@@ -29,7 +29,7 @@ def open_store(valkey_url: str | None, password_env: str):
     """An EventStore on ``valkey_url`` (password from the env var), or None without a URL."""
     if not valkey_url:
         return None
-    from pipelines.valkey_store import EventStore, connect
+    from pipelines.persistence.valkey_store import EventStore, connect
 
     return EventStore(connect(valkey_url, password=os.environ.get(password_env) or None))
 

@@ -11,9 +11,9 @@ import os
 import uuid
 
 from pipelines.config import RecorderConfig, ValkeyConfig
-from pipelines.messages import Event
-from pipelines.sequencing import BatchReply, SeqGate
-from pipelines.zmq_edge import ZmqPublisher
+from pipelines.model.messages import Event
+from pipelines.data.sequencing import BatchReply, SeqGate
+from pipelines.edges.zmq import ZmqPublisher
 
 log = logging.getLogger("quantumtrader.edges")
 
@@ -35,7 +35,7 @@ class ValkeyWriter:
     STORAGE = True  # what it accepted is on its way to Valkey: a restarted feed measures holes against it
 
     def __init__(self, valkey_url: str, cfg: ValkeyConfig, symbols: list[str]):
-        from pipelines.valkey_store import EventStore, StreamWriter, connect
+        from pipelines.persistence.valkey_store import EventStore, StreamWriter, connect
 
         password = os.environ.get(cfg.password_env) or None
         self.incarnation = uuid.uuid4().hex
@@ -135,7 +135,7 @@ class Recorder:
     BULK = True
 
     def __init__(self, cfg: RecorderConfig, symbols: list[str], run_id: str):
-        from pipelines.sources.recorder import ParquetRecorder, recorded_positions
+        from pipelines.adapters.files.recorder import ParquetRecorder, recorded_positions
 
         self.incarnation = uuid.uuid4().hex
         self.recorder = ParquetRecorder(cfg, run_id=run_id)

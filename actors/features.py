@@ -40,9 +40,9 @@ from actors.peers import Peer
 from actors.rounds import DecisionRounds
 from pipelines.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
-from pipelines.messages import Event, FlowState
-from pipelines.sequencing import BatchReply, SeqGate
-from pipelines.timeutil import NS_PER_MIN
+from pipelines.model.messages import Event, FlowState
+from pipelines.data.sequencing import BatchReply, SeqGate
+from pipelines.model.clock import NS_PER_MIN
 
 log = logging.getLogger("quantumtrader.features")
 
@@ -74,7 +74,7 @@ class FeatureEngine:
         self.run_id = run_id
         if valkey_url:
             password = os.environ.get(password_env) or None
-            from pipelines.flow_store import FlowStateWriter
+            from pipelines.persistence.flow_store import FlowStateWriter
 
             self.flow_writer = FlowStateWriter(valkey_url, password, ttl_s=cfg.flow_state_ttl_s,
                                                history_maxlen=cfg.flow_history_maxlen)
@@ -87,7 +87,7 @@ class FeatureEngine:
 
     def _restore(self, url: str, password: str | None) -> None:
         """Warm the windows from the Valkey streams (Valkey down: start cold, say so)."""
-        from pipelines.valkey_store import EventStore, connect
+        from pipelines.persistence.valkey_store import EventStore, connect
 
         t0 = time.monotonic()
         try:
@@ -132,7 +132,7 @@ class FeatureEngine:
         no decisions here, or none of this run: nothing to make again)."""
         if self.rounds is None:
             return None
-        from pipelines.hmarl.store import agent_state_key
+        from pipelines.persistence.hmarl_store import agent_state_key
 
         try:
             raw = store.client.get(agent_state_key(f"coordinator:{self.symbol}", "state"))

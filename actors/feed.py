@@ -21,10 +21,10 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from pipelines.config import AppConfig
-from pipelines.messages import Event
-from pipelines.sequencing import BatchReply, ResendWindow
-from pipelines.sources import make_source
-from pipelines.validation import Validator
+from pipelines.model.messages import Event
+from pipelines.data.sequencing import BatchReply, ResendWindow
+from pipelines.adapters.sources import make_source
+from pipelines.data.validation import Validator
 
 log = logging.getLogger("quantumtrader.feed")
 

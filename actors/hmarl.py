@@ -12,7 +12,7 @@ where the bracketed arguments are the ObjectRefs of the other calls' results; ea
 actor resolves them (with a timeout) before it reads its own input, so every decision
 depends on event time only.
 
-Each class wraps plain logic from ``pipelines.hmarl``. A restarted actor re-runs
+Each class wraps plain logic from the ``pipelines`` domain packages. A restarted actor re-runs
 ``__init__`` and reloads its learned state (agent learning tables, coordinator
 weights and paper account) from Valkey; Ray re-submits the round that was in flight
 (``max_task_retries``), and the coordinator skips a decision slot it already decided.
@@ -37,7 +37,7 @@ import uuid
 
 from actors.peers import Peer
 from pipelines.config import HmarlConfig
-from pipelines.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
+from pipelines.model.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
 log = logging.getLogger("quantumtrader.hmarl")
 
@@ -68,7 +68,7 @@ def _messages(payload) -> list:
 def open_hmarl_store(cfg: HmarlConfig, valkey_url: str | None, password_env: str):
     if not valkey_url:
         return None
-    from pipelines.hmarl.store import HmarlStore, HmarlTTL
+    from pipelines.persistence.hmarl_store import HmarlStore, HmarlTTL
 
     ttl = HmarlTTL(decision_s=cfg.ttl_decision_s, feedback_s=cfg.ttl_feedback_s, signal_s=cfg.ttl_signal_s,
                    metrics_s=cfg.ttl_metrics_s)
@@ -178,7 +178,7 @@ class AgentActor(_VoterActor):
     def __init__(self, agent_id: str, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD"):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.hmarl.agents import AGENTS
+        from pipelines.alpha.agents import AGENTS
 
         self.agent_id = agent_id
         agent = AGENTS[agent_id](symbol, horizon_ns=int(cfg.horizon_s * NS_PER_S), learning=cfg.learning,
@@ -199,7 +199,7 @@ class MLActor(_VoterActor):
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, model_dir: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD", feed_source: str | None = None):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.hmarl.ml import MLModel
+        from pipelines.alpha.ml import MLModel
 
         model = MLModel(model_dir, horizon_ns=int(cfg.horizon_s * NS_PER_S), symbol=symbol, feed_source=feed_source,
                         allow_other_market=cfg.ml_allow_other_market)
@@ -221,7 +221,7 @@ class CoordinatorActor(_HmarlActor):
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, voters: tuple[str, ...], publisher: str | None,
                  valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.hmarl.consensus import ConsensusConfig, Coordinator
+        from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
 
         agents = [v for v in voters if v != "ml"]
         ccfg = ConsensusConfig(
@@ -332,7 +332,7 @@ class FeedbackActor(_HmarlActor):
     def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
                  password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
         super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.hmarl.feedback import FeedbackSystem
+        from pipelines.feedback.system import FeedbackSystem
 
         self.system = FeedbackSystem(symbol, journal=self.store is not None)
         self.run_id = run_id
@@ -367,7 +367,7 @@ class FeedbackActor(_HmarlActor):
         oldest = self.system.oldest_pending_ns()
         if oldest is None:
             return
-        from pipelines.valkey_store import EventStore, connect
+        from pipelines.persistence.valkey_store import EventStore, connect
 
         try:
             ticks = EventStore(connect(url, password=password)).since(self.symbol, "tick", oldest)

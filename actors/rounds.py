@@ -35,8 +35,8 @@ from __future__ import annotations
 import pickle
 
 from actors.peers import Peer
-from pipelines.hmarl.inputs import DECISION_STATES, AgentInputs, next_decision_ns
-from pipelines.messages import FeatureVector
+from pipelines.alpha.inputs import DECISION_STATES, AgentInputs, next_decision_ns
+from pipelines.model.messages import FeatureVector
 
 
 class DecisionRounds:

@@ -32,9 +32,9 @@ from actors.features import FeatureEngine
 from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, agent_name, coordinator_name, feedback_name, ml_name
 from actors.feed import FeedActor, Route
 from pipelines.config import AppConfig
-from pipelines.instruments import tick_size_for
-from pipelines.runs import new_run_id, stage_totals
-from pipelines.zmq_edge import ANALYTICS_STREAMS
+from pipelines.model.instruments import tick_size_for
+from pipelines.persistence.runs import new_run_id, stage_totals
+from pipelines.edges.zmq import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
 REPO = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ class MarketDataGraph:
         self.actors: dict[str, ActorState] = {}
         self.zmq_endpoints: dict[str, str] = {}
         # Counters survive restarts here: the last totals seen of each actor are carried
-        # over when it comes back from zero (pipelines.runs.stage_totals).
+        # over when it comes back from zero (pipelines.persistence.runs.stage_totals).
         self._last_totals: dict[str, dict] = {}
         self._carried: Counter = Counter()
         # One session of the system: tags recordings, owns the paper account (``--resume`` passes the last one).

@@ -182,7 +182,7 @@ class ZmqConfig:
     resource: str | None = "node:__internal_head__"
 
     def ports(self) -> dict[str, int]:
-        """Stream name -> configured port (names as in ``pipelines.zmq_edge.PORTS``)."""
+        """Stream name -> configured port (names as in ``pipelines.edges.zmq.PORTS``)."""
         return {f.name[: -len("_port")]: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.endswith("_port")}
 
 
@@ -227,7 +227,7 @@ class HmarlConfig:
     # own, yet as a present voter it would take a share of the weight and dilute the others.
     min_confidence: float = field(default=0.1, metadata=_range(0, 1))
     # Round-trip trading cost (ticks of the instrument) the agents charge their act and fade arms, so
-    # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.hmarl.agents).
+    # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.alpha.agents).
     agent_cost_ticks: float = field(default=1.0, metadata=_range(0, 100))
     ml_enabled: bool = True
     model_dir: str = "models"  # XGBoost model + metadata; none there = the ML voter abstains
@@ -356,7 +356,7 @@ def _cwd() -> str:
 
 
 def _parse_time_key(key: str, text: str) -> _dt.datetime:
-    from pipelines.timeutil import parse_time
+    from pipelines.model.clock import parse_time
 
     try:
         return parse_time(text)
@@ -372,9 +372,9 @@ def _check_replay(cfg: AppConfig) -> None:
     Same lookup as ``ReplaySource._discover``: the path as given (relative = relative to the
     working directory, which the feed actor shares with launch.py on a local Ray), then
     ``<path>/<kind>/symbol=<SYM>/date=YYYY-MM-DD/*.parquet`` for the recorder's kinds."""
-    from pipelines.contracts import resolve_symbol
-    from pipelines.sources.recorder import MESSAGE_TYPES
-    from pipelines.sources.replay import _day_bounds_ns
+    from pipelines.model.contracts import resolve_symbol
+    from pipelines.adapters.files.recorder import MESSAGE_TYPES
+    from pipelines.adapters.files.replay import _day_bounds_ns
 
     rc = cfg.feed.replay
     key = "feed.replay.path"
@@ -424,7 +424,7 @@ def _check_replay(cfg: AppConfig) -> None:
 
 def _replay_bounds(rc: ReplayConfig) -> tuple[int | None, int | None]:
     """``feed.replay.start`` / ``end`` as the replay reads them (a date-only end covers that day)."""
-    from pipelines.sources.replay import ReplayError, _parse_bound
+    from pipelines.adapters.files.replay import ReplayError, _parse_bound
 
     out = []
     for name, is_end in (("start", False), ("end", True)):

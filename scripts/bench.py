@@ -88,7 +88,7 @@ def bench_pipeline(args) -> None:
 
     from actors.wiring import MarketDataGraph
     from pipelines.config import config_from_dict
-    from pipelines.valkey_store import EmbeddedValkey
+    from pipelines.persistence.valkey_store import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
     server = EmbeddedValkey(tmp / "valkey")
@@ -155,7 +155,7 @@ def bench_decisions(args) -> None:
 
     from actors.wiring import MarketDataGraph
     from pipelines.config import config_from_dict
-    from pipelines.valkey_store import EmbeddedValkey
+    from pipelines.persistence.valkey_store import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
     server = EmbeddedValkey(tmp / "valkey")
@@ -227,7 +227,7 @@ def bench_decisions(args) -> None:
 
 def server_client_flush(url: str) -> None:
     """Start each rate on an empty database so earlier runs do not skew trimming."""
-    from pipelines.valkey_store import connect
+    from pipelines.persistence.valkey_store import connect
 
     connect(url).flushall()
 
@@ -281,7 +281,7 @@ def bench_profitdll(args) -> None:
     import ray
 
     from pipelines.config import config_from_dict
-    from pipelines.timeutil import SAO_PAULO
+    from pipelines.model.clock import SAO_PAULO
     from tests.profitdll_fake import build_fake_dll, fake_env, read_sent_log
 
     dll = build_fake_dll()
@@ -359,7 +359,7 @@ class ProfitBenchSink:
         import gc
         import pickle
 
-        from pipelines.sequencing import BatchReply
+        from pipelines.data.sequencing import BatchReply
 
         # The events die with this call: no garbage collection in the middle of it (the
         # observer should cost the machine as little as it can).

@@ -14,7 +14,7 @@
   ordered per symbol by ``(ts_event, seq)``, as replay plays them; each symbol
   gets its own engine state.
 - the CME ES Sierra Chart tape (``*.csv``/``*.txt``), parsed by
-  ``pipelines.sources.cme_es`` (time quirk, Sequence order, TradeType 2 -> 2,
+  ``pipelines.adapters.files.cme_es`` (time quirk, Sequence order, TradeType 2 -> 2,
   1 -> 3); ``--symbol`` names it (default ESH22), ``--tz`` is the zone of its
   times (unstated in the source; default UTC).
 
@@ -44,14 +44,14 @@ from pipelines.features.core import (  # noqa: E402
     compute_batch,
     compute_streaming,
 )
-from pipelines.messages import Trade  # noqa: E402
+from pipelines.model.messages import Trade  # noqa: E402
 
 TRADE_COLUMNS = list(Trade._fields)
 
 
 def read_es_csv(path: Path, symbol: str = "ESH22", tz: str = "UTC") -> pd.DataFrame:
     """The ES tape's trades as a DataFrame with the Trade columns, in Sequence order."""
-    from pipelines.sources.cme_es import read_cme_es
+    from pipelines.adapters.files.cme_es import read_cme_es
 
     events, _counts = read_cme_es(path, symbol=symbol, tz=tz)
     trades = [e for e in events if isinstance(e, Trade)]

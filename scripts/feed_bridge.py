@@ -4,7 +4,7 @@
 ProfitDLL crashes the process that hosts it and allows one login per process, so
 it lives here, alone, with no Ray. On Windows the user runs this script next to
 Profit and points the pipeline at it (``source: bridge``); on one machine the
-pipeline starts it itself (``source: profitdll``, see ``pipelines.bridge.host``).
+pipeline starts it itself (``source: profitdll``, see ``pipelines.adapters.bridge.host``).
 
     python scripts/feed_bridge.py --source profitdll --symbols WDOFUT \\
         --credentials-file C:\\secure\\profit.env --bind 0.0.0.0
@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.bridge.protocol import DEFAULT_PUB_PORT, DEFAULT_REP_PORT  # noqa: E402
+from pipelines.adapters.bridge.protocol import DEFAULT_PUB_PORT, DEFAULT_REP_PORT  # noqa: E402
 from pipelines.config import SYMBOL_RE  # noqa: E402
-from pipelines.credentials import redact  # noqa: E402
+from pipelines.adapters.profitdll.credentials import redact  # noqa: E402
 
 log = logging.getLogger("feed_bridge")
 _LOADED_DLL = False  # set once a ProfitSession exists in this process
@@ -112,7 +112,7 @@ def endpoint(value: str, bind: str, flag: str) -> str:
 
 
 def make_resolver(today):
-    """sym -> contract code: WDOFUT/WINFUT through pipelines.contracts, other codes as they are."""
+    """sym -> contract code: WDOFUT/WINFUT through pipelines.model.contracts, other codes as they are."""
     cache: dict[str, str] = {}
 
     def resolve(sym: str) -> str:
@@ -120,9 +120,9 @@ def make_resolver(today):
             return sym
         if sym not in cache:
             try:
-                from pipelines.contracts import resolve_symbol
+                from pipelines.model.contracts import resolve_symbol
             except ImportError as e:
-                raise ConfigError(f"cannot resolve {sym}: pipelines.contracts is not available ({e})") from None
+                raise ConfigError(f"cannot resolve {sym}: pipelines.model.contracts is not available ({e})") from None
             try:
                 cache[sym] = resolve_symbol(sym, on=today)
             except (ValueError, KeyError) as e:
@@ -158,7 +158,7 @@ class SessionProducer:
 def make_producer(args: argparse.Namespace, symbols: list[str], secrets: list[str]):
     if args.source == "simulator":
         from pipelines.config import SimulatorConfig
-        from pipelines.sources.simulator import MarketSimulator
+        from pipelines.adapters.simulator import MarketSimulator
 
         try:
             cfg = SimulatorConfig(seed=args.sim_seed, rate=args.sim_rate, speed=args.sim_speed, start=args.sim_start,
@@ -166,14 +166,14 @@ def make_producer(args: argparse.Namespace, symbols: list[str], secrets: list[st
             return MarketSimulator(cfg, symbols)
         except ValueError as e:
             raise ConfigError(f"simulator: {e}") from None
-    from pipelines.credentials import CredentialsError, load_credentials
+    from pipelines.adapters.profitdll.credentials import CredentialsError, load_credentials
 
     try:
         creds = load_credentials(file=args.credentials_file)
     except CredentialsError as e:
         raise ConfigError(str(e)) from None
     secrets.extend(creds.values())  # the log formatter and error lines hide them from here on
-    from pipelines.profitdll.session import ProfitSession
+    from pipelines.adapters.profitdll.session import ProfitSession
 
     session = ProfitSession(creds, symbols, dll_path=args.dll_path, exchange=args.exchange, book_depth=args.book_depth)
     global _LOADED_DLL
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         logging.getLogger().setLevel(args.log_level)
-        from pipelines.timeutil import SAO_PAULO
+        from pipelines.model.clock import SAO_PAULO
 
         resolve = make_resolver(datetime.now(SAO_PAULO).date())
         symbols = list(dict.fromkeys(resolve(s) for s in args.symbols))
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(redact(f"feed_bridge: error: {e}", secrets), file=sys.stderr, flush=True)
         return 2
 
-    from pipelines.bridge.server import BridgeServer
+    from pipelines.adapters.bridge.server import BridgeServer
 
     stop = threading.Event()
     server = None
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             threading.Thread(target=_watch_stdin, args=(stop,), name="parent-watch", daemon=True).start()
         session = getattr(producer, "session", None)
         if session is not None:
-            from pipelines.profitdll.errors import ProfitDLLLoadError, ProfitLoginError
+            from pipelines.adapters.profitdll.errors import ProfitDLLLoadError, ProfitLoginError
 
             try:
                 session.start()  # DLL load, login, callbacks, readiness, subscriptions

@@ -5,7 +5,7 @@
 
 Prints a one-line JSON summary. Exit 2 (one-line message on stderr) when the
 input file is missing. The data file stays in shared/data; only the Parquet
-output is written under --output. See pipelines/sources/cme_es.py for the
+output is written under --output. See pipelines/adapters/files/cme_es.py for the
 format decisions (time quirk, timezone, DOM interpretation).
 """
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from pipelines.sources.cme_es import import_cme_es  # noqa: E402
+from pipelines.adapters.files.cme_es import import_cme_es  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "cme_es_20220124_tbt.csv"

@@ -8,7 +8,7 @@ front on each row's date unless --symbol names one code for every row.
 Prints a one-line JSON summary (rows, trades, skipped rows by reason with
 their first line numbers, unknown trade types, unmapped broker names...).
 Exit 2 (one-line message on stderr) when the input is missing or its header
-is not a Profit export. See pipelines/sources/profit_csv.py for the format
+is not a Profit export. See pipelines/adapters/files/profit_csv.py for the format
 decisions.
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from pipelines.sources.profit_csv import DEFAULT_FLUSH_ROWS, import_profit_csv  # noqa: E402
+from pipelines.adapters.files.profit_csv import DEFAULT_FLUSH_ROWS, import_profit_csv  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "data" / "recordings"

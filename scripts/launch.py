@@ -78,7 +78,7 @@ def start_valkey(cfg):
     never contains the password."""
     if cfg.valkey.url:
         return cfg.valkey.url, None
-    from pipelines.valkey_store import EmbeddedValkey, resolve_password
+    from pipelines.persistence.valkey_store import EmbeddedValkey, resolve_password
 
     data_dir = Path(cfg.valkey.data_dir)
     if not data_dir.is_absolute():
@@ -137,7 +137,7 @@ def hmarl_summary(name: str, s: dict, stats: dict, totals: dict | None = None) -
 def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
     """A new run id (recorded in Valkey), or with ``--resume`` the last one's; None
     (after one line on stderr) when there is nothing to resume."""
-    from pipelines.runs import last_run, new_run_id, record_run
+    from pipelines.persistence.runs import last_run, new_run_id, record_run
 
     if not valkey_url:
         if resume:
@@ -146,7 +146,7 @@ def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
         return {"run_id": new_run_id()}
     import valkey
 
-    from pipelines.valkey_store import connect, resolve_password
+    from pipelines.persistence.valkey_store import connect, resolve_password
 
     client = connect(valkey_url, password=resolve_password(cfg.valkey))
     try:
@@ -177,7 +177,7 @@ def resolve_contracts(cfg):
     recordings are kept per contract, and the DLL is subscribed to the contract itself."""
     import dataclasses
 
-    from pipelines.contracts import resolve_symbol
+    from pipelines.model.contracts import resolve_symbol
 
     resolved = tuple(resolve_symbol(s) for s in cfg.symbols)
     for alias, code in zip(cfg.symbols, resolved):
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
-    from pipelines.valkey_store import redact
+    from pipelines.persistence.valkey_store import redact
 
     valkey_url, server = start_valkey(cfg)
     graph = None

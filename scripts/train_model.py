@@ -7,11 +7,11 @@
 
 Events run through ``SymbolAnalytics`` (one feature vector per trade), are
 labelled by the sign of the price change over the horizon and split in time
-(see ``pipelines.hmarl.ml.train_model``). FILE is a recordings root (replay
+(see ``pipelines.alpha.ml.train_model``). FILE is a recordings root (replay
 Parquet, all kinds, for ``--symbol``) or the CME ES Sierra Chart tape
 (``*.csv``/``*.txt``; ``--tz`` is the zone of its times, default UTC).
 
-The model records the market it was trained on (``pipelines.hmarl.ml``):
+The model records the market it was trained on (``pipelines.alpha.ml``):
 ``instrument_root`` from the symbol (``WDOZ26`` -> ``WDO``, ``ESH22`` -> ``ES``)
 and ``data_source``: ``simulator``, ``cme_es`` for the ES tape, ``replay`` for a
 recordings root unless ``--data-source`` says where those recordings came from
@@ -36,14 +36,14 @@ import json  # noqa: E402
 
 from pipelines.config import ReplayConfig, SimulatorConfig  # noqa: E402
 from pipelines.features.engine import SymbolAnalytics  # noqa: E402
-from pipelines.hmarl.ml import DATA_SOURCES, DEFAULT_MODEL_DIR, train_model  # noqa: E402
-from pipelines.instruments import tick_size_for  # noqa: E402
-from pipelines.messages import FeatureVector  # noqa: E402
-from pipelines.timeutil import from_ns  # noqa: E402
+from pipelines.alpha.ml import DATA_SOURCES, DEFAULT_MODEL_DIR, train_model  # noqa: E402
+from pipelines.model.instruments import tick_size_for  # noqa: E402
+from pipelines.model.messages import FeatureVector  # noqa: E402
+from pipelines.model.clock import from_ns  # noqa: E402
 
 
 def simulator_events(n_events: int, symbol: str, seed: int, rate: float, start: str) -> list:
-    from pipelines.sources.simulator import MarketSimulator
+    from pipelines.adapters.simulator import MarketSimulator
 
     cfg = SimulatorConfig(seed=seed, rate=rate, speed=0.0, start=start, max_events=n_events)
     sim = MarketSimulator(cfg, [symbol])
@@ -58,14 +58,14 @@ def file_events(path: Path, symbol: str | None, tz: str) -> tuple[list, str, str
     if not path.exists():
         raise ValueError(f"input not found: {path}")
     if path.is_file() and path.suffix.lower() in (".csv", ".txt"):
-        from pipelines.sources.cme_es import read_cme_es
+        from pipelines.adapters.files.cme_es import read_cme_es
 
         symbol = symbol or "ESH22"
         events, _counts = read_cme_es(path, symbol=symbol, tz=tz)
         return events, symbol, "cme_es"
     if not symbol:
         raise ValueError("--symbol is required with a recordings root")
-    from pipelines.sources.replay import ReplaySource
+    from pipelines.adapters.files.replay import ReplaySource
 
     src = ReplaySource(ReplayConfig(path=str(path), speed=0.0), [symbol])
     events = []

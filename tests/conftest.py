@@ -35,7 +35,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def valkey_server(tmp_path_factory):
     """A real embedded valkey-server, or the one at QT_TEST_VALKEY_URL if set."""
-    from pipelines.valkey_store import EmbeddedValkey
+    from pipelines.persistence.valkey_store import EmbeddedValkey
 
     url = os.environ.get("QT_TEST_VALKEY_URL")
     if url:
@@ -57,7 +57,7 @@ def es_file() -> Path:
 @pytest.fixture(scope="module")
 def client(valkey_server):
     """A client (bytes replies) on the session Valkey."""
-    from pipelines.valkey_store import connect
+    from pipelines.persistence.valkey_store import connect
 
     c = connect(valkey_server[1])
     yield c
@@ -68,7 +68,7 @@ def simulated_events(seed: int, rate: float, max_events: int, symbol: str = "WDO
                      start: str = "2026-11-23T10:00:00-03:00") -> list:
     """A seeded simulator day as fast as possible, seq-stamped per symbol as the feed does."""
     from pipelines.config import SimulatorConfig
-    from pipelines.sources.simulator import MarketSimulator
+    from pipelines.adapters.simulator import MarketSimulator
 
     sim = MarketSimulator(SimulatorConfig(seed=seed, rate=rate, speed=0.0, start=start, max_events=max_events), [symbol])
     events: list = []
@@ -81,8 +81,8 @@ def simulated_events(seed: int, rate: float, max_events: int, symbol: str = "WDO
 def model_dir(tmp_path_factory):
     """A small XGBoost model trained on simulator features (another seed than the run)."""
     from pipelines.features.engine import SymbolAnalytics
-    from pipelines.hmarl.ml import train_model
-    from pipelines.messages import FeatureVector
+    from pipelines.alpha.ml import train_model
+    from pipelines.model.messages import FeatureVector
 
     ns_per_s = 1_000_000_000
 

@@ -20,13 +20,13 @@ import orjson
 import pytest
 import zmq
 
-from pipelines.bridge import protocol as P
-from pipelines.bridge.client import BridgeClient
-from pipelines.bridge.host import BridgeStartError, HostedBridge
-from pipelines.bridge.server import BridgeServer
+from pipelines.adapters.bridge import protocol as P
+from pipelines.adapters.bridge.client import BridgeClient
+from pipelines.adapters.bridge.host import BridgeStartError, HostedBridge
+from pipelines.adapters.bridge.server import BridgeServer
 from pipelines.config import SimulatorConfig
-from pipelines.messages import BookSnapshot, BookUpdate, Trade
-from pipelines.sources.simulator import MarketSimulator
+from pipelines.model.messages import BookSnapshot, BookUpdate, Trade
+from pipelines.adapters.simulator import MarketSimulator
 
 REPO = Path(__file__).resolve().parent.parent
 START = "2026-11-23T09:00:00"
@@ -525,7 +525,7 @@ def test_hosted_bridge_that_cannot_start_says_why(cleanup):
 
 
 def test_feed_bridge_never_prints_credential_values(tmp_path):
-    pytest.importorskip("pipelines.profitdll.session")
+    pytest.importorskip("pipelines.adapters.profitdll.session")
     env = {**os.environ, "PROFIT_KEY": "KEY-s3cr3t-4242", "PROFIT_USER": "user-zq9", "PROFIT_PASSWORD": "pw-Xy7-!!"}
     env.pop("PROFIT_CREDENTIALS_FILE", None)
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "feed_bridge.py"), "--source", "profitdll",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
-from pipelines.messages import BookSnapshot, Trade
+from pipelines.model.messages import BookSnapshot, Trade
 
 T0 = 1_763_989_200_000_000_000  # 2025-11-24 13:00:00 UTC = 10:00 Sao Paulo
 

@@ -24,8 +24,8 @@ import orjson
 import pytest
 
 from pipelines.config import config_from_dict
-from pipelines.messages import BookSnapshot, Trade
-from pipelines.valkey_store import EmbeddedValkey, EventStore, connect
+from pipelines.model.messages import BookSnapshot, Trade
+from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, connect
 from tests.test_pipeline_ray import TickCollector, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.chaos]

@@ -98,7 +98,7 @@ def replay_yaml(tmp_path, path, symbols=("WDOZ26",), **replay):
 
 
 def recorded(root, symbol="WDOZ26", n=200):
-    from pipelines.sources.recorder import write_events
+    from pipelines.adapters.files.recorder import write_events
     from tests.conftest import simulated_events
 
     write_events(simulated_events(seed=3, rate=100.0, max_events=n, symbol=symbol), root)
@@ -136,7 +136,7 @@ def test_a_replay_path_without_the_symbol_names_the_key_and_the_layout(tmp_path)
 def test_the_replay_check_agrees_with_the_replay_source(tmp_path):
     """Same folder, same verdict: load_config passes exactly when ReplaySource opens it."""
     from pipelines.config import ReplayConfig
-    from pipelines.sources.replay import ReplayError, ReplaySource
+    from pipelines.adapters.files.replay import ReplayError, ReplaySource
 
     full = recorded(tmp_path / "full")
     dot_only = tmp_path / "dot" / "tick" / "symbol=WDOZ26" / "date=2026-11-23"

@@ -7,9 +7,9 @@ import orjson
 import pytest
 import zmq
 
-from pipelines.consumers import Alert, FlowAlertSystem, FlowConsumer, LiquidityConsumer, MultiStreamConsumer
-from pipelines.messages import FeatureVector, FlowState, FootprintState, LiquidityState, TapeSignal
-from pipelines.zmq_edge import decode, encode
+from pipelines.edges.consumers import Alert, FlowAlertSystem, FlowConsumer, LiquidityConsumer, MultiStreamConsumer
+from pipelines.model.messages import FeatureVector, FlowState, FootprintState, LiquidityState, TapeSignal
+from pipelines.edges.zmq import decode, encode
 
 NAN = float("nan")
 T0 = 1_800_000_000_000_000_000
@@ -18,7 +18,7 @@ PROBE = "PROBE"
 
 @pytest.fixture()
 def pub():
-    from pipelines.zmq_edge import ZmqPublisher
+    from pipelines.edges.zmq import ZmqPublisher
 
     p = ZmqPublisher({"flow": 0, "footprint": 0, "liquidity": 0, "tape": 0})
     yield p

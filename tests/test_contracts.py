@@ -1,4 +1,4 @@
-"""B3 calendar and WDO/WIN contract resolution (pipelines/contracts.py).
+"""B3 calendar and WDO/WIN contract resolution (pipelines/model/contracts.py).
 
 Every expected date below was worked out by hand from a printed calendar and
 the rules in the module docstring (sources: B3's published holiday calendars
@@ -12,8 +12,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from pipelines import contracts
-from pipelines.contracts import (
+from pipelines.model import contracts
+from pipelines.model.contracts import (
     CalendarError,
     ContractError,
     ash_wednesday,

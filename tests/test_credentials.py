@@ -1,4 +1,4 @@
-"""Credentials loading and redaction (pipelines/credentials.py).
+"""Credentials loading and redaction (pipelines/adapters/profitdll/credentials.py).
 
 Secret values are distinctive strings; every check that something is hidden
 searches the produced text (repr, exception message, formatted log line) for
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from pipelines.credentials import (
+from pipelines.adapters.profitdll.credentials import (
     REPO_ROOT,
     Credentials,
     CredentialsError,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from pipelines.config import config_from_dict
-from pipelines.valkey_store import connect
+from pipelines.persistence.valkey_store import connect
 from tests.conftest import simulated_events
 from tests.test_pipeline_ray import EPHEMERAL_PORTS, wait_for
 
@@ -73,7 +73,7 @@ def assert_same(runs: dict[float, dict], every_ns: int) -> None:
 
 
 def test_real_es_recording_same_decisions_at_every_speed(ray_session, valkey_server, model_dir, es_file, tmp_path):
-    from pipelines.sources.cme_es import import_cme_es
+    from pipelines.adapters.files.cme_es import import_cme_es
 
     import_cme_es(es_file, tmp_path / "rec", symbol="ESH22", tz="UTC")
     _, url = valkey_server
@@ -90,7 +90,7 @@ def test_real_es_recording_same_decisions_at_every_speed(ray_session, valkey_ser
 
 
 def test_simulator_recording_same_decisions_at_every_speed(ray_session, valkey_server, model_dir, tmp_path):
-    from pipelines.sources.recorder import write_events
+    from pipelines.adapters.files.recorder import write_events
 
     # 20 s of a seeded simulated WDO session (400 events/s), recorded in the replay layout.
     write_events(simulated_events(seed=21, rate=400, max_events=8000, symbol="WDOF27"), tmp_path / "rec")

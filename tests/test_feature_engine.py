@@ -16,7 +16,7 @@ import pytest
 from pipelines.features.core import FEATURE_NAMES, compute_batch
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES
-from pipelines.messages import (
+from pipelines.model.messages import (
     BookSnapshot,
     FeatureVector,
     FlowState,
@@ -27,7 +27,7 @@ from pipelines.messages import (
     from_dict,
     to_dict,
 )
-from pipelines.zmq_edge import decode, encode
+from pipelines.edges.zmq import decode, encode
 from tests.conftest import simulated_events
 
 SYM = "WDOZ26"

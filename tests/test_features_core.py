@@ -31,8 +31,8 @@ from pipelines.features.core import (
     compute_streaming,
     make_synthetic_trades,
 )
-from pipelines.messages import Trade
-from pipelines.timeutil import SAO_PAULO, parse_time, to_ns
+from pipelines.model.messages import Trade
+from pipelines.model.clock import SAO_PAULO, parse_time, to_ns
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -373,7 +373,7 @@ def test_parity_es(request):
 
 
 def test_parity_simulator():
-    sim_mod = pytest.importorskip("pipelines.sources.simulator")
+    sim_mod = pytest.importorskip("pipelines.adapters.simulator")
     from pipelines.config import SimulatorConfig
 
     cfg = SimulatorConfig(seed=3, rate=200.0, speed=0.0, start="2026-11-23T16:50:00", max_events=40_000)

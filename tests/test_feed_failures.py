@@ -17,9 +17,9 @@ import pytest
 
 from actors.feed import FeedActor, Route
 from pipelines.config import config_from_dict
-from pipelines.messages import BookSnapshot, BookUpdate, Trade
-from pipelines.sequencing import BatchReply, SeqGate
-from pipelines.valkey_store import EventStore, connect
+from pipelines.model.messages import BookSnapshot, BookUpdate, Trade
+from pipelines.data.sequencing import BatchReply, SeqGate
+from pipelines.persistence.valkey_store import EventStore, connect
 from tests.conftest import REPO, simulated_events
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -97,7 +97,7 @@ def _stopped(out: str) -> dict:
 
 
 def test_replay_with_bad_values_keeps_every_good_event_and_exits_0(valkey_server, tmp_path):
-    from pipelines.sources.recorder import write_events
+    from pipelines.adapters.files.recorder import write_events
 
     sym = "WDOJ27"
     good = [e for e in simulated_events(seed=3, rate=300, max_events=2000, symbol=sym)]
@@ -149,7 +149,7 @@ def test_a_new_run_starts_a_flat_paper_account_and_resume_continues_it(ray_sessi
 
     from actors.hmarl import CoordinatorActor
     from pipelines.config import HmarlConfig
-    from pipelines.hmarl.store import agent_state_key
+    from pipelines.persistence.hmarl_store import agent_state_key
 
     _, url = valkey_server
     sym = "WDOK27"

@@ -29,8 +29,8 @@ from pipelines.features.flow_set import FLOW_FEATURE_NAMES, FlowFeatures
 from pipelines.features.footprint import Absorption, FootprintBuilder
 from pipelines.features.liquidity import LiquidityMonitor
 from pipelines.features.tape import IcebergDetector, SweepDetector, TapeReader
-from pipelines.messages import BookSnapshot, Trade, TradeType
-from pipelines.timeutil import NS_PER_MIN, NS_PER_S, SAO_PAULO, to_ns
+from pipelines.model.messages import BookSnapshot, Trade, TradeType
+from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SAO_PAULO, to_ns
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ES_FILE = DATA / "cme_es_20220124_tbt.csv"

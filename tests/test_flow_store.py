@@ -1,4 +1,4 @@
-"""pipelines.flow_store and pipelines.write_behind against a real embedded valkey-server.
+"""pipelines.persistence.flow_store and pipelines.persistence.write_behind against a real embedded valkey-server.
 
 No mocks. Tests that only read and write share the session server and use a
 symbol of their own; tests that stop a server (outage, full queue) run their own.
@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from pipelines.flow_store import FlowStateWriter, FlowStore, flow_history_key, flow_state_key
-from pipelines.messages import FlowState
-from pipelines.valkey_store import EmbeddedValkey, _free_port, connect
-from pipelines.write_behind import WriteBehind
+from pipelines.persistence.flow_store import FlowStateWriter, FlowStore, flow_history_key, flow_state_key
+from pipelines.model.messages import FlowState
+from pipelines.persistence.valkey_store import EmbeddedValkey, _free_port, connect
+from pipelines.persistence.write_behind import WriteBehind
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 SEC = 1_000_000_000

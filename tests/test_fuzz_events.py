@@ -27,9 +27,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import validation as V
-from pipelines.bridge import protocol as P
-from pipelines.messages import TRADE_TYPE_CODES, BookSnapshot, BookUpdate, Trade, TradeType
+from pipelines.data import validation as V
+from pipelines.adapters.bridge import protocol as P
+from pipelines.model.messages import TRADE_TYPE_CODES, BookSnapshot, BookUpdate, Trade, TradeType
 
 SYMBOLS = ("WDOZ26", "WINZ26")
 STREAM = "WDOZ26"

@@ -1,4 +1,4 @@
-"""The four specialist agents (pipelines/hmarl/agents.py).
+"""The four specialist agents (pipelines/alpha/agents.py).
 
 Rules are checked on hand-built analytics with the expected confidence computed
 here from the documented formula; the learning layer against the closed form of
@@ -18,7 +18,7 @@ import pytest
 
 from pipelines.features.engine import SymbolAnalytics
 from pipelines.config import HmarlConfig
-from pipelines.hmarl.agents import (
+from pipelines.alpha.agents import (
     AGENTS,
     ContextualHedge,
     FootprintPatternAgent,
@@ -26,8 +26,8 @@ from pipelines.hmarl.agents import (
     OrderFlowSpecialist,
     TapeReadingAgent,
 )
-from pipelines.hmarl.consensus import ConsensusConfig, Coordinator
-from pipelines.messages import (
+from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
+from pipelines.model.messages import (
     Feedback,
     FeatureVector,
     FlowState,
@@ -37,8 +37,8 @@ from pipelines.messages import (
     TapeSignal,
     Trade,
 )
-from pipelines.sources.cme_es import read_cme_es
-from pipelines.timeutil import parse_time, to_ns
+from pipelines.adapters.files.cme_es import read_cme_es
+from pipelines.model.clock import parse_time, to_ns
 from tests.conftest import simulated_events
 
 SYM = "WDOZ26"

@@ -1,4 +1,4 @@
-"""Coordinator (pipelines/hmarl/consensus.py) and FeedbackSystem (pipelines/hmarl/feedback.py).
+"""Coordinator (pipelines/portfolio/consensus.py) and FeedbackSystem (pipelines/feedback/system.py).
 
 No Ray, no Valkey. Expected values are worked out by hand in the comments, or
 recomputed here with numpy (rewards from the price path, Hedge with its floor).
@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.hmarl.consensus import ConsensusConfig, Coordinator, RiskState
-from pipelines.hmarl.feedback import FeedbackSystem
-from pipelines.messages import Decision, Feedback, Signal, to_dict
+from pipelines.portfolio.consensus import ConsensusConfig, Coordinator, RiskState
+from pipelines.feedback.system import FeedbackSystem
+from pipelines.model.messages import Decision, Feedback, Signal, to_dict
 
 WDO, WIN = "WDOZ26", "WINZ26"
 S = 1_000_000_000  # ns per second
@@ -507,7 +507,7 @@ def test_state_round_trip():
 
 def test_voter_credits_score_each_voter_on_the_decision_round():
     """A decision's outcome credits each voter that took part with its own direction x confidence."""
-    from pipelines.messages import Decision
+    from pipelines.model.messages import Decision
 
     fs = FeedbackSystem("WDOZ26")  # scale 4 ticks = 2.0 points, R$10/point
     votes = ({"agent": "ml", "direction": 0.5, "confidence": 0.8, "weight": 0.4},

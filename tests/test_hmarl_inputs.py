@@ -1,4 +1,4 @@
-"""What the FeatureEngine sends each HMARL receiver (pipelines/hmarl/inputs.py).
+"""What the FeatureEngine sends each HMARL receiver (pipelines/alpha/inputs.py).
 
 The selectors exist for speed, so the claim to check is that a receiver fed the
 selection behaves exactly as one fed everything. The decision rounds
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from pipelines.features.engine import SymbolAnalytics
-from pipelines.hmarl.agents import AGENTS
-from pipelines.hmarl.inputs import AgentInputs
-from pipelines.messages import FeatureVector, FlowState, LiquidityState, TapeSignal
+from pipelines.alpha.agents import AGENTS
+from pipelines.alpha.inputs import AgentInputs
+from pipelines.model.messages import FeatureVector, FlowState, LiquidityState, TapeSignal
 from tests.conftest import simulated_events
 
 SYM = "WDOZ26"

@@ -1,4 +1,4 @@
-"""The ML voter (pipelines/hmarl/ml.py): training, the model registry, refusal and reload.
+"""The ML voter (pipelines/alpha/ml.py): training, the model registry, refusal and reload.
 
 Real XGBoost on simulator feature vectors. Labels, metrics and predictions are
 recomputed here independently: labels by a per-row scan of the price path,
@@ -24,7 +24,7 @@ import xgboost as xgb
 
 from pipelines.features.catalog import catalog_entries
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
-from pipelines.hmarl.ml import (
+from pipelines.alpha.ml import (
     ENGINE_FEATURE_HASH,
     MLModel,
     data_kind,
@@ -35,7 +35,7 @@ from pipelines.hmarl.ml import (
     register_model,
     train_model,
 )
-from pipelines.messages import FeatureVector, FlowState, LiquidityState
+from pipelines.model.messages import FeatureVector, FlowState, LiquidityState
 from tests.conftest import simulated_events
 
 SYM = "WDOZ26"

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from pipelines.hmarl.store import HmarlStore
+from pipelines.persistence.hmarl_store import HmarlStore
 from tests.test_pipeline_ray import TickCollector, _ping_new, graph_for, make_cfg, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -126,8 +126,8 @@ def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ra
 
     from actors.hmarl import FeedbackActor
     from pipelines.config import HmarlConfig, ValkeyConfig
-    from pipelines.messages import Decision, Signal, Trade
-    from pipelines.valkey_store import StreamWriter, connect
+    from pipelines.model.messages import Decision, Signal, Trade
+    from pipelines.persistence.valkey_store import StreamWriter, connect
 
     _, url = valkey_server
     sym = "WDOH27"  # no other test writes this contract: its ticks and pending set are this test's

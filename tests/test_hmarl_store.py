@@ -1,4 +1,4 @@
-"""pipelines.hmarl.store against a real embedded valkey-server.
+"""pipelines.persistence.hmarl_store against a real embedded valkey-server.
 
 No mocks. Tests that only read and write share the session server and use ids,
 symbols and voters of their own; tests that stop a server or need an exact key
@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from pipelines.hmarl.store import (
+from pipelines.persistence.hmarl_store import (
     DECISIONS_STREAM,
     FEEDBACK_STREAM,
     HmarlStore,
@@ -29,8 +29,8 @@ from pipelines.hmarl.store import (
     performance_key,
     signal_key,
 )
-from pipelines.messages import Decision, Feedback, FlowState, Signal
-from pipelines.valkey_store import EmbeddedValkey, _free_port, connect
+from pipelines.model.messages import Decision, Feedback, FlowState, Signal
+from pipelines.persistence.valkey_store import EmbeddedValkey, _free_port, connect
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 SEC = 1_000_000_000

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.instruments import UnknownInstrument, instrument_for, tick_size_for
+from pipelines.model.instruments import UnknownInstrument, instrument_for, tick_size_for
 
 
 def test_b3_minis_tick_and_point_value():

@@ -19,8 +19,8 @@ import pytest
 import zmq
 
 from pipelines.config import config_from_dict
-from pipelines.messages import Trade
-from pipelines.valkey_store import EmbeddedValkey, EventStore, connect
+from pipelines.model.messages import Trade
+from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, connect
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -1,9 +1,9 @@
-"""Profit "Times & Trades" CSV -> recorder Parquet -> replay (pipelines/sources/profit_csv.py).
+"""Profit "Times & Trades" CSV -> recorder Parquet -> replay (pipelines/adapters/files/profit_csv.py).
 
 Small export files are written to tmp_path in both dialects, imported, and the
 Parquet files read back with pyarrow. Expected rows are written out by hand;
 ts_event is computed here from the Sao Paulo wall time with zoneinfo and
-``datetime.timestamp`` (not pipelines.timeutil); contract symbols are the
+``datetime.timestamp`` (not pipelines.model.clock); contract symbols are the
 hand-known front contracts (WINFUT on 2024-01-08 -> WING24, which expired on
 Ash Wednesday 2024-02-14; WDOFUT on 2026-11-30 -> WDOZ26, on 2026-12-01 -> WDOF27).
 """
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import ReplayConfig
-from pipelines.sources.profit_csv import ProfitCsvError, import_profit_csv, read_profit_csv
-from pipelines.sources.replay import ReplaySource
+from pipelines.adapters.files.profit_csv import ProfitCsvError, import_profit_csv, read_profit_csv
+from pipelines.adapters.files.replay import ReplaySource
 
 REPO = Path(__file__).resolve().parents[1]
 SP = ZoneInfo("America/Sao_Paulo")

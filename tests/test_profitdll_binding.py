@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.credentials import Credentials
-from pipelines.messages import BookSnapshot, Trade
-from pipelines.profitdll import errors as E
-from pipelines.profitdll import structs as S
-from pipelines.profitdll.binding import (
+from pipelines.adapters.profitdll.credentials import Credentials
+from pipelines.model.messages import BookSnapshot, Trade
+from pipelines.adapters.profitdll import errors as E
+from pipelines.adapters.profitdll import structs as S
+from pipelines.adapters.profitdll.binding import (
     ProfitDLL,
     RawBook,
     RawDaily,
@@ -33,7 +33,7 @@ from pipelines.profitdll.binding import (
     RawTrade,
     resolve_dll_path,
 )
-from pipelines.profitdll.offerbook import (
+from pipelines.adapters.profitdll.offerbook import (
     BookError,
     Offer,
     OfferArrayError,
@@ -41,7 +41,7 @@ from pipelines.profitdll.offerbook import (
     parse_offer_array_v2,
     parse_offer_orders_v2,
 )
-from pipelines.profitdll.session import ProfitSession
+from pipelines.adapters.profitdll.session import ProfitSession
 from tests.profitdll_fake import (
     ENV_PREFIX,
     FakeDebug,
@@ -777,8 +777,8 @@ def test_subscribe_and_unsubscribe_at_runtime(fake, monkeypatch):
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from pipelines.credentials import Credentials
-    from pipelines.profitdll.session import ProfitSession
+    from pipelines.adapters.profitdll.credentials import Credentials
+    from pipelines.adapters.profitdll.session import ProfitSession
     session = ProfitSession(Credentials("k", "u", "p"), ["WDOQ25"], dll_path=sys.argv[1], ready_timeout_s=20)
     session.start()
     if sys.argv[2] == "command":

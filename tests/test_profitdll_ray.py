@@ -1,7 +1,7 @@
 """``feed.source: profitdll`` on real Ray with the native fake ProfitDLL (tests/fake_profitdll).
 
 The FeedActor hosts the DLL in a supervised child process (scripts/feed_bridge.py through
-pipelines.bridge.host.HostedBridge). Everything is real: Ray actors, the embedded Valkey, ZeroMQ
+pipelines.adapters.bridge.host.HostedBridge). Everything is real: Ray actors, the embedded Valkey, ZeroMQ
 between the child and the actor, the compiled fake firing callbacks from its own native thread.
 The reference is what the fake wrote to its sent log (FAKE_PROFITDLL_SENT_LOG) before each
 callback, compared with what reached Valkey and the TradeBuffer.
@@ -35,8 +35,8 @@ import pytest
 
 from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
 from pipelines.config import config_from_dict
-from pipelines.messages import BookSnapshot, Trade
-from pipelines.valkey_store import EventStore, connect
+from pipelines.model.messages import BookSnapshot, Trade
+from pipelines.persistence.valkey_store import EventStore, connect
 from tests.conftest import REPO
 from tests.profitdll_fake import fake_dll_or_skip, fake_env, fresh_copy, B3, levels_of, ns_of, ns_of_ddmm, read_sent_log
 from tests.test_pipeline_ray import wait_for

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import RecorderConfig, ReplayConfig
-from pipelines.messages import BookSnapshot, BookUpdate, Trade, TradeType
-from pipelines.sources.cme_es import import_cme_es, parse_es_time, read_cme_es
-from pipelines.sources.recorder import ParquetRecorder, write_events
-from pipelines.sources.replay import ReplayError, ReplaySource
+from pipelines.model.messages import BookSnapshot, BookUpdate, Trade, TradeType
+from pipelines.adapters.files.cme_es import import_cme_es, parse_es_time, read_cme_es
+from pipelines.adapters.files.recorder import ParquetRecorder, write_events
+from pipelines.adapters.files.replay import ReplayError, ReplaySource
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -35,7 +35,7 @@ PART_RE = re.compile(r"^part-(\d+)-[0-9a-f]{8}\.parquet$")
 
 
 def ns(y, mo, d, h, mi, s=0, us=0) -> int:
-    """UTC wall time -> ns (independent of pipelines.timeutil)."""
+    """UTC wall time -> ns (independent of pipelines.model.clock)."""
     return int(datetime(y, mo, d, h, mi, s, tzinfo=timezone.utc).timestamp()) * 1_000_000_000 + us * 1_000
 
 

@@ -1,7 +1,7 @@
 """The sequence protocol: dedupe, gap detection, resend windows."""
 
-from pipelines.messages import Trade
-from pipelines.sequencing import ResendWindow, SeqGate
+from pipelines.model.messages import Trade
+from pipelines.data.sequencing import ResendWindow, SeqGate
 
 
 def t(sym, seq):

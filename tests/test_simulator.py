@@ -1,4 +1,4 @@
-"""Tests for the synthetic WDO feed (pipelines/sources/simulator.py).
+"""Tests for the synthetic WDO feed (pipelines/adapters/simulator.py).
 
 Every statistical claim is recomputed here with numpy/pandas from the emitted
 events; nothing is mocked. The main sample is 150k events at rate 40 ev/s
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from pipelines.config import SimulatorConfig
-from pipelines.messages import BookSnapshot, Trade, TradeType
-from pipelines.sources.simulator import BROKERS, MAX_ORDER, MarketSimulator
-from pipelines.timeutil import SAO_PAULO, parse_time, to_ns
+from pipelines.model.messages import BookSnapshot, Trade, TradeType
+from pipelines.adapters.simulator import BROKERS, MAX_ORDER, MarketSimulator
+from pipelines.model.clock import SAO_PAULO, parse_time, to_ns
 
 START = "2026-11-23T09:00:00"  # a Monday, Sao Paulo local time
 SYM = "WDOZ26"

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from pipelines import validation as V
-from pipelines.bridge import protocol as P
-from pipelines.messages import BookAction, BookSnapshot, BookUpdate, Side, Trade, TradeType
+from pipelines.data import validation as V
+from pipelines.adapters.bridge import protocol as P
+from pipelines.model.messages import BookAction, BookSnapshot, BookUpdate, Side, Trade, TradeType
 
 T0 = 1_763_900_000_000_000_000  # an arbitrary ns timestamp
 MS = 1_000_000
@@ -417,7 +417,7 @@ def test_well_shaped_rows_with_junk_values_decode_and_are_rejected_by_the_valida
 
 
 def test_the_bridge_client_delivers_the_good_rows_of_a_batch_with_a_bad_one():
-    from pipelines.bridge.client import BridgeClient
+    from pipelines.adapters.bridge.client import BridgeClient
 
     good, rows, rejected = malformed_batch()
     client = BridgeClient("inproc://qt-test-validation-pub", "inproc://qt-test-validation-rep", ["WDOZ26"])

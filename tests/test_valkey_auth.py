@@ -23,7 +23,7 @@ import pytest
 import valkey
 
 from pipelines.config import load_config
-from pipelines.valkey_store import EmbeddedValkey, EventStore, StreamWriter, connect, redact, resolve_password, stream_key
+from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, StreamWriter, connect, redact, resolve_password, stream_key
 from tests.conftest import REPO
 from tests.test_valkey_store import trades, writer_cfg
 

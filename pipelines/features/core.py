@@ -71,8 +71,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.messages import BookSnapshot, Trade, TradeType
-from pipelines.timeutil import NS_PER_MIN, NS_PER_S, SAO_PAULO, next_session_day, parse_time, session_bounds_ns, to_ns
+from pipelines.model.messages import BookSnapshot, Trade, TradeType
+from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SAO_PAULO, next_session_day, parse_time, session_bounds_ns, to_ns
 
 NAN = math.nan
 NS_PER_HOUR = 60 * NS_PER_MIN

@@ -28,7 +28,7 @@ from pipelines.features.flow import VPIN
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES, FlowFeatures
 from pipelines.features.footprint import FootprintBar, FootprintBuilder
 from pipelines.features.tape import TapePattern, TapeReader
-from pipelines.messages import (
+from pipelines.model.messages import (
     Analytics,
     BookSnapshot,
     FeatureVector,

@@ -81,8 +81,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipelines.messages import BookSnapshot, Trade, TradeType
-from pipelines.timeutil import NS_PER_MIN, NS_PER_S, SAO_PAULO, from_ns, to_ns
+from pipelines.model.messages import BookSnapshot, Trade, TradeType
+from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SAO_PAULO, from_ns, to_ns
 
 NAN = float("nan")
 INF = float("inf")

@@ -19,7 +19,7 @@ from pipelines.features.flow import (
     size_thresholds_for,
 )
 from pipelines.features.liquidity import LiquidityMonitor
-from pipelines.messages import BookSnapshot, Trade
+from pipelines.model.messages import BookSnapshot, Trade
 
 
 class FlowFeatureSpec(NamedTuple):

@@ -60,8 +60,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pipelines.features.flow import SessionDay
-from pipelines.messages import Trade, TradeType
-from pipelines.timeutil import minute_floor_ns
+from pipelines.model.messages import Trade, TradeType
+from pipelines.model.clock import minute_floor_ns
 
 _BUY = int(TradeType.BUY_AGGRESSOR)
 _SELL = int(TradeType.SELL_AGGRESSOR)

@@ -41,8 +41,8 @@ from __future__ import annotations
 import math
 
 from pipelines.features.flow import EventTimeWindows, book_levels
-from pipelines.messages import BookSnapshot
-from pipelines.timeutil import NS_PER_MIN
+from pipelines.model.messages import BookSnapshot
+from pipelines.model.clock import NS_PER_MIN
 
 NAN = float("nan")
 INF = float("inf")

@@ -56,7 +56,7 @@ from collections import deque
 from statistics import fmean, pstdev
 from typing import NamedTuple
 
-from pipelines.messages import BookSnapshot, Trade, TradeType
+from pipelines.model.messages import BookSnapshot, Trade, TradeType
 
 _BUY = int(TradeType.BUY_AGGRESSOR)
 _SELL = int(TradeType.SELL_AGGRESSOR)

@@ -1,1 +1,0 @@
-"""HMARL decisions: specialist agents, the ML vote, consensus, feedback and their Valkey layout (issue 4)."""
