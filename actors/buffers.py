@@ -15,8 +15,10 @@ import time
 import uuid
 from collections import deque
 
+from actors.config import ActorConfig, ValkeyLink
 from pipelines.data.candles import CandleBuilder
 from pipelines.model.messages import BookSnapshot, Candle, Event, Trade
+from pipelines.data.config import BufferConfig
 from pipelines.data.sequencing import BatchReply, SeqGate
 from pipelines.model.clock import NS_PER_MIN
 
@@ -25,31 +27,34 @@ log = logging.getLogger("quantumtrader.buffers")
 RESTORE_RETRY_S = 10.0  # how long a constructor keeps trying Valkey before starting empty
 
 
-def open_store(valkey_url: str | None, password_env: str):
-    """An EventStore on ``valkey_url`` (password from the env var), or None without a URL."""
+def open_store(link: ValkeyLink):
+    """An EventStore on the linked Valkey (password from the env var), or None without a URL."""
+    valkey_url, password_env = link.url, link.password_env
     if not valkey_url:
         return None
-    from pipelines.persistence.valkey_store import EventStore, connect
+    from pipelines.persistence.connection import connect, password_from_env
+    from pipelines.persistence.events import EventStore
 
-    return EventStore(connect(valkey_url, password=os.environ.get(password_env) or None))
+    return EventStore(connect(valkey_url, password=password_from_env(password_env)))
 
 
 class _SymbolBuffer:
     """Shared shape of the three buffers: a bounded deque behind a SeqGate."""
 
     KINDS: frozenset[str] = frozenset()
+    CAPACITY = ""  # the field of BufferConfig that holds its capacity
     BULK = True  # the feed sends it bulk batches (feed.bulk_batch_ms): queried, not waited on per tick
 
-    def __init__(self, symbol: str, capacity: int, valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
-        self.symbol = symbol
-        self.capacity = capacity
+    def __init__(self, cfg: ActorConfig[BufferConfig]):
+        self.symbol = cfg.symbol
+        self.capacity: int = getattr(cfg.domain, self.CAPACITY)
         self.incarnation = uuid.uuid4().hex
-        self.items: deque = deque(maxlen=capacity)
+        self.items: deque = deque(maxlen=self.capacity)
         self.gate = SeqGate()
         self.restored = 0
         self.restore_error: str | None = None
         self.accepted = 0
-        store = open_store(valkey_url, password_env)
+        store = open_store(cfg.valkey)
         if store is not None:
             self._restore_with_retry(store)
 
@@ -118,6 +123,7 @@ class TradeBuffer(_SymbolBuffer):
     """The last ``capacity`` trades (default 1000), in seq order."""
 
     KINDS = frozenset({"tick"})
+    CAPACITY = "trades"
     STREAM_KIND = "tick"
     ITEM_TYPE = Trade
 
@@ -126,6 +132,7 @@ class BookBuffer(_SymbolBuffer):
     """The last ``capacity`` book snapshots (default 100)."""
 
     KINDS = frozenset({"book"})
+    CAPACITY = "book"
     STREAM_KIND = "book"
     ITEM_TYPE = BookSnapshot
 
@@ -134,10 +141,11 @@ class CandleBuffer(_SymbolBuffer):
     """The last ``capacity`` closed one-minute candles (default 200) plus the forming one."""
 
     KINDS = frozenset({"tick"})
+    CAPACITY = "candles"
 
-    def __init__(self, symbol: str, capacity: int, valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD"):
-        self.builder = CandleBuilder(symbol)
-        super().__init__(symbol, capacity, valkey_url, password_env)
+    def __init__(self, cfg: ActorConfig[BufferConfig]):
+        self.builder = CandleBuilder(cfg.symbol)
+        super().__init__(cfg)
 
     def _restore(self, store) -> None:
         # Candles are derived data: rebuild them from the trades still in the stream

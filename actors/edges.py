@@ -10,15 +10,38 @@ import logging
 import os
 import uuid
 
-from pipelines.config import RecorderConfig, ValkeyConfig
+from actors.config import ActorConfig
+from pipelines.adapters.config import RecorderConfig
+from pipelines.edges.config import ZmqConfig
+from pipelines.edges.zmq import ANALYTICS_STREAMS, ZmqPublisher
 from pipelines.model.messages import Event
 from pipelines.data.sequencing import BatchReply, SeqGate
-from pipelines.edges.zmq import ZmqPublisher
+from pipelines.persistence.config import ValkeyConfig
 
 log = logging.getLogger("quantumtrader.edges")
 
 
-class ValkeyWriter:
+class _StoringEdge:
+    """A feed destination that keeps every event once, in seq order: its gate drops what it
+    already has and refuses a batch after a gap (the feed re-sends from its window)."""
+
+    incarnation: str
+    gate: SeqGate
+
+    def _store(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
+        good, resync = self.gate.admit(events, prev)
+        if good:
+            self._store(good)
+        return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
+
+    def position(self) -> dict[str, int]:
+        return dict(self.gate.position)
+
+
+class ValkeyWriter(_StoringEdge):
     """Appends every event to ``stream:ticks:<SYM>`` / ``stream:book:<SYM>``.
 
     ``on_batch`` only enqueues (the write-behind thread of StreamWriter does the
@@ -30,32 +53,28 @@ class ValkeyWriter:
     # Every micro-batch, first of all routes: the feed's memory is the only other copy of an
     # event, so no consumer may see an event before it is on its way to storage. As a bulk
     # route (every 50 ms) it lagged the engine and the publishers, and a SIGKILLed feed left
-    # a hole in the streams that no one could fill (issue 11).
+    # a hole in the streams that no one could fill.
     BULK = False
     STORAGE = True  # what it accepted is on its way to Valkey: a restarted feed measures holes against it
 
-    def __init__(self, valkey_url: str, cfg: ValkeyConfig, symbols: list[str]):
-        from pipelines.persistence.valkey_store import EventStore, StreamWriter, connect
+    def __init__(self, cfg: ActorConfig[ValkeyConfig]):
+        from pipelines.persistence.connection import connect, password_from_env
+        from pipelines.persistence.events import EventStore, StreamWriter
 
-        password = os.environ.get(cfg.password_env) or None
+        valkey_url = cfg.valkey.url
+        password = password_from_env(cfg.valkey.password_env)
         self.incarnation = uuid.uuid4().hex
-        self.writer = StreamWriter(valkey_url, password, cfg)
+        self.writer = StreamWriter(valkey_url, password, cfg.domain)
         positions = {}
         try:
-            store = EventStore(connect(valkey_url, password=password, socket_timeout=cfg.socket_timeout_s))
-            positions = {s: store.last_seq(s) for s in symbols}
+            store = EventStore(connect(valkey_url, password=password, socket_timeout=cfg.domain.socket_timeout_s))
+            positions = {s: store.last_seq(s) for s in cfg.symbols}
         except Exception as e:  # Valkey down at start: accept whatever comes; dedupe still holds in Valkey
             log.error("ValkeyWriter could not read stream positions: %s", e)
         self.gate = SeqGate(positions)
 
-    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
-        good, resync = self.gate.admit(events, prev)
-        if good:
-            self.writer.enqueue(good)
-        return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
-
-    def position(self) -> dict[str, int]:
-        return dict(self.gate.position)
+    def _store(self, events: list[Event]) -> None:
+        self.writer.enqueue(events)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         return self.writer.flush(timeout_s)
@@ -74,16 +93,21 @@ class ValkeyWriter:
 
 class AnalyticsPublisher:
     """Owns the analytics PUB sockets (5557 flow + feature vectors, 5558 footprint,
-    5559 liquidity, 5560 tape) for every symbol's FeatureEngine.
+    5559 liquidity, 5560 tape) for every symbol's FeatureEngine, and 5561 for the
+    coordinators' decisions.
 
     One owner per port, so per-symbol engines share it. Analytics messages
     share the seq of the event they were computed after, so there is no seq
     gate here: an engine replaying after a restart may repeat a few messages
     (subscribers key them by (seq, kind))."""
 
-    def __init__(self, ports: dict[str, int], host: str, sndhwm: int):
+    STREAMS: tuple[str, ...] = ANALYTICS_STREAMS  # the sockets it owns (names as in pipelines.edges.zmq.PORTS)
+
+    def __init__(self, cfg: ActorConfig[ZmqConfig]):
+        ports = cfg.domain.ports()
         self.incarnation = uuid.uuid4().hex
-        self.publisher = ZmqPublisher(ports, host=host, sndhwm=sndhwm)
+        self.publisher = ZmqPublisher({k: ports[k] for k in self.STREAMS}, host=cfg.domain.host,
+                                      sndhwm=cfg.domain.sndhwm)
 
     def publish(self, messages: list) -> int:
         return self.publisher.publish(messages)
@@ -116,8 +140,10 @@ class MarketDataPublisher(AnalyticsPublisher):
     re-published late would mislead subscribers more than a counted gap.
     """
 
-    def __init__(self, ports: dict[str, int], host: str, sndhwm: int):
-        super().__init__(ports, host, sndhwm)
+    STREAMS = ("tick", "book")
+
+    def __init__(self, cfg: ActorConfig[ZmqConfig]):
+        super().__init__(cfg)
         self.gate = SeqGate()
 
     def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
@@ -129,28 +155,22 @@ class MarketDataPublisher(AnalyticsPublisher):
         return dict(self.gate.position)
 
 
-class Recorder:
+class Recorder(_StoringEdge):
     """Writes every normalized event to Parquet, partitioned by kind, symbol and date."""
 
     BULK = True
 
-    def __init__(self, cfg: RecorderConfig, symbols: list[str], run_id: str):
+    def __init__(self, cfg: ActorConfig[RecorderConfig]):
         from pipelines.adapters.files.recorder import ParquetRecorder, recorded_positions
 
         self.incarnation = uuid.uuid4().hex
-        self.recorder = ParquetRecorder(cfg, run_id=run_id)
+        self.recorder = ParquetRecorder(cfg.domain, run_id=cfg.run_id)
         # After a restart, resume after what this run already flushed to disk; the feed
         # re-sends the rest (the rows that were buffered in memory) from its window.
-        self.gate = SeqGate(recorded_positions(cfg.path, symbols, run_id))
+        self.gate = SeqGate(recorded_positions(cfg.domain.path, cfg.symbols, cfg.run_id))
 
-    def on_batch(self, events: list[Event], prev: dict[str, int | None]) -> BatchReply:
-        good, resync = self.gate.admit(events, prev)
-        if good:
-            self.recorder.on_batch(good)
-        return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
-
-    def position(self) -> dict[str, int]:
-        return dict(self.gate.position)
+    def _store(self, events: list[Event]) -> None:
+        self.recorder.on_batch(events)
 
     def flush(self) -> int:
         return self.recorder.flush()

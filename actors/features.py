@@ -36,9 +36,10 @@ import uuid
 
 import orjson
 
+from actors.config import ActorConfig
 from actors.peers import Peer
-from actors.rounds import DecisionRounds
-from pipelines.config import FeaturesConfig
+from actors.rounds import DecisionRounds, RoundPlan
+from pipelines.features.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.model.messages import Event, FlowState
 from pipelines.data.sequencing import BatchReply, SeqGate
@@ -51,33 +52,37 @@ class FeatureEngine:
     KINDS = frozenset({"tick", "book"})
     BACKPRESSURE = False  # analytics must never hold market data up
 
-    def __init__(self, symbol: str, cfg: FeaturesConfig, tick_size: float, namespace: str, publisher: str | None = None,
-                 hmarl: dict | None = None, valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD", decision_every_ms: float = 1000.0, run_id: str = ""):
+    def __init__(self, cfg: ActorConfig[FeaturesConfig], *, tick_size: float, publisher: str | None = None,
+                 rounds: RoundPlan | None = None):
+        """``publisher``: the AnalyticsPublisher's actor name; ``rounds``: the symbol's HMARL actors
+        (None: no decisions, analytics only)."""
         import ray  # the engine calls other actors; SymbolAnalytics is plain Python
 
-        self.symbol = symbol
-        self.cfg = cfg
+        self.symbol = cfg.symbol
+        self.cfg = cfg.domain
         self.incarnation = uuid.uuid4().hex
         self.analytics = self._new_analytics(tick_size)
         self.gate = SeqGate()
-        self.publisher = Peer(ray, publisher, namespace, cfg.max_inflight) if publisher else None
-        # hmarl: {"agents": (names...), "ml": name, "coordinator": name, "feedback": name}
-        self.rounds = DecisionRounds(ray, namespace, int(decision_every_ms * 1_000_000), cfg.max_inflight,
-                                     **hmarl) if hmarl else None
+        ns, max_inflight = cfg.namespace, cfg.domain.max_inflight
+        self.publisher = Peer(ray, publisher, ns, max_inflight) if publisher else None
+        self.rounds = DecisionRounds(ray, ns, int(rounds.every_ms * 1_000_000), max_inflight, agents=rounds.agents,
+                                     ml=rounds.ml, coordinator=rounds.coordinator,
+                                     feedback=rounds.feedback) if rounds else None
         self.accepted = 0
         self.restored = 0
         self.restore_seconds = 0.0
         self.restore_error: str | None = None
         self.replayed_rounds = 0  # events replayed aloud after a restart (their rounds were not finished)
         self.flow_writer = None
-        self.run_id = run_id
+        self.run_id = cfg.run_id
+        valkey_url = cfg.valkey.url
         if valkey_url:
-            password = os.environ.get(password_env) or None
+            from pipelines.persistence.connection import password_from_env
             from pipelines.persistence.flow_store import FlowStateWriter
 
-            self.flow_writer = FlowStateWriter(valkey_url, password, ttl_s=cfg.flow_state_ttl_s,
-                                               history_maxlen=cfg.flow_history_maxlen)
+            password = password_from_env(cfg.valkey.password_env)
+            self.flow_writer = FlowStateWriter(valkey_url, password, ttl_s=self.cfg.flow_state_ttl_s,
+                                               history_maxlen=self.cfg.flow_history_maxlen)
             self._restore(valkey_url, password)
 
     def _new_analytics(self, tick_size: float) -> SymbolAnalytics:
@@ -87,7 +92,8 @@ class FeatureEngine:
 
     def _restore(self, url: str, password: str | None) -> None:
         """Warm the windows from the Valkey streams (Valkey down: start cold, say so)."""
-        from pipelines.persistence.valkey_store import EventStore, connect
+        from pipelines.persistence.connection import connect
+        from pipelines.persistence.events import EventStore
 
         t0 = time.monotonic()
         try:

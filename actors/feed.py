@@ -18,12 +18,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
-from pipelines.config import AppConfig
+from actors.config import ActorConfig
+from actors.peers import Runtime, node_id, reconstructed
+from pipelines.adapters.base import FeedSource
+from pipelines.adapters.config import FeedConfig
 from pipelines.model.messages import Event
 from pipelines.data.sequencing import BatchReply, ResendWindow
-from pipelines.adapters.sources import make_source
 from pipelines.data.validation import Validator
 
 log = logging.getLogger("quantumtrader.feed")
@@ -54,19 +56,26 @@ class Route(NamedTuple):
 
 
 class FeedActor:
-    def __init__(self, cfg: AppConfig, routes: list[Route], valkey_url: str | None = None, autostart: bool = True):
-        import ray  # the feed talks to other actors; everything else here is plain Python
+    """``open_source(resume_after_ns)`` makes the source once the resume points are known (a
+    restarted simulator continues its clock after the last stored event); ``runtime`` is how
+    destinations are called (default: Ray)."""
 
-        self._ray = ray
+    def __init__(self, cfg: ActorConfig[FeedConfig], routes: list[Route], *,
+                 open_source: Callable[[dict[str, int]], FeedSource], autostart: bool = True,
+                 runtime: Runtime | None = None):
+        if runtime is None:
+            import ray as runtime  # the feed talks to other actors; everything else here is plain Python
+
+        self._ray = runtime
         self.cfg = cfg
         self.symbols = list(cfg.symbols)
         self.incarnation = uuid.uuid4().hex
-        f = cfg.feed
+        f = cfg.domain
         live = f.source in ("profitdll", "bridge")  # only there is ts_recv the wall clock of the event's arrival
         self.validator = Validator(int(f.time_tolerance_ms * 1_000_000), symbols=cfg.symbols,
                                    max_ahead_ns=int(f.max_ahead_s * 1e9) if live else None,
                                    max_forward_gap_ns=int(f.max_forward_gap_s * 1e9), confirm_events=f.confirm_events)
-        self.window = ResendWindow(cfg.feed.resend_window_events)
+        self.window = ResendWindow(f.resend_window_events)
         self.routes: dict[str, Route] = {}
         self.sent_upto: dict[str, dict[str, int]] = {}
         self.inflight: dict[str, deque] = {}
@@ -88,11 +97,12 @@ class FeedActor:
         self._lock = threading.RLock()
 
         self._start_positions: dict[str, dict[str, int]] = {}
+        valkey_url = cfg.valkey.url
         seq, last_ns = self._resume_points(valkey_url, routes)
         self.seq = seq
         self.set_routes(routes)
         self._refill_from_storage(valkey_url)
-        self.source = make_source(cfg, resume_after_ns=last_ns)
+        self.source = open_source(last_ns)
         if autostart:
             self.start()
 
@@ -107,7 +117,7 @@ class FeedActor:
             try:
                 from actors.buffers import open_store
 
-                store = open_store(valkey_url, self.cfg.valkey.password_env)
+                store = open_store(self.cfg.valkey)
                 for s in self.symbols:
                     seq[s] = max(seq[s], store.last_seq(s))
                     t = store.last_event_ns(s)
@@ -145,7 +155,7 @@ class FeedActor:
         # Only a feed Ray restarted mid-run: at a first start a destination at 0 is a new one (a new
         # run's recorder) and must not get the previous run's events; one at 0 after a restart has
         # nothing of this history to continue from either.
-        if not valkey_url or not self._ray.get_runtime_context().was_current_actor_reconstructed:
+        if not valkey_url or not reconstructed(self._ray):
             return
         storage = [name for name, r in self.routes.items() if r.storage]
         stored_upto = {s: max((self._start_positions.get(n, {}).get(s, 0) for n in storage), default=0)
@@ -158,7 +168,7 @@ class FeedActor:
         from actors.buffers import open_store
 
         try:
-            store = open_store(valkey_url, self.cfg.valkey.password_env)
+            store = open_store(self.cfg.valkey)
             for s in self.symbols:
                 lowest = min((syms[s] for syms in behind.values() if s in syms), default=None)
                 if lowest is not None:
@@ -194,17 +204,19 @@ class FeedActor:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="feed-loop", daemon=True)
+            self._thread = threading.Thread(target=self.run, name="feed-loop", daemon=True)
             self._thread.start()
 
     # -- the loop ---------------------------------------------------------------
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The loop, in the calling thread, until the source is exhausted or ``stop()`` (``start()``
+        runs it in a thread of its own)."""
         # The feed allocates a tuple per event and little that lives long: collect the young
         # generation less often, and leave the start-up objects (modules, config) out of it.
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
-        fcfg = self.cfg.feed
+        fcfg = self.cfg.domain
         max_events = fcfg.batch_max_events
         max_wait_ns = int(fcfg.batch_max_ms * 1_000_000)
         pending: list[Event] = []
@@ -315,12 +327,12 @@ class FeedActor:
         if payload is None:
             payload = pickle.dumps(events, protocol=5)
         q = self.inflight[route.name]
-        if len(q) >= self.cfg.feed.max_inflight_batches and not route.backpressure:
+        if len(q) >= self.cfg.domain.max_inflight_batches and not route.backpressure:
             self._reap()
-            if len(q) >= self.cfg.feed.max_inflight_batches:  # still full: skip it, never wait for it
+            if len(q) >= self.cfg.domain.max_inflight_batches:  # still full: skip it, never wait for it
                 self.behind[route.name] = self.behind.get(route.name, 0) + 1
                 return
-        if len(q) >= self.cfg.feed.max_inflight_batches:
+        if len(q) >= self.cfg.domain.max_inflight_batches:
             ready, _ = self._ray.wait([q[0]], timeout=STALL_TIMEOUT_S)
             if not ready:  # hung or restarting: stop tracking it; the gap protocol covers loss
                 self.route_errors[route.name] = self.route_errors.get(route.name, 0) + 1
@@ -338,9 +350,9 @@ class FeedActor:
         """A skipped route with room again gets everything it missed, from the resend
         window, in one call (True); False while its calls are still all in flight."""
         q = self.inflight[route.name]
-        if len(q) >= self.cfg.feed.max_inflight_batches:
+        if len(q) >= self.cfg.domain.max_inflight_batches:
             self._reap()
-            if len(q) >= self.cfg.feed.max_inflight_batches:
+            if len(q) >= self.cfg.domain.max_inflight_batches:
                 return False
         upto = self.sent_upto[route.name]
         events, prev = [], {}
@@ -437,7 +449,7 @@ class FeedActor:
         return {
             "incarnation": self.incarnation,
             "pid": os.getpid(),
-            "node": self._ray.get_runtime_context().get_node_id(),  # placement checks (profitdll node)
+            "node": node_id(self._ray),  # placement checks (profitdll node)
             "finished": self.finished,
             "error": self.error,
             "events_out": self.events_out,

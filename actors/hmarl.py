@@ -35,13 +35,14 @@ import pickle
 import time
 import uuid
 
-from actors.peers import Peer
+from actors.config import ActorConfig, ValkeyLink
+from actors.peers import Peer, node_id
 from pipelines.config import HmarlConfig
+from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
 log = logging.getLogger("quantumtrader.hmarl")
 
-NS_PER_S = 1_000_000_000
 MODEL_CHECK_S = 5.0  # how often the ML actor looks for a newer registered model (file mtime: I/O, not pipeline time)
 
 
@@ -65,32 +66,37 @@ def _messages(payload) -> list:
     return pickle.loads(payload) if isinstance(payload, bytes) else payload
 
 
-def open_hmarl_store(cfg: HmarlConfig, valkey_url: str | None, password_env: str):
+def open_hmarl_store(cfg: HmarlConfig, link: ValkeyLink):
+    valkey_url, password_env = link.url, link.password_env
     if not valkey_url:
         return None
+    from pipelines.persistence.connection import password_from_env
     from pipelines.persistence.hmarl_store import HmarlStore, HmarlTTL
 
     ttl = HmarlTTL(decision_s=cfg.ttl_decision_s, feedback_s=cfg.ttl_feedback_s, signal_s=cfg.ttl_signal_s,
                    metrics_s=cfg.ttl_metrics_s)
-    return HmarlStore(valkey_url, os.environ.get(password_env) or None, ttl=ttl)
+    return HmarlStore(valkey_url, password_from_env(password_env), ttl=ttl)
 
 
 class _HmarlActor:
     """Shared plumbing: identity, Valkey store, resolving the results a round hands over."""
 
-    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None, password_env: str):
+    def __init__(self, config: ActorConfig[HmarlConfig]):
         import ray
 
         self._ray = ray
-        self.symbol = symbol
-        self.cfg = cfg
-        self.namespace = namespace
+        self.symbol = config.symbol
+        self.cfg = config.domain
+        self.namespace = config.namespace
+        self.run_id = config.run_id
         self.incarnation = uuid.uuid4().hex
-        self.store = open_hmarl_store(cfg, valkey_url, password_env)
+        self.store = open_hmarl_store(config.domain, config.valkey)
         self.restored = False
         self.restore_error: str | None = None
         self.absent: dict[str, int] = {}  # results of other actors that did not come, by kind
         self._absent_since_log = 0
+        self._metrics_every_ns = int(config.domain.metrics_every_s * NS_PER_S)
+        self._next_metrics_ns = 0
 
     def _peer(self, name: str) -> Peer:
         return Peer(self._ray, name, self.namespace)
@@ -119,6 +125,14 @@ class _HmarlActor:
     def ping_name(self) -> str:
         return f"{type(self).__name__}:{self.symbol}"
 
+    def _report(self, ts_event: int | None) -> None:
+        """Every ``metrics_every_s`` of event time, this actor's stats go to ``hmarl:metrics:<owner>``
+        (with a TTL): what status pages and alerts read without calling the actor."""
+        if self.store is None or ts_event is None or ts_event < self._next_metrics_ns:
+            return
+        self._next_metrics_ns = (ts_event // self._metrics_every_ns + 1) * self._metrics_every_ns
+        self.store.store_metrics(self._owner(), {"ts_event": ts_event, "run_id": self.run_id, **self.stats()})
+
     def _restore_into(self, target, owner: str, name: str) -> None:
         """Load learned state saved in Valkey into ``target``; a state that does not fit
         (other symbol, old version, voters changed) is logged and ignored, never fatal."""
@@ -135,7 +149,7 @@ class _HmarlActor:
         log.info("%s restored its %s state from Valkey", owner, name)
 
     def ping(self) -> dict:
-        return {"incarnation": self.incarnation, "pid": os.getpid(), "node": self._ray.get_runtime_context().get_node_id()}
+        return {"incarnation": self.incarnation, "pid": os.getpid(), "node": node_id(self._ray)}
 
     def close(self, timeout_s: float = 10.0) -> dict:
         stats = self.stats()
@@ -164,6 +178,7 @@ class _VoterActor(_HmarlActor):
             if self.store is not None:
                 for s in signals:
                     self.store.store_signal(s)
+        self._report(messages[-1].ts_event if messages else None)
         return signals
 
     def _learn(self, outcomes: list) -> None:
@@ -175,10 +190,10 @@ class _VoterActor(_HmarlActor):
 
 
 class AgentActor(_VoterActor):
-    def __init__(self, agent_id: str, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD"):
-        super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.alpha.agents import AGENTS
+    def __init__(self, config: ActorConfig[HmarlConfig], *, agent_id: str):
+        super().__init__(config)
+        cfg, symbol = config.domain, config.symbol
+        from pipelines.alpha.registry import AGENTS
 
         self.agent_id = agent_id
         agent = AGENTS[agent_id](symbol, horizon_ns=int(cfg.horizon_s * NS_PER_S), learning=cfg.learning,
@@ -196,9 +211,10 @@ class AgentActor(_VoterActor):
 
 
 class MLActor(_VoterActor):
-    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, model_dir: str, valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD", feed_source: str | None = None):
-        super().__init__(symbol, cfg, namespace, valkey_url, password_env)
+    def __init__(self, config: ActorConfig[HmarlConfig], *, model_dir: str, feed_source: str | None = None):
+        """``feed_source``: the run's feed (simulator, replay, ...): a model trained on another market abstains."""
+        super().__init__(config)
+        cfg, symbol = config.domain, config.symbol
         from pipelines.alpha.ml import MLModel
 
         model = MLModel(model_dir, horizon_ns=int(cfg.horizon_s * NS_PER_S), symbol=symbol, feed_source=feed_source,
@@ -206,6 +222,9 @@ class MLActor(_VoterActor):
         model.load_latest()
         self._next_check = time.monotonic() + MODEL_CHECK_S
         self._voter_init(model)
+
+    def _owner(self) -> str:
+        return f"ml:{self.symbol}"
 
     def on_round(self, payload, feedback_refs: list = ()) -> list[Signal]:
         if time.monotonic() >= self._next_check:
@@ -218,21 +237,16 @@ class CoordinatorActor(_HmarlActor):
     """Consensus on the event-time decision clock; decisions to ZeroMQ 5561 and Valkey, and
     returned for the feedback system."""
 
-    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, voters: tuple[str, ...], publisher: str | None,
-                 valkey_url: str | None = None, password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
-        super().__init__(symbol, cfg, namespace, valkey_url, password_env)
-        from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
+    def __init__(self, config: ActorConfig[HmarlConfig], *, voters: tuple[str, ...], publisher: str | None = None):
+        """``voters``: the agent ids (and "ml") it weighs; ``publisher``: the actor that publishes decisions."""
+        super().__init__(config)
+        cfg, symbol = config.domain, config.symbol
+        from pipelines.execution.paper import paper_coordinator
+        from pipelines.portfolio.consensus import ConsensusConfig
+        from pipelines.risk.limits import RiskLimits
 
-        agents = [v for v in voters if v != "ml"]
-        ccfg = ConsensusConfig(
-            ml_weight=cfg.ml_weight if "ml" in voters else 0.0,
-            agent_weights={a: (1.0 - (cfg.ml_weight if "ml" in voters else 0.0)) / len(agents) for a in agents},
-            threshold=cfg.threshold, eta=cfg.eta, weight_floor=cfg.weight_floor, max_position=cfg.max_position,
-            max_loss=cfg.max_loss, base_size=cfg.base_size, signal_ttl_ns=int(cfg.signal_ttl_s * NS_PER_S),
-            horizon_ns=int(cfg.horizon_s * NS_PER_S),
-        )
-        self.coordinator = Coordinator(symbol, list(voters), ccfg)
-        self.run_id = run_id
+        self.coordinator = paper_coordinator(symbol, list(voters), ConsensusConfig.from_hmarl(cfg),
+                                             limits=RiskLimits.from_hmarl(cfg))
         self.every_ns = int(cfg.decision_every_ms * 1_000_000)
         self.last_slot = -1  # the decision-clock slot decided last (ts // every_ns)
         self._restore()
@@ -290,6 +304,7 @@ class CoordinatorActor(_HmarlActor):
                 made.append(d)
         if made:
             self._emit(made)
+            self._report(made[-1].ts_event)
         if self.store is not None:
             self.store.store_agent_state(self._owner(), "state",
                                          {**self.coordinator.state(), "run_id": self.run_id, "last_slot": self.last_slot})
@@ -329,13 +344,15 @@ class FeedbackActor(_HmarlActor):
     """Realized outcomes on event time: each round's trade prices resolve the horizons of the
     signals and decisions tracked before them; the outcomes go back as the round's result."""
 
-    def __init__(self, symbol: str, cfg: HmarlConfig, namespace: str, valkey_url: str | None = None,
-                 password_env: str = "VALKEY_PASSWORD", run_id: str = ""):
-        super().__init__(symbol, cfg, namespace, valkey_url, password_env)
+    def __init__(self, config: ActorConfig[HmarlConfig], *, tick_size: float):
+        """``tick_size``: the price grid the FeatureEngine detects patterns on."""
+        super().__init__(config)
+        from pipelines.feedback.patterns import PatternOutcomes
         from pipelines.feedback.system import FeedbackSystem
 
-        self.system = FeedbackSystem(symbol, journal=self.store is not None)
-        self.run_id = run_id
+        self.system = FeedbackSystem(self.symbol, journal=self.store is not None)
+        # Detected patterns are judged like signals, on the same prices, and kept with their outcome.
+        self.patterns = PatternOutcomes(self.symbol, tick_size, int(self.cfg.horizon_s * NS_PER_S))
         self.sent = 0
         self.rounds = 0
         self.restored_pending = 0
@@ -343,7 +360,9 @@ class FeedbackActor(_HmarlActor):
         self.other_run_pending = 0
         self._carry: list = []  # outcomes resolved while restoring, handed out with the next round
         if self.store is not None:
-            self._restore_pending(valkey_url, os.environ.get(password_env) or None)
+            from pipelines.persistence.connection import password_from_env
+
+            self._restore_pending(config.valkey.url, password_from_env(config.valkey.password_env))
 
     def _owner(self) -> str:
         return f"feedback:{self.symbol}"
@@ -367,7 +386,8 @@ class FeedbackActor(_HmarlActor):
         oldest = self.system.oldest_pending_ns()
         if oldest is None:
             return
-        from pipelines.persistence.valkey_store import EventStore, connect
+        from pipelines.persistence.connection import connect
+        from pipelines.persistence.events import EventStore
 
         try:
             ticks = EventStore(connect(url, password=password)).since(self.symbol, "tick", oldest)
@@ -391,10 +411,10 @@ class FeedbackActor(_HmarlActor):
                 self.store.store_pending(self._owner(), {f: {**r, "run": self.run_id} for f, r in added.items()},
                                          resolved)
 
-    def on_round(self, prices, voter_refs: list = (), decision_refs: list = ()) -> tuple[list, list]:
-        """Track the round's decisions and signals, then read its prices; returns
-        (outcomes, voter credits): the agents learn from the first, the coordinator's
-        weights from the second."""
+    def on_round(self, prices, voter_refs: list = (), decision_refs: list = (), patterns=None) -> tuple[list, list]:
+        """Track the round's decisions, signals and detected patterns, then read its prices;
+        returns (outcomes, voter credits): the agents learn from the first, the coordinator's
+        weights from the second. Patterns whose horizon passed are stored with their outcome."""
         self.rounds += 1
         for decisions in self._resolve(decision_refs, "coordinator"):
             for d in decisions:
@@ -406,6 +426,12 @@ class FeedbackActor(_HmarlActor):
         new = self.system.on_prices(prices) if prices else []
         outcomes, self._carry = self._carry + new, []
         self._sync_pending()
+        if patterns:
+            self.patterns.track(_messages(patterns))
+        for pattern, record in self.patterns.on_prices(prices):
+            if self.store is not None:
+                self.store.store_pattern(pattern.kind, pattern.pattern_id, record)
+        self._report(prices[-1][0] if prices else None)
         if not outcomes:
             return [], []
         self.sent += len(outcomes)
@@ -424,5 +450,5 @@ class FeedbackActor(_HmarlActor):
         return {**self.system.stats(), "feedback_sent": self.sent, "rounds": self.rounds,
                 "performance": self.system.all_performance(), "absent": dict(self.absent),
                 "restored_pending": self.restored_pending, "replayed_prices": self.replayed_prices,
-                "other_run_pending": self.other_run_pending,
+                "other_run_pending": self.other_run_pending, **self.patterns.stats(),
                 "restored": self.restored, "restore_error": self.restore_error}

@@ -8,20 +8,55 @@ restarting receiver slows the sender by at most that, never stops it.
 ``Peer``: an Outbox to a named actor, looked up lazily and looked up again
 after a failure, so a receiver recreated by the supervisor (a new handle under
 the same name) is picked up without re-wiring anything.
+
+Both reach Ray through a :class:`Runtime`: the ``ray`` module in a running system,
+an in-process stand-in when the actor classes are used as plain objects (tests).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Any, Protocol
 
 log = logging.getLogger("quantumtrader.peers")
 
 STALL_TIMEOUT_S = 2.0
 
 
+class Runtime(Protocol):
+    """What the actors use of Ray to call one another (the ``ray`` module has it all)."""
+
+    def wait(self, refs: list, *, num_returns: int = 1, timeout: float | None = None) -> tuple[list, list]: ...
+
+    def get(self, refs: Any, *, timeout: float | None = None) -> Any: ...
+
+    def get_actor(self, name: str, namespace: str | None = None) -> Any: ...
+
+    def is_initialized(self) -> bool: ...
+
+    def get_runtime_context(self) -> Any: ...
+
+
+def node_id(ray: Runtime) -> str | None:
+    """The Ray node this process runs on; None outside Ray (an actor class used as a plain
+    object), where asking would start a local Ray instance as a side effect."""
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
+def reconstructed(ray: Runtime) -> bool:
+    """Whether Ray re-created this actor after its process died (False at a first start, in the
+    driver, or outside Ray: only an actor's worker can ask without failing)."""
+    if not ray.is_initialized():
+        return False
+    ctx = ray.get_runtime_context()
+    return ctx.get_actor_id() is not None and ctx.was_current_actor_reconstructed
+
+
 class Outbox:
-    def __init__(self, ray, max_inflight: int, label: str = "receiver"):
+    def __init__(self, ray: Runtime, max_inflight: int, label: str = "receiver"):
         self._ray = ray
         self.label = label
         self._failing = 0  # consecutive failed calls of the current outage
@@ -77,7 +112,7 @@ class Outbox:
 
 
 class Peer:
-    def __init__(self, ray, name: str, namespace: str, max_inflight: int = 16):
+    def __init__(self, ray: Runtime, name: str, namespace: str | None, max_inflight: int = 16):
         self._ray = ray
         self.name = name
         self.namespace = namespace

@@ -22,7 +22,7 @@ Ray runs each actor's calls in the order one caller submitted them, so:
 
 Nothing there depends on when a message arrives, only on event time. Before, each actor
 sent on as soon as it had something, and a replay at another speed interleaved the
-signals, decisions and rewards differently (issue 11). A receiver whose result does
+signals, decisions and rewards differently. A receiver whose result does
 not come within the timeout (it died for good, or its restart takes longer) counts as
 absent for that round, and is counted; only then can a result depend on timing.
 
@@ -33,10 +33,22 @@ them in between, and it is fewer calls.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 
 from actors.peers import Peer
 from pipelines.alpha.inputs import DECISION_STATES, AgentInputs, next_decision_ns
-from pipelines.model.messages import FeatureVector
+from pipelines.model.messages import FeatureVector, FootprintState, TapeSignal
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Whom one symbol's rounds call (actor names, looked up when first called) and how often."""
+
+    every_ms: float  # the decision clock, event time
+    agents: tuple[str, ...] = ()
+    ml: str | None = None
+    coordinator: str | None = None
+    feedback: str | None = None
 
 
 class DecisionRounds:
@@ -56,6 +68,7 @@ class DecisionRounds:
         self._agent_msgs: list = []  # what the agents read this round
         self._market: list = []  # flow and liquidity states for the coordinator, this round
         self._prices: list[tuple[int, float]] = []  # every trade price this round, for the feedback system
+        self._patterns: list = []  # tape signals and closed footprint bars: the feedback system keeps their outcome
         self._last_feedback = None  # F(k-1)
         self._last_decisions = None  # D(k-1)
 
@@ -80,6 +93,7 @@ class DecisionRounds:
             return
         self._agent_msgs.extend(self._agent_inputs.select(part))
         self._market.extend(m for m in part if type(m) in DECISION_STATES)
+        self._patterns.extend(m for m in part if type(m) is TapeSignal or (type(m) is FootprintState and m.closed))
 
     def _end_round(self, vector: FeatureVector) -> None:
         # The boundary vector belongs to this round for the agents too (it may follow a state of its trade).
@@ -104,8 +118,10 @@ class DecisionRounds:
     def _call_feedback(self, voters: list) -> None:
         if self.feedback is not None:
             self._last_feedback = self.feedback.call("on_round", _pickle(self._prices), voters,
-                                                     _refs(self._last_decisions))
+                                                     _refs(self._last_decisions),
+                                                     _pickle(self._patterns) if self._patterns else None)
         self._prices = []
+        self._patterns = []
 
     def close(self) -> None:
         """At shutdown: the last, unfinished round still reaches the agents and the feedback

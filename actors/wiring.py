@@ -17,24 +17,27 @@ launcher and the tests drive it.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import Counter
-from pathlib import Path
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
+from actors.config import ActorConfig
 from actors.edges import AnalyticsPublisher, MarketDataPublisher, Recorder, ValkeyWriter
 from actors.features import FeatureEngine
 from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, agent_name, coordinator_name, feedback_name, ml_name
 from actors.feed import FeedActor, Route
+from actors.rounds import RoundPlan
+from pipelines.adapters.sources import make_source
+from pipelines.alpha.registry import ML_VOTER
 from pipelines.config import AppConfig
 from pipelines.model.instruments import tick_size_for
 from pipelines.persistence.runs import new_run_id, stage_totals
-from pipelines.edges.zmq import ANALYTICS_STREAMS
 
 log = logging.getLogger("quantumtrader.wiring")
 REPO = Path(__file__).resolve().parent.parent
@@ -57,11 +60,12 @@ def features_name(symbol: str) -> str:
 
 @dataclass
 class ActorSpec:
-    """How to (re)create one actor: its class, constructor arguments and routing."""
+    """How to (re)create one actor: its class, its config and dependencies, and routing."""
 
     name: str
     cls: type
-    args: tuple
+    config: ActorConfig
+    deps: dict = field(default_factory=dict)  # the constructor's keyword arguments beside the config
     kinds: frozenset[str] | None = None  # None: not a feed destination (the feed itself)
     symbols: frozenset[str] | None = None
     options: dict = field(default_factory=dict)
@@ -77,7 +81,7 @@ class ActorState:
 
 
 class MarketDataGraph:
-    """The market-data actor graph of issue 2, for every configured symbol."""
+    """The whole actor graph (market data, analytics, decisions), for every configured symbol."""
 
     def __init__(self, cfg: AppConfig, valkey_url: str | None, on_event: Callable[[str], None] | None = None,
                  run_id: str | None = None):
@@ -93,52 +97,53 @@ class MarketDataGraph:
         self._carried: Counter = Counter()
         # One session of the system: tags recordings, owns the paper account (``--resume`` passes the last one).
         self.run_id = run_id or new_run_id()
+        # What every actor gets from the run; each actor's config adds its own domain's to it.
+        self.run = ActorConfig.for_run(cfg, valkey_url, self.run_id)
         self._build_specs()
 
     def _build_specs(self) -> None:
-        cfg, url = self.cfg, self.valkey_url
-        pw = cfg.valkey.password_env
+        cfg, run = self.cfg, self.run
         specs = []
-        if url:
-            specs.append(ActorSpec(VALKEY_WRITER, ValkeyWriter, (url, cfg.valkey, list(cfg.symbols)), ALL_KINDS))
-        ports = cfg.zmq.ports()
-        market = {k: ports[k] for k in ("tick", "book")}
+        if self.valkey_url:
+            specs.append(ActorSpec(VALKEY_WRITER, ValkeyWriter, run.with_domain(cfg.valkey), kinds=ALL_KINDS))
         # The edges bind sockets and write files: on a known node (the head by default), not wherever Ray puts them.
         on_zmq_node = pinned(cfg.zmq.resource)
-        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, (market, cfg.zmq.host, cfg.zmq.sndhwm), ALL_KINDS,
+        specs.append(ActorSpec(ZMQ_PUBLISHER, MarketDataPublisher, run.with_domain(cfg.zmq), kinds=ALL_KINDS,
                                options=on_zmq_node))
         if cfg.features.enabled:
-            analytics = {k: ports[k] for k in ANALYTICS_STREAMS}
-            specs.append(ActorSpec(ANALYTICS_PUBLISHER, AnalyticsPublisher, (analytics, cfg.zmq.host, cfg.zmq.sndhwm),
+            specs.append(ActorSpec(ANALYTICS_PUBLISHER, AnalyticsPublisher, run.with_domain(cfg.zmq),
                                    options=dict(on_zmq_node)))
         if cfg.recorder.enabled:
-            specs.append(ActorSpec(RECORDER, Recorder, (cfg.recorder, list(cfg.symbols), self.run_id), ALL_KINDS,
+            specs.append(ActorSpec(RECORDER, Recorder, run.with_domain(cfg.recorder), kinds=ALL_KINDS,
                                    options=pinned(cfg.recorder.resource)))
         for sym in cfg.symbols:
             one = frozenset({sym})
-            specs.append(ActorSpec(buffer_name("trades", sym), TradeBuffer, (sym, cfg.buffers.trades, url, pw), TradeBuffer.KINDS, one))
-            specs.append(ActorSpec(buffer_name("book", sym), BookBuffer, (sym, cfg.buffers.book, url, pw), BookBuffer.KINDS, one))
-            specs.append(ActorSpec(buffer_name("candles", sym), CandleBuffer, (sym, cfg.buffers.candles, url, pw), CandleBuffer.KINDS, one))
+            buffers = run.with_domain(cfg.buffers, sym)
+            for kind, cls in (("trades", TradeBuffer), ("book", BookBuffer), ("candles", CandleBuffer)):
+                specs.append(ActorSpec(buffer_name(kind, sym), cls, buffers, kinds=cls.KINDS, symbols=one))
             if cfg.features.enabled:
-                # The simulator prices on its own grid; recorded and live data on the contract's.
-                sim_tick = cfg.feed.simulator.tick_size
-                tick = sim_tick if cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
                 hmarl = self._hmarl_specs(sym) if cfg.hmarl.enabled else []
                 plan = None
                 if hmarl:
-                    plan = {"agents": tuple(agent_name(a, sym) for a in cfg.hmarl.agents),
-                            "ml": ml_name(sym) if cfg.hmarl.ml_enabled else None,
-                            "coordinator": coordinator_name(sym), "feedback": feedback_name(sym)}
-                specs.append(ActorSpec(features_name(sym), FeatureEngine,
-                                       (sym, cfg.features, tick, cfg.namespace, ANALYTICS_PUBLISHER, plan, url, pw,
-                                        cfg.hmarl.decision_every_ms, self.run_id),
-                                       FeatureEngine.KINDS, one))
+                    plan = RoundPlan(cfg.hmarl.decision_every_ms,
+                                     agents=tuple(agent_name(a, sym) for a in cfg.hmarl.agents),
+                                     ml=ml_name(sym) if cfg.hmarl.ml_enabled else None,
+                                     coordinator=coordinator_name(sym), feedback=feedback_name(sym))
+                specs.append(ActorSpec(features_name(sym), FeatureEngine, run.with_domain(cfg.features, sym),
+                                       dict(tick_size=self._tick_size(sym), publisher=ANALYTICS_PUBLISHER, rounds=plan),
+                                       kinds=FeatureEngine.KINDS, symbols=one))
                 specs.extend(hmarl)
         self.specs = {s.name: s for s in specs}
 
+    def _tick_size(self, sym: str) -> float:
+        """The simulator prices on its own grid; recorded and live data on the contract's."""
+        sim_tick = self.cfg.feed.simulator.tick_size
+        return sim_tick if self.cfg.feed.source == "simulator" else tick_size_for(sym, sim_tick)
+
     def _hmarl_specs(self, sym: str) -> list[ActorSpec]:
         """The four agents, the ML voter, the coordinator and the feedback system of one symbol."""
-        cfg, url, pw, ns = self.cfg.hmarl, self.valkey_url, self.cfg.valkey.password_env, self.cfg.namespace
+        cfg = self.cfg.hmarl
+        config = self.run.with_domain(cfg, sym)
         # A round sent to an actor that died is run again once it is back (at least once), however
         # many attempts the restart takes (-1: a finite count was used up by "temporarily
         # unavailable" answers while rounds queued up, and those rounds were lost). The receivers
@@ -149,17 +154,18 @@ class MarketDataGraph:
             placement["scheduling_strategy"] = "SPREAD"
         if cfg.agent_resource:
             placement["resources"] = {cfg.agent_resource: 0.01}
-        specs = [ActorSpec(agent_name(a, sym), AgentActor, (a, sym, cfg, ns, url, pw), options=dict(placement))
+        specs = [ActorSpec(agent_name(a, sym), AgentActor, config, dict(agent_id=a), options=dict(placement))
                  for a in cfg.agents]
         voters = tuple(cfg.agents)
         if cfg.ml_enabled:
             model_dir = Path(cfg.model_dir) if Path(cfg.model_dir).is_absolute() else REPO / cfg.model_dir
-            specs.append(ActorSpec(ml_name(sym), MLActor, (sym, cfg, ns, str(model_dir), url, pw, self.cfg.feed.source),
+            specs.append(ActorSpec(ml_name(sym), MLActor, config,
+                                   dict(model_dir=str(model_dir), feed_source=self.cfg.feed.source),
                                    options=dict(placement)))
-            voters += ("ml",)
-        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor,
-                               (sym, cfg, ns, voters, ANALYTICS_PUBLISHER, url, pw, self.run_id), options=dict(retry)))
-        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, (sym, cfg, ns, url, pw, self.run_id),
+            voters += (ML_VOTER,)
+        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, config,
+                               dict(voters=voters, publisher=ANALYTICS_PUBLISHER), options=dict(retry)))
+        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, config, dict(tick_size=self._tick_size(sym)),
                                options=dict(retry)))
         return specs
 
@@ -176,7 +182,7 @@ class MarketDataGraph:
         }
 
     def _create(self, spec: ActorSpec):
-        return ray.remote(spec.cls).options(**self._options(spec.name, spec.options)).remote(*spec.args)
+        return ray.remote(spec.cls).options(**self._options(spec.name, spec.options)).remote(spec.config, **spec.deps)
 
     def routes(self) -> list[Route]:
         return [
@@ -203,7 +209,9 @@ class MarketDataGraph:
             self.actors[name].incarnation = self._ping(name, timeout_s).get("incarnation")
 
     def _feed_spec(self) -> ActorSpec:
-        return ActorSpec(FEED, FeedActor, (self.cfg, self.routes(), self.valkey_url, True), options=feed_options(self.cfg))
+        return ActorSpec(FEED, FeedActor, self.run.with_domain(self.cfg.feed),
+                         dict(routes=self.routes(), open_source=partial(make_source, self.cfg)),
+                         options=feed_options(self.cfg))
 
     def _wait_ready(self, names: list[str], timeout_s: float) -> None:
         refs = {self.actors[n].handle.__ray_ready__.remote(): n for n in names}

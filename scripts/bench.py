@@ -13,7 +13,7 @@ the measurement window) and publish latency p50/p99 (ZeroMQ send time minus the
 event's receive time, which for the simulator is the instant the event was due).
 ``backlog_growing`` is true when the writer queue or the feed's lag grew over
 the window, i.e. the rate is not sustained. ``--features`` adds the
-FeatureEngine (issue 3): its accepted events/s count toward "sustained", and
+FeatureEngine: its accepted events/s count toward "sustained", and
 ``analytics_latency_p50/p99_ms`` is the analytics publish time (ZeroMQ
 5557-5560) minus the receive time of the event they were computed after.
 
@@ -88,7 +88,7 @@ def bench_pipeline(args) -> None:
 
     from actors.wiring import MarketDataGraph
     from pipelines.config import config_from_dict
-    from pipelines.persistence.valkey_store import EmbeddedValkey
+    from pipelines.persistence.server import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
     server = EmbeddedValkey(tmp / "valkey")
@@ -97,7 +97,7 @@ def bench_pipeline(args) -> None:
     try:
         for rate in args.rates:
             sym = "WDOZ26"
-            # features off: the market-data path alone (issue 2 baseline)
+            # features off: the market-data path alone (the baseline)
             cfg = config_from_dict(bench_config(args, rate, sym, features=bool(args.features)))
             server_client_flush(url)
             g = MarketDataGraph(cfg, url)
@@ -155,7 +155,7 @@ def bench_decisions(args) -> None:
 
     from actors.wiring import MarketDataGraph
     from pipelines.config import config_from_dict
-    from pipelines.persistence.valkey_store import EmbeddedValkey
+    from pipelines.persistence.server import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
     server = EmbeddedValkey(tmp / "valkey")
@@ -227,7 +227,7 @@ def bench_decisions(args) -> None:
 
 def server_client_flush(url: str) -> None:
     """Start each rate on an empty database so earlier runs do not skew trimming."""
-    from pipelines.persistence.valkey_store import connect
+    from pipelines.persistence.connection import connect
 
     connect(url).flushall()
 
@@ -248,7 +248,7 @@ def snapshot(feed, vw, zp, engine=None) -> dict:
 
 
 def bench_features(args) -> None:
-    from pipelines.features.core import bench_features as run
+    from pipelines.features.benchmark import bench_features as run
 
     units = {"_us": "us", "_per_s": "events/s", "speedup": "x"}
     for metric, value in run(n_events=args.events, n_batch=args.batch, n_naive=args.naive).items():
@@ -405,14 +405,19 @@ def profitdll_sink_run(cfg, sym: str, timeout_s: float) -> dict:
     """The FeedActor (feed.source profitdll: it spawns the bridge child) feeding one ProfitBenchSink."""
     import ray
 
+    from functools import partial
+
+    from actors.config import ActorConfig
     from actors.feed import FeedActor, Route
     from actors.wiring import ALL_KINDS
+    from pipelines.adapters.sources import make_source
 
     opts = {"namespace": cfg.namespace, "num_cpus": 0, "max_restarts": 0}
     sink = ray.remote(ProfitBenchSink).options(name="sink", **opts).remote()
     ray.get(sink.__ray_ready__.remote())
     feed = ray.remote(FeedActor).options(name="feed", **opts).remote(
-        cfg, [Route("sink", sink, ALL_KINDS, None)], None, True)
+        ActorConfig.for_run(cfg, None, "bench").with_domain(cfg.feed), [Route("sink", sink, ALL_KINDS, None)],
+        open_source=partial(make_source, cfg))
     try:
         ray.get(feed.__ray_ready__.remote(), timeout=120)
         pids = profitdll_pids(feed, {"sink": sink})

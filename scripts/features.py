@@ -39,11 +39,8 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from pipelines.features.catalog import catalog_entries, render  # noqa: E402
-from pipelines.features.core import (  # noqa: E402
-    DEFAULT_PRICE_QUANTUM,
-    compute_batch,
-    compute_streaming,
-)
+from pipelines.features.batch import compute_batch, compute_streaming  # noqa: E402
+from pipelines.features.core import DEFAULT_PRICE_QUANTUM  # noqa: E402
 from pipelines.model.messages import Trade  # noqa: E402
 
 TRADE_COLUMNS = list(Trade._fields)

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.adapters.bridge.protocol import DEFAULT_PUB_PORT, DEFAULT_REP_PORT  # noqa: E402
-from pipelines.config import SYMBOL_RE  # noqa: E402
+from pipelines.model.settings import SYMBOL_RE  # noqa: E402
 from pipelines.adapters.profitdll.credentials import redact  # noqa: E402
 
 log = logging.getLogger("feed_bridge")
@@ -157,7 +157,7 @@ class SessionProducer:
 
 def make_producer(args: argparse.Namespace, symbols: list[str], secrets: list[str]):
     if args.source == "simulator":
-        from pipelines.config import SimulatorConfig
+        from pipelines.adapters.config import SimulatorConfig
         from pipelines.adapters.simulator import MarketSimulator
 
         try:
@@ -262,7 +262,7 @@ def _watch_stdin(stop: threading.Event) -> None:
 
 def _exit(code: int) -> None:
     """Exit. On Windows with the DLL loaded, TerminateProcess: its native threads can keep the
-    process alive after DLLFinalize even through os._exit (docs/profitdll.md §1.5)."""
+    process alive after DLLFinalize even through os._exit."""
     if os.name == "nt" and _LOADED_DLL:
         import ctypes
 

@@ -78,7 +78,8 @@ def start_valkey(cfg):
     never contains the password."""
     if cfg.valkey.url:
         return cfg.valkey.url, None
-    from pipelines.persistence.valkey_store import EmbeddedValkey, resolve_password
+    from pipelines.persistence.connection import resolve_password
+    from pipelines.persistence.server import EmbeddedValkey
 
     data_dir = Path(cfg.valkey.data_dir)
     if not data_dir.is_absolute():
@@ -146,7 +147,7 @@ def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
         return {"run_id": new_run_id()}
     import valkey
 
-    from pipelines.persistence.valkey_store import connect, resolve_password
+    from pipelines.persistence.connection import connect, resolve_password
 
     client = connect(valkey_url, password=resolve_password(cfg.valkey))
     try:
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
-    from pipelines.persistence.valkey_store import redact
+    from pipelines.persistence.connection import redact, resolve_password
+    from pipelines.persistence.retention import Retention
 
     valkey_url, server = start_valkey(cfg)
     graph = None
@@ -249,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             "pid": os.getpid(),
         }
         print("READY " + orjson.dumps(ready).decode(), flush=True)
+        retention = None
+        if valkey_url and cfg.hmarl.enabled and cfg.hmarl.retention_days > 0:
+            retention = Retention(valkey_url, resolve_password(cfg.valkey), cfg.hmarl.retention_days,
+                                  cfg.hmarl.cleanup_every_s, report=lambda m: print(m, flush=True))
 
         exit_code = 0
         t0 = time.monotonic()
@@ -274,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                 stats = graph.stats()
                 print(progress_line(time.monotonic() - t0, stats, graph.totals(stats)), flush=True)
                 next_progress += cfg.supervisor.progress_interval_s
+        if retention is not None:
+            retention.stop()
         final = graph.shutdown()
         feed = final.get("feed") or {}
         vw = final.get("valkey_writer") or {}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from pipelines.config import ReplayConfig, SimulatorConfig  # noqa: E402
+from pipelines.adapters.config import ReplayConfig, SimulatorConfig  # noqa: E402
 from pipelines.features.engine import SymbolAnalytics  # noqa: E402
 from pipelines.alpha.ml import DATA_SOURCES, DEFAULT_MODEL_DIR, train_model  # noqa: E402
 from pipelines.model.instruments import tick_size_for  # noqa: E402

@@ -38,7 +38,7 @@ def wait_for(pred, timeout, what):
 def main(model_dir: str) -> None:
     from actors.wiring import MarketDataGraph
     from pipelines.config import config_from_dict
-    from pipelines.persistence.valkey_store import EmbeddedValkey
+    from pipelines.persistence.server import EmbeddedValkey
 
     tmp = Path(tempfile.mkdtemp(prefix="qt-cluster-"))
     server = EmbeddedValkey(tmp / "valkey")

@@ -66,7 +66,9 @@ def main(dll: str, work: str) -> None:
 
     from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
     from pipelines.config import config_from_dict
-    from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, connect
+    from pipelines.persistence.connection import connect
+    from pipelines.persistence.events import EventStore
+    from pipelines.persistence.server import EmbeddedValkey
 
     server = EmbeddedValkey(work_dir / "valkey")
     url = server.start()

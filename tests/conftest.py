@@ -35,7 +35,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def valkey_server(tmp_path_factory):
     """A real embedded valkey-server, or the one at QT_TEST_VALKEY_URL if set."""
-    from pipelines.persistence.valkey_store import EmbeddedValkey
+    from pipelines.persistence.server import EmbeddedValkey
 
     url = os.environ.get("QT_TEST_VALKEY_URL")
     if url:
@@ -57,7 +57,7 @@ def es_file() -> Path:
 @pytest.fixture(scope="module")
 def client(valkey_server):
     """A client (bytes replies) on the session Valkey."""
-    from pipelines.persistence.valkey_store import connect
+    from pipelines.persistence.connection import connect
 
     c = connect(valkey_server[1])
     yield c
@@ -67,7 +67,7 @@ def client(valkey_server):
 def simulated_events(seed: int, rate: float, max_events: int, symbol: str = "WDOZ26",
                      start: str = "2026-11-23T10:00:00-03:00") -> list:
     """A seeded simulator day as fast as possible, seq-stamped per symbol as the feed does."""
-    from pipelines.config import SimulatorConfig
+    from pipelines.adapters.config import SimulatorConfig
     from pipelines.adapters.simulator import MarketSimulator
 
     sim = MarketSimulator(SimulatorConfig(seed=seed, rate=rate, speed=0.0, start=start, max_events=max_events), [symbol])

@@ -24,7 +24,7 @@ from pipelines.adapters.bridge import protocol as P
 from pipelines.adapters.bridge.client import BridgeClient
 from pipelines.adapters.bridge.host import BridgeStartError, HostedBridge
 from pipelines.adapters.bridge.server import BridgeServer
-from pipelines.config import SimulatorConfig
+from pipelines.adapters.config import SimulatorConfig
 from pipelines.model.messages import BookSnapshot, BookUpdate, Trade
 from pipelines.adapters.simulator import MarketSimulator
 

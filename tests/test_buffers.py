@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
+from actors.config import ActorConfig
+from pipelines.data.config import BufferConfig
 from pipelines.model.messages import BookSnapshot, Trade
 
 T0 = 1_763_989_200_000_000_000  # 2025-11-24 13:00:00 UTC = 10:00 Sao Paulo
@@ -20,7 +22,7 @@ def make_trades(n, seed=7, span_s=900):
 
 
 def test_trade_buffer_keeps_the_last_capacity_in_order_and_drops_duplicates():
-    buf = TradeBuffer("WDOZ26", capacity=1000)
+    buf = TradeBuffer(ActorConfig(BufferConfig(trades=1000), symbol="WDOZ26"))
     trades = make_trades(2500)
     for i in range(0, 2500, 100):
         buf.on_batch(trades[i : i + 100], {"WDOZ26": trades[i - 1].seq if i else 0})
@@ -33,14 +35,14 @@ def test_trade_buffer_keeps_the_last_capacity_in_order_and_drops_duplicates():
 
 
 def test_book_buffer_capacity_100():
-    buf = BookBuffer("WDOZ26", capacity=100)
+    buf = BookBuffer(ActorConfig(BufferConfig(book=100), symbol="WDOZ26"))
     books = [BookSnapshot("WDOZ26", T0 + i, 0, i + 1, (5400.0,), (i + 1,), (5400.5,), (3,)) for i in range(250)]
     buf.on_batch(books, {"WDOZ26": 0})
     assert [b.seq for b in buf.snapshot()] == list(range(151, 251))
 
 
 def test_buffer_refuses_a_batch_after_a_gap():
-    buf = TradeBuffer("WDOZ26", capacity=10)
+    buf = TradeBuffer(ActorConfig(BufferConfig(trades=10), symbol="WDOZ26"))
     trades = make_trades(30)
     buf.on_batch(trades[:10], {"WDOZ26": 0})
     reply = buf.on_batch(trades[20:], {"WDOZ26": 20})
@@ -66,7 +68,7 @@ def test_candles_equal_a_pandas_resample(seed):
     trades = make_trades(5000, seed=seed, span_s=1800)
     # leave a quiet gap of several minutes: pandas yields empty rows there, we yield no candle
     trades = [t for t in trades if not (T0 + 600e9 <= t.ts_event < T0 + 840e9)]
-    buf = CandleBuffer("WDOZ26", capacity=200)
+    buf = CandleBuffer(ActorConfig(BufferConfig(candles=200), symbol="WDOZ26"))
     for i in range(0, len(trades), 333):
         buf.on_batch(trades[i : i + 333], {"WDOZ26": trades[i - 1].seq if i else 0})
     ours = buf.snapshot(include_open=True)
@@ -82,7 +84,7 @@ def test_candles_equal_a_pandas_resample(seed):
 
 def test_candle_buffer_keeps_200_closed_candles():
     trades = [Trade("WDOZ26", T0 + m * 60_000_000_000, 0, m + 1, 5400.0, 1, 2) for m in range(260)]
-    buf = CandleBuffer("WDOZ26", capacity=200)
+    buf = CandleBuffer(ActorConfig(BufferConfig(candles=200), symbol="WDOZ26"))
     buf.on_batch(trades, {"WDOZ26": 0})
     snap = buf.snapshot()
     assert len(snap) == 200

@@ -25,7 +25,9 @@ import pytest
 
 from pipelines.config import config_from_dict
 from pipelines.model.messages import BookSnapshot, Trade
-from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.events import EventStore
+from pipelines.persistence.server import EmbeddedValkey
 from tests.test_pipeline_ray import TickCollector, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.chaos]

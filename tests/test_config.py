@@ -135,7 +135,7 @@ def test_a_replay_path_without_the_symbol_names_the_key_and_the_layout(tmp_path)
 
 def test_the_replay_check_agrees_with_the_replay_source(tmp_path):
     """Same folder, same verdict: load_config passes exactly when ReplaySource opens it."""
-    from pipelines.config import ReplayConfig
+    from pipelines.adapters.config import ReplayConfig
     from pipelines.adapters.files.replay import ReplayError, ReplaySource
 
     full = recorded(tmp_path / "full")

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from pipelines.config import config_from_dict
-from pipelines.persistence.valkey_store import connect
+from pipelines.persistence.connection import connect
 from tests.conftest import simulated_events
 from tests.test_pipeline_ray import EPHEMERAL_PORTS, wait_for
 

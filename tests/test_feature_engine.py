@@ -13,7 +13,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from pipelines.features.core import FEATURE_NAMES, compute_batch
+from pipelines.features.batch import compute_batch
+from pipelines.features.core import FEATURE_NAMES
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES
 from pipelines.model.messages import (

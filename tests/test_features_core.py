@@ -1,4 +1,4 @@
-"""The 65 trade features (pipelines/features/core.py): formulas, parity, warm-up, memory.
+"""The 65 trade features (pipelines/features/core.py, batch.py): formulas, parity, warm-up, memory.
 
 Every formula is checked against an independent computation written here with
 pandas/numpy (rolling windows over a DataFrame of the trades, brute force where
@@ -23,14 +23,9 @@ import pandas as pd
 import pytest
 
 from pipelines.features import core
-from pipelines.features.core import (
-    FEATURE_NAMES,
-    FEATURE_SPECS,
-    FeatureEngineCore,
-    compute_batch,
-    compute_streaming,
-    make_synthetic_trades,
-)
+from pipelines.features.batch import compute_batch, compute_streaming, garman_klass_sigma, garman_klass_terms
+from pipelines.features.core import FEATURE_NAMES, FEATURE_SPECS, FeatureEngineCore
+from pipelines.features.synthetic import make_synthetic_trades
 from pipelines.model.messages import Trade
 from pipelines.model.clock import SAO_PAULO, parse_time, to_ns
 
@@ -344,12 +339,12 @@ def test_rsi_flat_series_is_nan_not_zero():
 def test_garman_klass_textbook_and_negative_sum():
     o, h, l_, c = 100.0, 102.0, 99.0, 101.0
     want = 0.5 * math.log(h / l_) ** 2 - (2 * math.log(2) - 1) * math.log(c / o) ** 2
-    got = core.garman_klass_terms(np.array([o]), np.array([h]), np.array([l_]), np.array([c]))[0]
+    got = garman_klass_terms(np.array([o]), np.array([h]), np.array([l_]), np.array([c]))[0]
     assert got == pytest.approx(want, rel=1e-15)
     # a corrupt bar (close far outside [low, high]) makes the sum negative: NaN, never clamped to 0
-    bad = core.garman_klass_terms(np.array([100.0]), np.array([100.1]), np.array([100.0]), np.array([120.0]))
+    bad = garman_klass_terms(np.array([100.0]), np.array([100.1]), np.array([100.0]), np.array([120.0]))
     assert bad[0] < 0
-    sigma = core.garman_klass_sigma(np.array([bad[0], want]), 1)
+    sigma = garman_klass_sigma(np.array([bad[0], want]), 1)
     assert math.isnan(sigma[0]) and sigma[1] == pytest.approx(math.sqrt(want))
 
 
@@ -374,7 +369,7 @@ def test_parity_es(request):
 
 def test_parity_simulator():
     sim_mod = pytest.importorskip("pipelines.adapters.simulator")
-    from pipelines.config import SimulatorConfig
+    from pipelines.adapters.config import SimulatorConfig
 
     cfg = SimulatorConfig(seed=3, rate=200.0, speed=0.0, start="2026-11-23T16:50:00", max_events=40_000)
     sim = sim_mod.MarketSimulator(cfg, ["WDOZ26"])

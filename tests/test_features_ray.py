@@ -19,7 +19,8 @@ import pytest
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.persistence.flow_store import FlowStore, flow_state_key
 from pipelines.model.messages import FeatureVector, FlowState, to_dict
-from pipelines.persistence.valkey_store import EventStore, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.events import EventStore
 from tests.test_pipeline_ray import TickCollector, _ping_new, graph_for, make_cfg, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

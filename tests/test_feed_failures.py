@@ -15,11 +15,13 @@ import sys
 import orjson
 import pytest
 
+from actors.config import ActorConfig
 from actors.feed import FeedActor, Route
 from pipelines.config import config_from_dict
 from pipelines.model.messages import BookSnapshot, BookUpdate, Trade
 from pipelines.data.sequencing import BatchReply, SeqGate
-from pipelines.persistence.valkey_store import EventStore, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.events import EventStore
 from tests.conftest import REPO, simulated_events
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -71,9 +73,10 @@ def test_a_failing_feed_loop_reports_its_cause_and_still_delivers_what_it_read(r
     # A batch window far longer than the test: the three trades are still pending when the source fails.
     cfg = config_from_dict({"symbols": [sym], "feed": {"batch_max_ms": 10_000, "batch_max_events": 500}})
     sink = ray.remote(Sink).options(num_cpus=0).remote()
-    feed = FeedActor(cfg, [Route("sink", sink, frozenset({"tick"}), None)], None, autostart=False)
-    feed.source = ExplodingSource(sym)
-    feed._run()
+    feed = FeedActor(ActorConfig.for_run(cfg, None, "").with_domain(cfg.feed),
+                     [Route("sink", sink, frozenset({"tick"}), None)],
+                     open_source=lambda resume_after_ns: ExplodingSource(sym), autostart=False)
+    feed.run()
     got = ray.get(sink.received.remote())
     ray.kill(sink)
     assert feed.error == "RuntimeError: disk on fire"
@@ -147,6 +150,7 @@ def test_a_new_run_starts_a_flat_paper_account_and_resume_continues_it(ray_sessi
     """Two separate runs on the same Valkey: the second must not inherit the first's position."""
     import ray
 
+    from actors.config import ActorConfig, ValkeyLink
     from actors.hmarl import CoordinatorActor
     from pipelines.config import HmarlConfig
     from pipelines.persistence.hmarl_store import agent_state_key
@@ -163,8 +167,8 @@ def test_a_new_run_starts_a_flat_paper_account_and_resume_continues_it(ray_sessi
     voters = ("order_flow", "liquidity", "tape", "footprint", "ml")
 
     def coordinator_stats(run_id):
-        actor = ray.remote(CoordinatorActor).options(num_cpus=0).remote(sym, HmarlConfig(), "ns", voters, None, url,
-                                                                         "VALKEY_PASSWORD", run_id)
+        config = ActorConfig(HmarlConfig(), namespace="ns", run_id=run_id, symbol=sym, valkey=ValkeyLink(url))
+        actor = ray.remote(CoordinatorActor).options(num_cpus=0).remote(config, voters=voters)
         try:
             return ray.get(actor.stats.remote())
         finally:

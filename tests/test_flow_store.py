@@ -16,7 +16,8 @@ import pytest
 
 from pipelines.persistence.flow_store import FlowStateWriter, FlowStore, flow_history_key, flow_state_key
 from pipelines.model.messages import FlowState
-from pipelines.persistence.valkey_store import EmbeddedValkey, _free_port, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.server import EmbeddedValkey, free_port
 from pipelines.persistence.write_behind import WriteBehind
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
@@ -213,7 +214,7 @@ def test_reply_errors_counted_not_fatal_and_duplicates(valkey_server, client):
 
 
 def test_full_queue_drops_oldest_while_down(tmp_path):
-    srv = EmbeddedValkey(tmp_path / "valkey", port=_free_port("127.0.0.1"))  # not started yet
+    srv = EmbeddedValkey(tmp_path / "valkey", port=free_port("127.0.0.1"))  # not started yet
     wb = WriteBehind(srv.url, None, max_queue=50, chunk=20, **FAST)
     n, per_call = 130, 13
     t = time.perf_counter()
@@ -239,7 +240,7 @@ def test_full_queue_drops_oldest_while_down(tmp_path):
 
 def test_close_while_down_gives_up_and_hides_password(caplog):
     caplog.set_level(logging.INFO)
-    url = f"redis://:s3cret-pw@127.0.0.1:{_free_port('127.0.0.1')}/0"
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port('127.0.0.1')}/0"
     wb = WriteBehind(url, "s3cret-pw", **FAST)
     wb.submit([("SET", "k", i) for i in range(40)])
     deadline = time.monotonic() + 5

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import DEFAULT_CONFIG_PATH, AppConfig, ConfigError, config_from_dict, load_config
+from pipelines.config import AppConfig, ConfigError, DEFAULT_CONFIG_PATH, config_from_dict, load_config
 from tests.conftest import REPO
 
 FUZZ = settings(derandomize=True, deadline=None, max_examples=250, suppress_health_check=[HealthCheck.too_slow])

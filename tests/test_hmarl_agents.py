@@ -1,4 +1,4 @@
-"""The four specialist agents (pipelines/alpha/agents.py).
+"""The four specialist agents (pipelines/alpha/: base, learning, one module per agent, registry).
 
 Rules are checked on hand-built analytics with the expected confidence computed
 here from the documented formula; the learning layer against the closed form of
@@ -17,16 +17,15 @@ import numpy as np
 import pytest
 
 from pipelines.features.engine import SymbolAnalytics
-from pipelines.config import HmarlConfig
-from pipelines.alpha.agents import (
-    AGENTS,
-    ContextualHedge,
-    FootprintPatternAgent,
-    LiquidityAgent,
-    OrderFlowSpecialist,
-    TapeReadingAgent,
-)
-from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
+from pipelines.config import ConfigError, HmarlConfig, config_from_dict
+from pipelines.alpha.footprint import FootprintPatternAgent
+from pipelines.alpha.learning import ARMS, ContextualHedge
+from pipelines.alpha.liquidity import LiquidityAgent
+from pipelines.alpha.order_flow import OrderFlowSpecialist
+from pipelines.alpha.registry import AGENTS
+from pipelines.alpha.tape import TapeReadingAgent
+from pipelines.execution.paper import paper_coordinator
+from pipelines.portfolio.consensus import ConsensusConfig
 from pipelines.model.messages import (
     Feedback,
     FeatureVector,
@@ -214,7 +213,8 @@ def test_delta_divergence_at_a_new_low():
 # -- liquidity ---------------------------------------------------------------------------------
 
 def test_book_imbalance_rules():
-    a = LiquidityAgent(SYM, learning=False)
+    # min_confidence 0: the conflicting votes below combine to 0.045, which the default would abstain on.
+    a = LiquidityAgent(SYM, learning=False, min_confidence=0.0)
     a.on_analytics([vec(1)])
     sig = one(a, [liq(2, depth_imbalance=0.4)])
     assert sig.direction == 1 and sig.confidence == pytest.approx(0.5 + 0.3 * 0.4)
@@ -579,11 +579,22 @@ def test_abstain_and_min_confidence_still_learn():
     assert agent.on_feedback([feedback_for(sig, 1.0)]) == 1
 
 
+def test_a_plain_agent_defaults_to_the_configured_min_confidence():
+    assert [cls(SYM).min_confidence for cls in AGENTS.values()] == [HmarlConfig().min_confidence] * 4 == [0.1] * 4
+    # The conflicting book votes of test_book_imbalance_rules: (0.71 - 0.62) / 2 = 0.045 < 0.1 abstains.
+    a = LiquidityAgent(SYM, learning=False)
+    a.on_analytics([vec(1)])
+    sig = one(a, [liq(2, depth_imbalance=0.4, queue_imbalance=-0.7)])
+    assert (sig.direction, sig.confidence, sig.action, sig.raw_direction) == (0, 0.0, "abstain", -1)
+    assert sig.reasons[-1] == "confidence 0.045 < min_confidence 0.1 -> neutral"
+
+
 def test_agent_actor_passes_min_confidence_and_cost_from_the_config():
+    from actors.config import ActorConfig
     from actors.hmarl import AgentActor  # no Valkey: the actor class runs as a plain object
 
     def actor(**cfg) -> AgentActor:
-        return AgentActor("order_flow", SYM, HmarlConfig(**cfg), "test")
+        return AgentActor(ActorConfig(HmarlConfig(**cfg), namespace="test", symbol=SYM), agent_id="order_flow")
 
     weak = [vec(1), flow(2, **TFI_WEAK_BUY, **CONTEXT_A)]  # raw confidence 0.6
     assert actor(learning=False).on_round(weak)[0].confidence == pytest.approx(0.6)
@@ -619,6 +630,27 @@ def test_state_round_trip():
         OrderFlowSpecialist(SYM).load_state(bad)
 
 
+def test_the_coordinator_learns_by_the_same_rule():
+    """Voters named after the arms, fed the arms' rewards, end with the arms' weights, bit for bit."""
+    h = ContextualHedge(eta=0.1, floor=0.02)
+    c = paper_coordinator(SYM, list(ARMS), ConsensusConfig(eta=0.1, weight_floor=0.02))
+    for i, r in enumerate([0.5, 0.5, -0.25, 1.0, 0.9] * 20):  # act earns r - COST, fade -r - COST, abstain 0
+        h.update("ctx", r, COST)
+        rewards = {"act": max(-1.0, r - COST), "fade": max(-1.0, -r - COST), "abstain": 0.0}
+        c.on_feedback([Feedback(arm, SYM, T0, T0, i, 1.0, 1.0, PRICE, PRICE, 0.0, 0.0, x, None)
+                       for arm, x in rewards.items()])
+    assert list(c.weights.values()) == h.weights_of("ctx")
+    assert min(h.weights_of("ctx")) == 0.02  # the floor was reached on the way
+
+
+def test_one_registry_for_the_agents_and_the_config():
+    assert list(AGENTS) == ["order_flow", "liquidity", "tape", "footprint"] == list(HmarlConfig().agents)
+    assert {name: cls.agent_id for name, cls in AGENTS.items()} == {name: name for name in AGENTS}
+    with pytest.raises(ConfigError, match=r"hmarl.agents\[1\]: unknown agent 'flow' "
+                                          r"\(known: order_flow, liquidity, tape, footprint\)"):
+        config_from_dict({"hmarl": {"agents": ["tape", "flow"]}})
+
+
 def test_hedge_parameters_validated():
     with pytest.raises(ValueError, match="floor"):
         ContextualHedge(floor=0.4)
@@ -634,7 +666,7 @@ def test_a_footprint_vote_counts_until_the_next_bar_closes():
     agent = FootprintPatternAgent(SYM, learning=False)
     agent.on_analytics([vec(1)])
     sig = one(agent, [closed(2, make_bar(delta=40))])  # delta/volume 0.4 -> buy 0.9
-    coordinator = Coordinator(SYM, ["footprint"], ConsensusConfig(signal_ttl_ns=5 * S))
+    coordinator = paper_coordinator(SYM, ["footprint"], ConsensusConfig(signal_ttl_ns=5 * S))
     coordinator.on_signals([sig])
     # A one-minute bar's vote: 30 s and 60 s (the edge) after it closed it still counts, 61 s after not.
     at = {dt: coordinator.decide(sig.ts_event + dt * S, 10 + dt, PRICE) for dt in (30, 60, 61)}

@@ -2,6 +2,8 @@
 
 No Ray, no Valkey. Expected values are worked out by hand in the comments, or
 recomputed here with numpy (rewards from the price path, Hedge with its floor).
+The Hedge tests learn at eta 0.5 (``ETA``), faster than the configured default,
+so that a few hundred outcomes separate the voters.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.portfolio.consensus import ConsensusConfig, Coordinator, RiskState
+from pipelines.config import HmarlConfig
 from pipelines.feedback.system import FeedbackSystem
+from pipelines.execution.paper import PaperAccount, paper_coordinator
+from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
+from pipelines.portfolio.interfaces import AccountView
+from pipelines.risk.limits import PositionAndLossLimits, RiskLimits
 from pipelines.model.messages import Decision, Feedback, Signal, to_dict
 
 WDO, WIN = "WDOZ26", "WINZ26"
@@ -32,26 +38,42 @@ def fb(voter, reward, seq=1, symbol=WDO):
 
 FOUR = ["ml", "a1", "a2", "a3"]  # initial weights: ml 0.40, agents 0.60 / 3 = 0.20 each
 DECIDE_TS = T0 + 1 * S
+ETA = 0.5  # the learning rate of the Hedge tests and of their numpy replay
 
 
 def four_voters(**cfg) -> Coordinator:
-    return Coordinator(WDO, FOUR, ConsensusConfig(**cfg))
+    return paper_coordinator(WDO, FOUR, ConsensusConfig(**cfg))
 
 
 def test_initial_weights_split():
     assert four_voters().weights == pytest.approx({"ml": 0.4, "a1": 0.2, "a2": 0.2, "a3": 0.2}, abs=1e-15)
-    assert Coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.45, "b": 0.15})).weights == \
+    assert paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.45, "b": 0.15})).weights == \
         pytest.approx({"ml": 0.4, "a": 0.45, "b": 0.15}, abs=1e-15)
     # Without the ML voter the agents' 0.60 is all there is: 0.30 / 0.60 = 0.5 each.
-    assert Coordinator(WDO, ["a", "b"]).weights == {"a": 0.5, "b": 0.5}
+    assert paper_coordinator(WDO, ["a", "b"]).weights == {"a": 0.5, "b": 0.5}
     with pytest.raises(ValueError, match="agent_weights must name exactly"):
-        Coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.6}))
+        paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.6}))
     with pytest.raises(ValueError, match="threshold"):
         ConsensusConfig(threshold=1.5)
 
 
+def test_defaults_are_the_hmarl_configs():
+    assert ConsensusConfig() == ConsensusConfig.from_hmarl(HmarlConfig())
+    assert RiskLimits() == RiskLimits.from_hmarl(HmarlConfig())
+    h = HmarlConfig(ml_weight=0.3, threshold=0.2, eta=0.05, weight_floor=0.01, base_size=2, signal_ttl_s=2.5,
+                    horizon_s=30.0, max_position=7, max_loss=500.0)
+    assert ConsensusConfig.from_hmarl(h) == ConsensusConfig(
+        ml_weight=0.3, threshold=0.2, eta=0.05, weight_floor=0.01, base_size=2, signal_ttl_ns=2_500_000_000,
+        horizon_ns=30 * S)
+    assert RiskLimits.from_hmarl(h) == RiskLimits(max_position=7, max_loss=500.0)
+    # The agents share what the ML voter leaves: 0.7 / 2 each, or all of it without the ML voter.
+    assert paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig.from_hmarl(h)).weights == \
+        pytest.approx({"ml": 0.3, "a": 0.35, "b": 0.35}, abs=1e-15)
+    assert paper_coordinator(WDO, ["a", "b"], ConsensusConfig.from_hmarl(h)).weights == {"a": 0.5, "b": 0.5}
+
+
 def test_all_voters_present():
-    c = four_voters()
+    c = four_voters(horizon_ns=60 * S)
     c.on_signals([sig("ml", 1, 0.5), sig("a1", 1, 0.8), sig("a2", -1, 0.6), sig("a3", 0.5, 1.0)])
     d = c.decide(DECIDE_TS, 100, 5400.0, {"spread_ticks": 1.0})
     # score = 0.4*0.5 + 0.2*0.8 - 0.2*0.6 + 0.2*0.5*1.0 = 0.20 + 0.16 - 0.12 + 0.10 = 0.34 (weights sum to 1)
@@ -96,7 +118,7 @@ def test_ml_abstaining_leaves_the_agents(ml_signal):
 
 def test_threshold_boundary_exact():
     # Two agents at 0.5 each; threshold 0.25 and confidences that are exact in binary floating point.
-    c = Coordinator(WDO, ["a", "b"], ConsensusConfig(threshold=0.25))
+    c = paper_coordinator(WDO, ["a", "b"], ConsensusConfig(threshold=0.25))
 
     def score_of(da, ca, db, cb, seq):
         c.on_signals([sig("a", da, ca, seq=seq), sig("b", db, cb, seq=seq)])
@@ -156,7 +178,7 @@ def trade(c: Coordinator, seq: int, direction: int, price: float) -> Decision:
 
 
 def test_position_limit_reduces_then_blocks_and_pnl():
-    c = Coordinator(WDO, ["a"], ConsensusConfig(base_size=3, max_position=5))
+    c = paper_coordinator(WDO, ["a"], ConsensusConfig(base_size=3), limits=RiskLimits(max_position=5))
     d = trade(c, 1, +1, 5000.0)
     assert (d.action, d.size, d.risk) == ("BUY", 3, "")
     d = trade(c, 2, +1, 5010.0)  # 3 + 3 > 5: cut to the room left, 2
@@ -164,56 +186,57 @@ def test_position_limit_reduces_then_blocks_and_pnl():
     d = trade(c, 3, +1, 5010.0)  # at +5: blocked
     assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("position limit")
     # avg = (3*5000 + 2*5010) / 5 = 5004
-    assert c.risk_state() == RiskState(5, 5004.0, 0.0, 5, 2000.0)
+    assert c.account_view() == AccountView(5, 5004.0, 0.0)
+    assert c.risk_check == PositionAndLossLimits(RiskLimits(max_position=5, max_loss=2000.0))
     d = trade(c, 4, -1, 5020.0)  # sell 3: realized 3 * (5020 - 5004) * R$10 = R$480
     assert (d.action, d.size, d.risk) == ("SELL", 3, "")
-    assert c.risk_state()[:3] == (2, 5004.0, 480.0)
+    assert c.account_view() == (2, 5004.0, 480.0)
     trade(c, 5, -1, 5000.0)  # sell 3 from +2: closes 2 at -4 points (-R$80), opens -1 at 5000
-    assert c.risk_state()[:3] == (-1, 5000.0, 400.0)
+    assert c.account_view() == (-1, 5000.0, 400.0)
     trade(c, 6, -1, 5000.0)  # -1 - 3 = -4: passes
     d = trade(c, 7, -1, 5000.0)  # room 1 on the short side
-    assert (d.action, d.size) == ("SELL", 1) and c.risk_state().position == -5
+    assert (d.action, d.size) == ("SELL", 1) and c.account_view().position == -5
 
 
 def test_loss_limit_blocks_increasing_allows_reducing():
-    c = Coordinator(WDO, ["a"], ConsensusConfig(base_size=3, max_position=5, max_loss=100.0))
+    c = paper_coordinator(WDO, ["a"], ConsensusConfig(base_size=3), limits=RiskLimits(max_position=5, max_loss=100.0))
     trade(c, 1, +1, 5000.0)
     trade(c, 2, +1, 5000.0)  # +5 at 5000
     trade(c, 3, -1, 4996.0)  # realized 3 * -4 * 10 = -R$120 <= -R$100; position +2
-    assert c.risk_state()[:3] == (2, 5000.0, -120.0)
+    assert c.account_view() == (2, 5000.0, -120.0)
     d = trade(c, 4, +1, 4996.0)
     assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("loss limit")
     d = trade(c, 5, -1, 4996.0)  # reducing passes, cut to the 2 open (no flip)
     assert (d.action, d.size) == ("SELL", 2) and "reduce only" in d.risk
-    assert c.risk_state()[:3] == (0, 0.0, -200.0)  # -120 + 2 * -4 * 10
+    assert c.account_view() == (0, 0.0, -200.0)  # -120 + 2 * -4 * 10
     d = trade(c, 6, -1, 4996.0)  # flat: any trade would increase exposure
     assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("loss limit")
 
 
 def test_pnl_in_reais_for_win_and_idempotent_fills():
-    c = Coordinator(WIN, ["a"])
+    c = paper_coordinator(WIN, ["a"])
     d = trade(c, 1, +1, 130000.0)
     c.apply_decision(d)  # re-sent: ignored
     trade(c, 2, -1, 130100.0)  # 100 points x R$0.20 = R$20
-    assert c.risk_state()[:3] == (0, 0.0, pytest.approx(20.0)) and c.stats()["fill_duplicate"] == 1
+    assert c.account_view() == (0, 0.0, pytest.approx(20.0)) and c.stats()["fill_duplicate"] == 1
 
 
-def test_custom_risk_hook_sees_state_and_cannot_enlarge():
+def test_custom_risk_check_sees_the_account_and_cannot_enlarge():
     seen = []
 
-    def hook(proposal, state):
-        seen.append((proposal.action, proposal.size, state.position))
+    def hook(proposal, account):
+        seen.append((proposal.action, proposal.size, account.position))
         return 10, "custom"
 
-    c = Coordinator(WDO, ["a"], ConsensusConfig(base_size=2), risk_hook=hook)
+    c = Coordinator(WDO, ["a"], ConsensusConfig(base_size=2), risk_check=hook, account=PaperAccount(WDO))
     d = trade(c, 1, +1, 5000.0)
     d2 = trade(c, 2, +1, 5000.0)
     assert (d.size, d.risk, d2.size) == (2, "custom", 2) and seen == [("BUY", 2, 0), ("BUY", 2, 2)]
 
-    def broken(proposal, state):
+    def broken(proposal, account):
         raise RuntimeError("boom")
 
-    d = trade(Coordinator(WDO, ["a"], risk_hook=broken), 1, +1, 5000.0)
+    d = trade(Coordinator(WDO, ["a"], risk_check=broken, account=PaperAccount(WDO)), 1, +1, 5000.0)
     assert (d.action, d.size, d.risk) == ("HOLD", 0, "risk hook error: RuntimeError: boom")
 
 
@@ -336,7 +359,7 @@ STEP_S = 10  # one decision every 10 s, horizon 10 s: each outcome is known befo
 N_DECISIONS = 300
 
 
-def hedge_replay(batches: list[dict[str, float]], init: dict[str, float], eta=0.5, floor=0.02) -> dict[str, float]:
+def hedge_replay(batches: list[dict[str, float]], init: dict[str, float], eta=ETA, floor=0.02) -> dict[str, float]:
     """Hedge with a floor, written with numpy: w *= exp(eta * summed rewards), normalize, floor."""
     names = list(init)
     w = np.array([init[v] for v in names])
@@ -355,10 +378,10 @@ def random_walk(seed: int, seconds: int) -> np.ndarray:
     return 5400.0 + np.cumsum(rng.choice([-0.5, 0.0, 0.5], size=seconds + 1, p=[0.35, 0.3, 0.35]))
 
 
-def run_stream(prices, voters, directions_at, cfg=ConsensusConfig(horizon_ns=STEP_S * S)):
+def run_stream(prices, voters, directions_at, cfg=ConsensusConfig(eta=ETA, horizon_ns=STEP_S * S)):
     """The live loop on event time: each second a trade; every STEP_S seconds the voters
     signal, the coordinator decides; the FeedbackSystem's outcomes feed the weights."""
-    coord = Coordinator(WDO, voters, cfg)
+    coord = paper_coordinator(WDO, voters, cfg)
     feedback = FeedbackSystem(WDO)
     batches, decisions = [], []
     for i, price in enumerate(prices):
@@ -414,7 +437,7 @@ def test_hedge_learns_the_informative_voter(informative):
 
 
 def test_floor_respected_and_a_voter_can_come_back():
-    c = Coordinator(WDO, ["a", "b", "c"])
+    c = paper_coordinator(WDO, ["a", "b", "c"], ConsensusConfig(eta=ETA))
     for seq in range(40):
         w = c.on_feedback([fb("a", -1.0, seq), fb("b", 1.0, seq)])
         assert min(w.values()) >= 0.02 - 1e-15 and sum(w.values()) == pytest.approx(1.0, abs=1e-12)
@@ -428,7 +451,7 @@ def test_floor_respected_and_a_voter_can_come_back():
 
 
 def test_feedback_for_strangers_changes_nothing():
-    c = four_voters()
+    c = four_voters(eta=ETA)
     before = c.weights
     w = c.on_feedback([fb("stranger", 1.0), fb("coordinator", 1.0), fb("a1", 1.0, symbol=WIN),
                        fb("a1", float("nan")), fb("a1", 3.0), None])
@@ -466,7 +489,7 @@ def test_agreement_with_consensus_earns_nothing(seed):
                 "noise_b": float(np.clip(db[k] * moves[k] / 2.0, -1, 1)),
                 "follower": float(np.clip(follower_dir[k] * moves[k] / 2.0, -1, 1))} for k in range(N_DECISIONS)]
     assert coord.weights == pytest.approx(hedge_replay(rewards, dict.fromkeys(coord.voters, 1 / 3)), abs=1e-12)
-    contrarian = Coordinator(WDO, coord.voters, ConsensusConfig(horizon_ns=STEP_S * S))
+    contrarian = paper_coordinator(WDO, coord.voters, ConsensusConfig(eta=ETA, horizon_ns=STEP_S * S))
     for k, batch in enumerate(batches):
         contrarian.on_signals([sig("follower", -follower_dir[k], 1.0, ts=T0 + k * STEP_S * S, seq=k)])
         contrarian.decide(T0 + k * STEP_S * S, k, 5400.0)
@@ -481,28 +504,57 @@ def test_agreement_with_consensus_earns_nothing(seed):
 
 
 def test_state_round_trip():
-    c = Coordinator(WDO, FOUR, ConsensusConfig(base_size=2))
+    c = paper_coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
     c.on_feedback([fb("a1", 0.8), fb("ml", -0.3)])
     c.on_signals([sig("ml", 1, 0.5), sig("a1", 1, 0.8), sig("a2", -1, 0.6)])
     c.apply_decision(c.decide(DECIDE_TS, 10, 5400.0))
     c.apply_decision(c.decide(DECIDE_TS, 11, 5401.0)._replace(action="SELL", size=1))
     saved = json.loads(json.dumps(c.state()))
 
-    d = Coordinator(WDO, FOUR, ConsensusConfig(base_size=2))
+    d = paper_coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
     d.load_state(saved)
-    assert d.weights == c.weights and d.risk_state() == c.risk_state()
-    assert c.risk_state()[:3] == (1, 5400.0, 10.0)  # bought 2 at 5400, sold 1 at 5401: +1 point x R$10
+    assert d.weights == c.weights and d.account_view() == c.account_view()
+    assert c.account_view() == (1, 5400.0, 10.0)  # bought 2 at 5400, sold 1 at 5401: +1 point x R$10
     assert to_dict(d.decide(DECIDE_TS, 12, 5400.0)) == to_dict(c.decide(DECIDE_TS, 12, 5400.0))
     d.apply_decision(c.decide(DECIDE_TS, 11, 5400.0))  # already applied before the restart
-    assert d.risk_state().position == 1
+    assert d.account_view().position == 1
 
     # A voter dropped from the configuration loses its saved weight; a new one starts at its initial share.
-    e = Coordinator(WDO, ["ml", "a1", "a2", "new"])
+    e = paper_coordinator(WDO, ["ml", "a1", "a2", "new"])
     e.load_state(saved)
     raw = {"ml": saved["weights"]["ml"], "a1": saved["weights"]["a1"], "a2": saved["weights"]["a2"], "new": 0.2}
     assert e.weights == pytest.approx({v: x / sum(raw.values()) for v, x in raw.items()}, abs=1e-12)
     with pytest.raises(ValueError, match="state is for 'WDOZ26'"):
-        Coordinator(WIN, FOUR).load_state(saved)
+        paper_coordinator(WIN, FOUR).load_state(saved)
+
+
+def test_restored_weights_are_the_saved_ones_bit_for_bit_at_the_default_eta():
+    """Four batches at eta 0.1 leave weights summing to a hair below 1: normalizing them again on
+    load would move their last bits and the restored coordinator would drift from the saver."""
+    c = paper_coordinator(WDO, FOUR)
+    assert c.cfg.eta == HmarlConfig().eta == 0.1
+    batches = [(-0.5, 0.5, -1.0, -0.25), (-1.0, 0.25, 0.25, 0.25), (1.0, 0.25, -0.5, -1.0), (0.25, -1.0, 0.25, 0.25)]
+    for seq, rewards in enumerate(batches):
+        c.on_feedback([fb(v, r, seq) for v, r in zip(FOUR, rewards)])
+    assert sum(c.weights.values()) != 1.0  # the case a renormalization would change
+    saved = json.loads(json.dumps(c.state()))
+    d = paper_coordinator(WDO, FOUR)
+    d.load_state(saved)
+    assert d.weights == c.weights == saved["weights"]
+    # The same later signals and outcomes: identical decisions and weights, bit for bit.
+    for k in range(1, 6):
+        ts = T0 + k * S
+        signals = [sig("ml", 1, 0.5, ts=ts, seq=k), sig("a1", -1, 0.25 * k, ts=ts, seq=k),
+                   sig("a2", (-1) ** k, 0.75, ts=ts, seq=k)]
+        c.on_signals(signals)
+        d.on_signals(signals)
+        dc, dd = c.decide(ts, k, 5400.0 + k), d.decide(ts, k, 5400.0 + k)
+        assert to_dict(dd) == to_dict(dc)
+        c.apply_decision(dc)
+        d.apply_decision(dd)
+        outcomes = [fb(v, 0.25 * k - 0.5, 100 + k) for v in FOUR[:3]]
+        assert d.on_feedback(outcomes) == c.on_feedback(outcomes)
+    assert d.state() == c.state()
 
 
 def test_voter_credits_score_each_voter_on_the_decision_round():
@@ -581,7 +633,7 @@ def test_pending_outcomes_survive_a_restart_through_the_journal():
 
 
 def test_a_signal_counts_for_its_validity_or_the_ttl():
-    c = Coordinator(WDO, ["a", "b"])  # 0.5 each; TTL 5 s
+    c = paper_coordinator(WDO, ["a", "b"])  # 0.5 each; TTL 5 s
     c.on_signals([sig("a", 1, 0.8), sig("b", 1, 0.4)._replace(valid_ns=20 * S)])  # a: valid_ns 0 -> the TTL
     score = {dt: c.decide(T0 + dt, 1, 5400.0).score for dt in (5 * S, 5 * S + 1, 20 * S, 20 * S + 1)}
     assert score[5 * S] == pytest.approx(0.5 * 0.8 + 0.5 * 0.4)  # both; a at its TTL edge
@@ -592,17 +644,17 @@ def test_a_signal_counts_for_its_validity_or_the_ttl():
 
 
 def test_saved_signals_keep_their_validity_and_older_states_load():
-    c = Coordinator(WDO, ["a", "b"])
+    c = paper_coordinator(WDO, ["a", "b"])
     c.on_signals([sig("a", 1, 0.8), sig("b", -1, 0.4)._replace(valid_ns=20 * S)])
     saved = json.loads(json.dumps(c.state()))
     assert [s["valid_ns"] for s in saved["signals"]] == [0, 20 * S]
-    d = Coordinator(WDO, ["a", "b"])
+    d = paper_coordinator(WDO, ["a", "b"])
     d.load_state(saved)
     assert to_dict(d.decide(T0 + 10 * S, 1, 5400.0)) == to_dict(c.decide(T0 + 10 * S, 1, 5400.0))
     assert d.decide(T0 + 10 * S, 2, 5400.0).score == pytest.approx(-0.4)  # b only, still valid
     # A state saved before Signal had valid_ns: its signals load with 0, i.e. the TTL.
     old = {**saved, "signals": [{k: v for k, v in s.items() if k != "valid_ns"} for s in saved["signals"]]}
-    e = Coordinator(WDO, ["a", "b"])
+    e = paper_coordinator(WDO, ["a", "b"])
     e.load_state(old)
     assert e.decide(T0 + 5 * S, 3, 5400.0).score == pytest.approx(0.5 * 0.8 - 0.5 * 0.4)
     assert e.decide(T0 + 10 * S, 4, 5400.0).signals == ()

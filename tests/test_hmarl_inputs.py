@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from pipelines.features.engine import SymbolAnalytics
-from pipelines.alpha.agents import AGENTS
+from pipelines.alpha.registry import AGENTS
 from pipelines.alpha.inputs import AgentInputs
-from pipelines.model.messages import FeatureVector, FlowState, LiquidityState, TapeSignal
+from pipelines.model.messages import FeatureVector, FlowState, FootprintState, LiquidityState, TapeSignal
 from tests.conftest import simulated_events
 
 SYM = "WDOZ26"
@@ -136,6 +136,11 @@ def test_decision_rounds_do_not_depend_on_the_batching(analytics):
     # Every trade price reaches the feedback system once, in order.
     prices = [p for name, _m, args in small if name == "fb" for p in args[0]]
     assert prices == [(m.ts_event, m.price) for m in analytics if type(m) is FeatureVector]
+    # Every tape signal and closed footprint bar reaches it once too: it keeps their outcomes.
+    patterns = [m for name, _m, args in small if name == "fb" and args[3] is not None for m in args[3]]
+    assert repr(patterns) == repr([m for m in analytics if type(m) is TapeSignal
+                                   or (type(m) is FootprintState and m.closed)])
+    assert patterns, "the simulated stream holds no pattern"
     # The agents read what AgentInputs selects from the whole stream, in order.
     got = [m for name, _m, args in small if name == "a1" for m in args[0]]
     assert repr(got) == repr(AgentInputs().select(analytics))
@@ -153,7 +158,7 @@ def test_decision_rounds_chain_each_round_to_the_results_it_may_see(analytics):
     coord_k = rounds[k - 1]
     voters_k = (("a1", k), ("a2", k), ("ml", k))
     assert agent_k[2][1] == (("fb", k - 1),)
-    assert fb_k[2][1:] == (voters_k, (("coord", k - 1),))
+    assert fb_k[2][1:3] == (voters_k, (("coord", k - 1),))
     assert coord_k[2][1:] == (voters_k, (("fb", k - 1),))
     with pytest.raises(ValueError, match="cadence"):
         _rounds([], 1, 0)

@@ -10,6 +10,7 @@ import time
 import orjson
 import pytest
 
+from pipelines.persistence.events import EventStore
 from pipelines.persistence.hmarl_store import HmarlStore
 from tests.test_pipeline_ray import TickCollector, _ping_new, graph_for, make_cfg, wait_for
 
@@ -30,7 +31,7 @@ def test_decisions_flow_to_zeromq_and_valkey_and_weights_learn(ray_session, valk
     import ray
 
     _, url = valkey_server
-    cfg = make_cfg(tmp_path, features={"enabled": True}, hmarl=hmarl_cfg(model_dir),
+    cfg = make_cfg(tmp_path, features={"enabled": True}, hmarl=hmarl_cfg(model_dir, metrics_every_s=2),
                    simulator={"rate": 300, "speed": 10}, extra_symbols=("WINZ26",))
     sym, other = cfg.symbols
     g = graph_for(cfg, url)
@@ -78,6 +79,23 @@ def test_decisions_flow_to_zeromq_and_valkey_and_weights_learn(ray_session, valk
         some = [p for _t, p in sub.items if p["signals"]]
         assert some and all("reasons" in s and "weight" in s for s in some[0]["signals"])
         assert len(store.get_recent_decisions(10)) == 10
+        # Each HMARL actor wrote its stats on the event-time metrics clock.
+        for owner in (f"coordinator:{sym}", f"feedback:{sym}", f"order_flow:{sym}", f"ml:{sym}"):
+            m = store.get_metrics(owner)
+            assert m is not None and m["ts_event"] > 0 and m["run_id"] == g.run_id, owner
+        assert store.get_metrics(f"coordinator:{sym}")["decisions"] > 0
+        # Detected patterns are stored with their outcome: the last trade at or before the horizon,
+        # checked here against the tick stream in Valkey.
+        patterns = [p for kind in ("sweep", "iceberg", "absorption", "unfinished_auction", "p_profile", "b_profile")
+                    for p in store.get_patterns_by_type(kind) if p["symbol"] == sym]
+        assert patterns, "no pattern with its outcome in Valkey"
+        ticks = EventStore.from_url(url).since(sym, "tick", 0)
+        for p in patterns[:10]:
+            due = p["ts_event"] + 5 * NS_PER_S
+            before = [tk.price for tk in ticks if tk.ts_event <= due]
+            assert p["outcome"]["exit_ts"] == due
+            assert p["outcome"]["exit_price"] == before[-1]
+            assert p["outcome"]["points"] == pytest.approx(before[-1] - p["price"])
     finally:
         store.close()
 
@@ -124,10 +142,13 @@ def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ra
 
     import ray
 
+    from actors.config import ActorConfig, ValkeyLink
     from actors.hmarl import FeedbackActor
-    from pipelines.config import HmarlConfig, ValkeyConfig
+    from pipelines.config import HmarlConfig
+    from pipelines.persistence.config import ValkeyConfig
     from pipelines.model.messages import Decision, Signal, Trade
-    from pipelines.persistence.valkey_store import StreamWriter, connect
+    from pipelines.persistence.connection import connect
+    from pipelines.persistence.events import StreamWriter
 
     _, url = valkey_server
     sym = "WDOH27"  # no other test writes this contract: its ticks and pending set are this test's
@@ -142,7 +163,8 @@ def test_feedback_sigkilled_with_outcomes_pending_resolves_them_after_restart(ra
     pending_key = f"hmarl:agent:feedback:{sym}:pending"
     client.delete(pending_key)
     actor = ray.remote(FeedbackActor).options(name=f"feedback:{sym}", namespace=ns, num_cpus=0,
-                                              max_restarts=-1).remote(sym, HmarlConfig(), ns, url)
+                                              max_restarts=-1).remote(
+        ActorConfig(HmarlConfig(), namespace=ns, symbol=sym, valkey=ValkeyLink(url)), tick_size=0.5)
     try:
         # A round hands over the voters' and the coordinator's results as ObjectRefs.
         signals, decisions = ray.put(tracked[:2]), ray.put([tracked[2]])

@@ -30,7 +30,8 @@ from pipelines.persistence.hmarl_store import (
     signal_key,
 )
 from pipelines.model.messages import Decision, Feedback, FlowState, Signal
-from pipelines.persistence.valkey_store import EmbeddedValkey, _free_port, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.server import EmbeddedValkey, free_port
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 SEC = 1_000_000_000
@@ -340,7 +341,9 @@ def test_health_check_and_cleanup_by_event_time(tmp_path):
             store.store_decision(decision(sym, day + 1, ts))
             store.store_feedback(feedbacks(voter, sym, 1, seed=day, start_seq=day + 1, t0=ts - (day + 1) * SEC)[0])
             store.store_signal(signal(agent, sym, day + 1, ts))
-        store.store_pattern("absorption", "a1", {"ts_event": T0})
+            store.store_pattern("absorption", f"a{day}", {"ts_event": ts})
+            if day < 3:
+                store.store_pattern("sweep", f"s{day}", {"ts_event": ts})
         store.store_metrics("coordinator", {"decisions": 10})
         store.store_agent_state(agent, "learning", {"n": 1})
         store.store_flow_state(FlowState(sym, T0, T0, 1, {"vpin": 0.3}))
@@ -349,18 +352,21 @@ def test_health_check_and_cleanup_by_event_time(tmp_path):
         h = store.health_check()
         assert h["connected"] is True and h["used_memory"] > 0 and h["scan_complete"] is True
         families = {"decision": 10, "feedback": 10, "signal": 10, "performance": 1, "decisions_stream": 1,
-                    "feedback_stream": 1, "pattern": 1, "pattern_index": 1, "metrics": 1, "agent": 1,
+                    "feedback_stream": 1, "pattern": 13, "pattern_index": 2, "metrics": 1, "agent": 1,
                     "flow_state": 1, "flow_history": 1}
         assert h["families"] == families and h["keyspace_keys"] == sum(families.values())
         assert h["streams"] == {"decisions": 10, "feedback": 10}
         assert h["write_behind"]["written"] > 0
 
-        # newest at T0 + 9 d; 3.5 days back: T0 + 5.5 d. Days 0..5 go, 6..9 stay.
+        # newest at T0 + 9 d; 3.5 days back: T0 + 5.5 d. Days 0..5 go, 6..9 stay; patterns of
+        # every type against the newest pattern of any type: absorption 0..5 and sweep 0..2 go.
         removed = store.cleanup_old_data(3.5)
         cutoff = T0 + 9 * DAY - int(3.5 * DAY)
         assert removed == {"decision_keys": 6, "decision_stream_entries": 6, "feedback_keys": 6,
-                           "feedback_stream_entries": 6, "signal_keys": 6, "complete": True,
-                           "cutoff_ns": {"decision": cutoff, "feedback": cutoff, "signal": cutoff}}
+                           "feedback_stream_entries": 6, "signal_keys": 6, "pattern_keys": 9, "complete": True,
+                           "cutoff_ns": {"decision": cutoff, "feedback": cutoff, "signal": cutoff, "pattern": cutoff}}
+        assert [p["ts_event"] for p in store.get_patterns_by_type("absorption")] == [T0 + d * DAY for d in (9, 8, 7, 6)]
+        assert store.get_patterns_by_type("sweep") == []
         store.store_decision(decision(sym, 11, T0 + 8 * DAY))  # event time steps back a day
         assert store.flush(10)
         c = connect(url)
@@ -375,7 +381,8 @@ def test_health_check_and_cleanup_by_event_time(tmp_path):
             assert [c.exists(signal_key(agent, sym, q)) for q in range(1, 11)] == [0] * 6 + [1] * 4
         finally:
             c.close()
-        assert store.health_check()["families"] == {**families, "decision": 5, "feedback": 4, "signal": 4}
+        assert store.health_check()["families"] == {**families, "decision": 5, "feedback": 4, "signal": 4,
+                                                     "pattern": 4, "pattern_index": 1}
         assert store.cleanup_old_data(3.5)["decision_keys"] == 0  # nothing older left
         with pytest.raises(ValueError, match="days must be > 0"):
             store.cleanup_old_data(0)
@@ -404,7 +411,7 @@ def test_pending_set_mirrors_adds_and_resolutions_in_order(store, client):
 
 
 def test_load_agent_state_gives_up_when_unreachable():
-    store = HmarlStore(f"redis://127.0.0.1:{_free_port('127.0.0.1')}/0", **FAST)  # nobody listens
+    store = HmarlStore(f"redis://127.0.0.1:{free_port('127.0.0.1')}/0", **FAST)  # nobody listens
     try:
         t = time.perf_counter()
         assert store.load_agent_state("order_flow", "learning", attempts=3, retry_delay_s=0.02) is None

@@ -20,12 +20,14 @@ import zmq
 
 from pipelines.config import config_from_dict
 from pipelines.model.messages import Trade
-from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.events import EventStore
+from pipelines.persistence.server import EmbeddedValkey
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")}
+EPHEMERAL_PORTS = {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")}
 _symbols = iter(f"WDO{m}{y}" for y in range(30, 99) for m in "FGHJKMNQUVXZ")
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import ReplayConfig
+from pipelines.adapters.config import ReplayConfig
 from pipelines.adapters.files.profit_csv import ProfitCsvError, import_profit_csv, read_profit_csv
 from pipelines.adapters.files.replay import ReplaySource
 

@@ -36,7 +36,8 @@ import pytest
 from actors.wiring import MarketDataGraph, PlacementError, check_feed_placement
 from pipelines.config import config_from_dict
 from pipelines.model.messages import BookSnapshot, Trade
-from pipelines.persistence.valkey_store import EventStore, connect
+from pipelines.persistence.connection import connect
+from pipelines.persistence.events import EventStore
 from tests.conftest import REPO
 from tests.profitdll_fake import fake_dll_or_skip, fake_env, fresh_copy, B3, levels_of, ns_of, ns_of_ddmm, read_sent_log
 from tests.test_pipeline_ray import wait_for

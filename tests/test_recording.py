@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import RecorderConfig, ReplayConfig
+from pipelines.adapters.config import RecorderConfig, ReplayConfig
 from pipelines.model.messages import BookSnapshot, BookUpdate, Trade, TradeType
 from pipelines.adapters.files.cme_es import import_cme_es, parse_es_time, read_cme_es
 from pipelines.adapters.files.recorder import ParquetRecorder, write_events

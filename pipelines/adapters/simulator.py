@@ -61,7 +61,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from pipelines.config import SimulatorConfig
+from pipelines.adapters.config import SimulatorConfig
 from pipelines.model.messages import BookSnapshot, Event, Trade, TradeType
 from pipelines.adapters.base import MIN_WAIT_S
 from pipelines.model.clock import SAO_PAULO, from_ns, next_session_day, parse_time, session_bounds_ns, to_ns

@@ -59,8 +59,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from pipelines.alpha.registry import ML_VOTER
 from pipelines.features.catalog import catalog_entries
 from pipelines.features.engine import VECTOR_NAMES
+from pipelines.model.clock import NS_PER_S
 from pipelines.model.instruments import UnknownInstrument, instrument_for
 from pipelines.model.messages import FeatureVector, Signal
 
@@ -393,8 +395,8 @@ class MLModel:
     ``hmarl.ml_allow_other_market``) lets it vote anyway, logged once too."""
 
     def __init__(self, model_dir: str | Path = DEFAULT_MODEL_DIR, *, expected_hash: str = ENGINE_FEATURE_HASH,
-                 expected_names: Sequence[str] = VECTOR_NAMES, agent_id: str = "ml",
-                 horizon_ns: int = 60 * 10**9, min_edge: float = 0.0, symbol: str | None = None,
+                 expected_names: Sequence[str] = VECTOR_NAMES, agent_id: str = ML_VOTER,
+                 horizon_ns: int = 10 * NS_PER_S, min_edge: float = 0.0, symbol: str | None = None,
                  feed_source: str | None = None, allow_other_market: bool = False):
         self.model_dir = Path(model_dir)
         self.symbol = symbol

@@ -65,6 +65,7 @@ import time
 from collections import Counter
 from typing import Iterable, NamedTuple
 
+from pipelines.model.clock import NS_PER_DAY
 from pipelines.model.messages import TRADE_TYPE_CODES, BookSnapshot, BookUpdate, Event, Trade
 
 log = logging.getLogger("quantumtrader.validation")
@@ -90,7 +91,6 @@ TIME_JUMP = "time_jump"  # a forward jump past max_forward_gap_ns that was never
 BAD_ROW = "bad_row"  # a Malformed placeholder: input that could not be decoded into an event
 VALIDATION_ERROR = "validation_error"  # validation itself failed on this input (a bug: see the log)
 
-DAY_NS = 86_400 * 1_000_000_000
 _I64 = 1 << 63  # ints must fit int64: the recorder's and Valkey's column type
 _I32 = 1 << 31
 _INF = math.inf
@@ -242,7 +242,7 @@ class Validator:
     """
 
     def __init__(self, tolerance_ns: int, log_every_s: float = 5.0, *, symbols: Iterable[str] | None = None,
-                 max_ahead_ns: int | None = None, max_forward_gap_ns: int = 7 * DAY_NS, confirm_events: int = 3):
+                 max_ahead_ns: int | None = None, max_forward_gap_ns: int = 7 * NS_PER_DAY, confirm_events: int = 3):
         self.tolerance_ns = int(tolerance_ns)
         self.symbols = None if symbols is None else frozenset(symbols)
         self.max_ahead_ns = None if max_ahead_ns is None else int(max_ahead_ns)

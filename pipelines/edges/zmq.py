@@ -23,7 +23,7 @@ import zmq
 from pipelines.model.messages import Event, to_dict
 
 # Port -> stream, the whole system. Owners: 5555-5556 ZmqPublisher (market data);
-# 5557-5560 FeatureEngine (issue 3); 5561 Coordinator (issue 4).
+# 5557-5560 AnalyticsPublisher (the FeatureEngine's output); 5561 the Coordinator's decisions.
 PORTS: dict[str, int] = {
     "tick": 5555,
     "book": 5556,

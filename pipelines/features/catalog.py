@@ -1,28 +1,35 @@
 """The feature catalog, generated from the code that computes the features.
 
-Each feature module declares its features as ``FEATURE_SPECS`` (a sequence of
-:class:`pipelines.features.core.FeatureSpec`, or objects/dicts with the same
-fields) next to the formulas, so the catalog cannot drift from the code. This
-module only collects and renders them: ``python scripts/features.py catalog``.
-
-Modules listed in ``CATALOG_MODULES`` that do not exist yet, or do not expose
-``FEATURE_SPECS``, are skipped.
+Each module in ``CATALOG_MODULES`` declares its features as ``FEATURE_SPECS``
+(a sequence of :class:`FeatureSpec`) next to the formulas, so the catalog
+cannot drift from the code. This module defines the record and collects and
+renders them: ``python scripts/features.py catalog``. It imports those modules
+by name only when asked, so they can import :class:`FeatureSpec` from here.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 CATALOG_MODULES = ("pipelines.features.core", "pipelines.features.flow_set")
 COLUMNS = ("name", "group", "window", "unit", "warmup", "formula")
 
 
-def _field(spec: Any, key: str, default: Any = None) -> Any:
-    if isinstance(spec, dict):
-        return spec.get(key, default)
-    return getattr(spec, key, default)
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One catalog row. ``warmup_trades``: trades needed before the value can be
+    non-NaN; ``warmup_seconds``: event time needed since the first trade."""
+
+    name: str
+    group: str
+    formula: str
+    window: str
+    unit: str
+    warmup_trades: int = 0
+    warmup_seconds: int = 0
 
 
 def warmup_text(trades: int, seconds: int) -> str:
@@ -39,22 +46,17 @@ def catalog_entries(modules: tuple[str, ...] = CATALOG_MODULES) -> list[dict[str
     warmup_trades, warmup_seconds, module."""
     rows: list[dict[str, Any]] = []
     for mod_name in modules:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        for spec in getattr(mod, "FEATURE_SPECS", ()):
-            trades = int(_field(spec, "warmup_trades", 0) or 0)
-            seconds = int(_field(spec, "warmup_seconds", 0) or 0)
+        specs: tuple[FeatureSpec, ...] = importlib.import_module(mod_name).FEATURE_SPECS
+        for spec in specs:
             rows.append({
-                "name": _field(spec, "name"),
-                "group": _field(spec, "group", ""),
-                "formula": _field(spec, "formula", ""),
-                "window": _field(spec, "window", ""),
-                "unit": _field(spec, "unit", ""),
-                "warmup": warmup_text(trades, seconds),
-                "warmup_trades": trades,
-                "warmup_seconds": seconds,
+                "name": spec.name,
+                "group": spec.group,
+                "formula": spec.formula,
+                "window": spec.window,
+                "unit": spec.unit,
+                "warmup": warmup_text(spec.warmup_trades, spec.warmup_seconds),
+                "warmup_trades": spec.warmup_trades,
+                "warmup_seconds": spec.warmup_seconds,
                 "module": mod_name,
             })
     return rows

@@ -28,6 +28,7 @@ from pipelines.features.flow import VPIN
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES, FlowFeatures
 from pipelines.features.footprint import FootprintBar, FootprintBuilder
 from pipelines.features.tape import TapePattern, TapeReader
+from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import (
     Analytics,
     BookSnapshot,
@@ -52,7 +53,7 @@ def footprint_dict(bar: FootprintBar) -> dict:
 
 
 class SymbolAnalytics:
-    def __init__(self, symbol: str, tick_size: float, *, vector_every_ns: int = 0, state_every_ns: int = 1_000_000_000,
+    def __init__(self, symbol: str, tick_size: float, *, vector_every_ns: int = 0, state_every_ns: int = NS_PER_S,
                  vpin_bucket_volume: int = VPIN_BUCKET_VOLUME):
         self.symbol = symbol
         self.core = FeatureEngineCore(price_quantum=tick_size, symbol=symbol)
@@ -89,13 +90,8 @@ class SymbolAnalytics:
         self.vpin.on_trade(t)
         bar = self.footprint.on_trade(t)
         patterns = self.tape.on_trade(t)
-        if out is None:
-            self._tick_clocks(t.ts_event)
+        if not self._emit_events(t, bar, patterns, out):
             return
-        if bar is not None:
-            out.append(self._footprint(t, bar, True))
-        for p in patterns:
-            out.append(self._tape(t, p))
         ts = t.ts_event
         if ts >= self._next_vector:
             out.append(self.vector(t))
@@ -110,15 +106,22 @@ class SymbolAnalytics:
         self.flow.on_book(s)
         patterns = self.tape.on_book(s)
         bar = self.footprint.advance(s.ts_event)
-        if out is None:
-            self._tick_clocks(s.ts_event)
+        if not self._emit_events(s, bar, patterns, out):
             return
-        if bar is not None:
-            out.append(self._footprint(s, bar, True))
-        for p in patterns:
-            out.append(self._tape(s, p))
         if s.ts_event >= self._next_state:
             self._states(s, out)
+
+    def _emit_events(self, ev, bar: FootprintBar | None, patterns, out: list | None) -> bool:
+        """Append what the event itself produced (a closed footprint bar, tape patterns), in that
+        order; False in quiet mode (``out`` None), where only the cadence clocks move."""
+        if out is None:
+            self._tick_clocks(ev.ts_event)
+            return False
+        if bar is not None:
+            out.append(self._footprint(ev, bar, True))
+        for p in patterns:
+            out.append(self._tape(ev, p))
+        return True
 
     def _tick_clocks(self, ts: int) -> None:
         # Quiet mode keeps the cadence phase so the first output after warm-up is on schedule.

@@ -3,8 +3,8 @@ aggression, trade-size categories, tape speed and VPIN.
 
 Plain incremental classes (no Ray, no I/O). Every update is O(1) amortized and
 every window is on **event time** (``ts_event``, ns), never the wall clock.
-Definitions follow ``shared/docs/features.md`` §A.1-A.4; the choices the doc
-leaves open are fixed here:
+Where the published definitions (cited per block) leave a choice open, it is
+fixed here:
 
 Windows
     ``WINDOWS_NS``: 1, 5, 15, 30 and 60 minutes. A window read at clock ``t``
@@ -75,14 +75,13 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from collections import deque
-from datetime import datetime, time, timedelta
 from operator import add, sub
 from typing import NamedTuple
 
 import numpy as np
 
+from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SessionDay
 from pipelines.model.messages import BookSnapshot, Trade, TradeType
-from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SAO_PAULO, from_ns, to_ns
 
 NAN = float("nan")
 INF = float("inf")
@@ -178,30 +177,6 @@ class EventTimeWindows:
 
     def __len__(self) -> int:
         return len(self._ts)
-
-
-class SessionDay:
-    """The America/Sao_Paulo calendar day of event time, cheap on the hot path
-    (the day's bounds are cached; zoneinfo is consulted once per day)."""
-
-    __slots__ = ("_start", "_end", "day")
-
-    def __init__(self) -> None:
-        self._start: int | None = None
-        self._end = 0
-        self.day = None
-
-    def update(self, ts: int) -> bool:
-        """Move to the day of ``ts``; True when it differs from the previous day
-        (never for the first event)."""
-        if self._start is not None and self._start <= ts < self._end:
-            return False
-        d = from_ns(ts, SAO_PAULO).date()
-        self._start = to_ns(datetime.combine(d, time(0), tzinfo=SAO_PAULO))
-        self._end = to_ns(datetime.combine(d + timedelta(days=1), time(0), tzinfo=SAO_PAULO))
-        changed = self.day is not None and d != self.day
-        self.day = d
-        return changed
 
 
 def book_levels(px: tuple, qty: tuple, m: int, empty_price: float) -> tuple[tuple, tuple]:

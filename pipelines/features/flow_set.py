@@ -1,17 +1,17 @@
-"""The flow-enhanced feature set the seeds name, from the flow, trade and book analytics.
+"""The flow-enhanced feature set (8 features after the 65 core ones in every feature vector),
+from the flow, trade and book analytics.
 
 ``FlowFeatures`` feeds one symbol's trades and book snapshots to
 ``OrderFlowImbalance``, ``TradeFlow`` and ``LiquidityMonitor`` and keeps one
 event-time clock for all of them (a trade also moves the book windows and a
 snapshot the trade windows), so ``values()`` after any event reads every
-window as of that event. ``FEATURE_SPECS`` (alias ``FLOW_FEATURES``) lists
-each name with its definition and window in the catalog's field layout.
+window as of that event. ``FEATURE_SPECS`` lists each name with its definition
+and window for the catalog.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from pipelines.features.catalog import FeatureSpec
 from pipelines.features.flow import (
     OrderFlowImbalance,
     SizeThresholds,
@@ -22,41 +22,26 @@ from pipelines.features.liquidity import LiquidityMonitor
 from pipelines.model.messages import BookSnapshot, Trade
 
 
-class FlowFeatureSpec(NamedTuple):
-    """Catalog entry (fields as ``pipelines.features.catalog`` reads them)."""
-
-    name: str
-    group: str
-    formula: str
-    window: str
-    unit: str
-    warmup_trades: int = 0
-    warmup_seconds: int = 0
-
-
-# Catalog-compatible: ``pipelines.features.catalog`` collects ``FEATURE_SPECS`` from the
-# modules in its ``CATALOG_MODULES``; add this module there to list the flow set.
-FEATURE_SPECS: tuple[FlowFeatureSpec, ...] = (
-    FlowFeatureSpec("flow_ofi_1m", "flow", "CKS best-level OFI sum / mean((Q^B+Q^A)/2) over the window's accepted "
-                    "book states; NaN with no book state in the window", "1 min event time",
-                    "top-of-book depths (signed, unbounded)"),
-    FlowFeatureSpec("flow_ofi_5m", "flow", "as flow_ofi_1m", "5 min event time", "top-of-book depths"),
-    FlowFeatureSpec("flow_ofi_15m", "flow", "as flow_ofi_1m", "15 min event time", "top-of-book depths"),
-    FlowFeatureSpec("flow_volume_imbalance", "flow", "TFI = sum(s*v) / sum(|s|*v) over aggressor prints; "
-                    "NaN with no aggressive volume", "5 min event time", "ratio in [-1, 1]"),
-    FlowFeatureSpec("flow_aggression_ratio", "flow", "buyer-initiated aggressor orders / all aggressor orders "
-                    "(fills grouped per aggression); NaN with no order", "5 min event time", "ratio in [0, 1]"),
-    FlowFeatureSpec("flow_large_trade_ratio", "flow", "aggressor orders above the medium size threshold "
-                    "(large + whale, > 20 contracts by default) / all aggressor orders; NaN with no order",
-                    "5 min event time", "ratio in [0, 1]"),
-    FlowFeatureSpec("tape_speed", "flow", "all prints in the window / 60 s; NaN until 60 s after the first "
-                    "print of the session day", "60 s event time", "trades per second", warmup_seconds=60),
-    FlowFeatureSpec("liquidity_score", "flow", "Phi((z(log(1 + depth over 5 levels)) - z(spread in ticks)) / 2), "
-                    "z against the window's mean and population std; NaN until 30 two-sided snapshots",
-                    "30 min event time", "score in [0, 1]"),
+FEATURE_SPECS: tuple[FeatureSpec, ...] = (
+    FeatureSpec("flow_ofi_1m", "flow", "CKS best-level OFI sum / mean((Q^B+Q^A)/2) over the window's accepted "
+                "book states; NaN with no book state in the window", "1 min event time",
+                "top-of-book depths (signed, unbounded)"),
+    FeatureSpec("flow_ofi_5m", "flow", "as flow_ofi_1m", "5 min event time", "top-of-book depths"),
+    FeatureSpec("flow_ofi_15m", "flow", "as flow_ofi_1m", "15 min event time", "top-of-book depths"),
+    FeatureSpec("flow_volume_imbalance", "flow", "TFI = sum(s*v) / sum(|s|*v) over aggressor prints; "
+                "NaN with no aggressive volume", "5 min event time", "ratio in [-1, 1]"),
+    FeatureSpec("flow_aggression_ratio", "flow", "buyer-initiated aggressor orders / all aggressor orders "
+                "(fills grouped per aggression); NaN with no order", "5 min event time", "ratio in [0, 1]"),
+    FeatureSpec("flow_large_trade_ratio", "flow", "aggressor orders above the medium size threshold "
+                "(large + whale, > 20 contracts by default) / all aggressor orders; NaN with no order",
+                "5 min event time", "ratio in [0, 1]"),
+    FeatureSpec("tape_speed", "flow", "all prints in the window / 60 s; NaN until 60 s after the first "
+                "print of the session day", "60 s event time", "trades per second", warmup_seconds=60),
+    FeatureSpec("liquidity_score", "flow", "Phi((z(log(1 + depth over 5 levels)) - z(spread in ticks)) / 2), "
+                "z against the window's mean and population std; NaN until 30 two-sided snapshots",
+                "30 min event time", "score in [0, 1]"),
 )
-FLOW_FEATURES = FEATURE_SPECS
-FLOW_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FLOW_FEATURES)
+FLOW_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPECS)
 
 
 class FlowFeatures:

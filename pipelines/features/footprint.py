@@ -1,6 +1,6 @@
 """Footprint per one-minute event-time candle: bid/ask volume per price, delta,
 cumulative delta, point of control, value area, imbalances, unfinished auctions
-and absorption (``shared/docs/features.md`` §A.11).
+and absorption.
 
 Rules fixed here:
 
@@ -59,9 +59,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pipelines.features.flow import SessionDay
-from pipelines.model.messages import Trade, TradeType
-from pipelines.model.clock import minute_floor_ns
+from pipelines.model.clock import SessionDay, minute_floor_ns
+from pipelines.model.messages import BAR_HEAD, Trade, TradeType
 
 _BUY = int(TradeType.BUY_AGGRESSOR)
 _SELL = int(TradeType.SELL_AGGRESSOR)
@@ -81,31 +80,59 @@ class Absorption(NamedTuple):
     volume: int  # S, the aggressive volume near the extreme
 
 
-class FootprintBar(NamedTuple):
-    symbol: str
-    ts_open: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    ask_volume: int
-    bid_volume: int
-    delta: int
-    cum_delta: int
-    delta_min: int
-    delta_max: int
-    levels: tuple  # ((price, bid_vol, ask_vol, volume), ...) traded rows, ascending price
-    poc: float
-    value_area_high: float
-    value_area_low: float
-    buy_imbalances: tuple  # prices
-    sell_imbalances: tuple
-    stacked_buy: tuple  # ((low price, high price), ...)
-    stacked_sell: tuple
-    unfinished_high: bool
-    unfinished_low: bool
-    absorption: tuple  # Absorption events confirmed at this bar's close
+class FootprintBar(NamedTuple("FootprintBar", [
+    *BAR_HEAD,  # symbol, ts_open, open, high, low, close, volume: the head of every bar
+    ("ask_volume", int),
+    ("bid_volume", int),
+    ("delta", int),
+    ("cum_delta", int),
+    ("delta_min", int),
+    ("delta_max", int),
+    ("levels", tuple),  # ((price, bid_vol, ask_vol, volume), ...) traded rows, ascending price
+    ("poc", float),
+    ("value_area_high", float),
+    ("value_area_low", float),
+    ("buy_imbalances", tuple),  # prices
+    ("sell_imbalances", tuple),
+    ("stacked_buy", tuple),  # ((low price, high price), ...)
+    ("stacked_sell", tuple),
+    ("unfinished_high", bool),
+    ("unfinished_low", bool),
+    ("absorption", tuple),  # Absorption events confirmed at this bar's close
+])):
+    """One minute's footprint (rules in the module docstring)."""
+
+    __slots__ = ()
+
+
+class ProfileRule(NamedTuple):
+    min_ticks: float = 4.0  # a narrower bar has no P or b shape
+    volume_share: float = 0.6  # least share of the volume on the POC's side of mid-range
+
+
+class ProfileShape(NamedTuple):
+    name: str  # "p": POC high, volume above mid (shorts covering); "b": the mirror (longs liquidating)
+    direction: int  # +1 for P, -1 for b
+    poc_position: float  # (poc - low) / (high - low)
+    volume_share: float  # of the bar's volume on the POC's side of mid-range
+
+
+def profile_shape(bar: dict, tick_size: float, rule: ProfileRule = ProfileRule()) -> ProfileShape | None:
+    """P or b shape of a closed bar (as a dict), or None: the POC in the upper third with at
+    least ``volume_share`` of the volume above mid-range is a P; the mirror is a b."""
+    high, low = float(bar["high"]), float(bar["low"])
+    if (high - low) / tick_size < rule.min_ticks:
+        return None
+    pos = (float(bar["poc"]) - low) / (high - low)
+    mid = (high + low) / 2
+    total = sum(lv[3] for lv in bar["levels"])
+    upper = sum(lv[3] for lv in bar["levels"] if lv[0] > mid) / total
+    lower = sum(lv[3] for lv in bar["levels"] if lv[0] < mid) / total
+    if pos >= 2 / 3 and upper >= rule.volume_share:
+        return ProfileShape("p", 1, pos, upper)
+    if pos <= 1 / 3 and lower >= rule.volume_share:
+        return ProfileShape("b", -1, pos, lower)
+    return None
 
 
 def value_area(vol: list[int], poc: int, share_num: int = 7, share_den: int = 10) -> tuple[int, int]:

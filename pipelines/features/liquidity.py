@@ -1,5 +1,5 @@
 """Book liquidity: spread, depth, imbalances, weighted mid, microprice and a
-liquidity score in [0, 1] (``shared/docs/features.md`` §A.8, §A.12).
+liquidity score in [0, 1].
 
 Per accepted snapshot, with ``P^B, P^A, Q^B, Q^A`` the best non-empty levels
 (size > 0) and ``D^B, D^A`` the summed sizes of the first ``depth_levels`` (5)
@@ -11,15 +11,15 @@ non-empty levels:
 - ``depth_imbalance = (D^B - D^A) / (D^B + D^A)`` in [-1, 1] (the queue-imbalance
   ratio over the top-k sizes);
 - ``weighted_mid W = I * P^A + (1 - I) * P^B``;
-- ``microprice``: **the weighted-mid fallback of §A.8, i.e. W**. Stoikov's g*
+- ``microprice``: **the weighted mid W**, the standard fallback. Stoikov's g*
   correction needs a fitted transition model on a discretized (I, S) state,
-  which this incremental module does not estimate; §A.8 prescribes W as the
-  fallback when the state is outside a fitted model.
+  which this incremental module does not estimate, and W is what it falls back
+  to when the state is outside a fitted model.
 
 Liquidity score
     ``score = Phi((z_depth - z_spread) / 2)``, the standard normal CDF of the
-    mean of two z-scores (the §A.12 suggestion, restricted to the book terms;
-    Amihud and Kyle lambda are bar/trade features kept elsewhere):
+    mean of two z-scores, restricted to the book terms (Amihud and Kyle
+    lambda are bar/trade features kept elsewhere):
     ``z_depth`` of ``log(1 + D^B + D^A)`` and ``z_spread`` of ``spread_ticks``,
     each against the mean and population std (ddof 0) of the accepted
     two-sided snapshots in the trailing event-time window

@@ -8,7 +8,7 @@ are enough; the features that need more (volatility_ratio_100_200's 201 prices,
 Garman-Klass over 200 trades aligned to blocks, the 1000-trade broker ranking,
 the session's cumulative delta, Wilder RSI from the first trade) are computed
 over the 200-trade buffer instead, so their values differ. Only the cost
-matters here: ``bench_features`` compares it with the incremental engine.
+matters here: :mod:`pipelines.features.benchmark` compares it with the incremental engine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.features import core
-from pipelines.features.core import FEATURE_NAMES, NS_PER_S
+from pipelines.features.core import FEATURE_NAMES
+from pipelines.model.clock import NS_PER_S, SAO_PAULO, SESSION_CLOSE_S, SESSION_OPEN_S
 
 BUFFER = 200
 
@@ -105,11 +106,11 @@ class NaiveFeatureEngine:
             if n > w:
                 sd = diff.iloc[-w:].std(ddof=0)
                 f[f"sharpe_{w}"] = diff.iloc[-w:].mean() / sd if sd > 0 else np.nan
-        local = pd.to_datetime(ts, utc=True).dt.tz_convert(core.SAO_PAULO)
+        local = pd.to_datetime(ts, utc=True).dt.tz_convert(SAO_PAULO)
         t = local.iloc[-1]
         tod = t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6 + t.nanosecond / 1e9
-        if 9 * 3600 <= tod <= 18 * 3600:
-            f["time_normalized"] = (tod - 9 * 3600) / (9 * 3600)
+        if SESSION_OPEN_S <= tod <= SESSION_CLOSE_S:
+            f["time_normalized"] = (tod - SESSION_OPEN_S) / (SESSION_CLOSE_S - SESSION_OPEN_S)
         if n > 14:
             delta = diff.fillna(0.0)
             gain = delta.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean().iloc[-1]
@@ -131,7 +132,7 @@ class NaiveFeatureEngine:
         last_type = df["type"].iloc[-1]
         f["is_buyer_aggressor"] = 1.0 if last_type == 2 else (0.0 if last_type == 3 else np.nan)
         f["minute"], f["hour"], f["day_of_week"] = float(t.minute), float(t.hour), float(t.weekday())
-        f["is_opening_30min"] = float(9 * 3600 <= tod < 9 * 3600 + 1800)
-        f["is_closing_30min"] = float(17 * 3600 + 1800 <= tod < 18 * 3600)
-        f["is_lunch_hour"] = float(12 * 3600 <= tod < 13 * 3600)
+        f["is_opening_30min"] = float(SESSION_OPEN_S <= tod < core.OPENING_END_S)
+        f["is_closing_30min"] = float(core.CLOSING_START_S <= tod < SESSION_CLOSE_S)
+        f["is_lunch_hour"] = float(core.LUNCH_START_S <= tod < core.LUNCH_END_S)
         return np.array([f[name] for name in FEATURE_NAMES], dtype=np.float64)

@@ -1,6 +1,6 @@
 """Tape patterns: sweeps and icebergs, as typed records with a stated confidence.
 
-Definitions (``shared/docs/features.md`` §A.12) and the rules fixed here:
+Definitions and the rules fixed here:
 
 Aggression
     Consecutive aggressive fills (``TradeType`` 2/3) with the same side and the
@@ -56,6 +56,7 @@ from collections import deque
 from statistics import fmean, pstdev
 from typing import NamedTuple
 
+from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import BookSnapshot, Trade, TradeType
 
 _BUY = int(TradeType.BUY_AGGRESSOR)
@@ -148,7 +149,7 @@ class SweepDetector:
         run.append(ts)
         self._run_last_qty = qty
         if self._run_len >= self.run_length and not self._run_reported:
-            span_s = (run[-1] - run[0]) / 1e9
+            span_s = (run[-1] - run[0]) / NS_PER_S
             rate = (self.run_length - 1) / span_s if span_s > 0 else float("inf")
             if rate > self.min_rate:
                 self._run_reported = True

@@ -30,42 +30,12 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Iterable, NamedTuple
 
-from pipelines.model.instruments import UnknownInstrument, instrument_for
-from pipelines.model.messages import Decision, Feedback, Signal
+from pipelines.alpha.learning import REWARD_SCALE_TICKS
+from pipelines.model.instruments import UnknownInstrument, instrument_for, point_value_for
+from pipelines.model.messages import Decision, Feedback, Signal, signal_problem
 
-ML_VOTER = "ml"
 COORDINATOR = "coordinator"  # the voter name of a decision's feedback
 DECISION_DIRECTION = {"BUY": 1, "SELL": -1, "HOLD": 0}
-REWARD_SCALE_TICKS = 4
-
-
-def point_value_for(symbol: str, override: float | None = None) -> float:
-    """Money per point per contract: ``override``, else the instrument's; 1.0 for an
-    unknown symbol (simulated contracts), so P&L is then counted in price points."""
-    if override is not None:
-        if not (math.isfinite(override) and override > 0):
-            raise ValueError(f"point_value must be a positive number, got {override!r}")
-        return float(override)
-    try:
-        return instrument_for(symbol).point_value
-    except UnknownInstrument:
-        return 1.0
-
-
-def signal_problem(signal: Signal) -> str | None:
-    """Why a signal cannot be used ("direction", "confidence", "price", "horizon", "valid_ns"), or None."""
-    d, c = signal.direction, signal.confidence
-    if not (isinstance(d, (int, float)) and math.isfinite(d) and -1.0 <= d <= 1.0):
-        return "direction"
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and 0.0 <= c <= 1.0):
-        return "confidence"
-    if not (isinstance(signal.price, (int, float)) and math.isfinite(signal.price) and signal.price > 0):
-        return "price"
-    if not (isinstance(signal.horizon_ns, int) and signal.horizon_ns > 0):
-        return "horizon"
-    if not (isinstance(signal.valid_ns, int) and not isinstance(signal.valid_ns, bool) and signal.valid_ns >= 0):
-        return "valid_ns"
-    return None
 
 
 def pending_field(item: "_Tracked") -> str:

@@ -1,5 +1,8 @@
 """B3 trading calendar and futures contract codes: resolve ``WDOFUT`` / ``WINFUT`` to ``WDOZ26`` etc.
 
+Local dates and the session hours come from :mod:`pipelines.model.clock`; this module
+adds the days B3 is closed and the contracts' expiries on top of them.
+
 Calendar (B3 derivatives segment, the days with no trading session)
 ------------------------------------------------------------------
 Since 2022 B3 closes only on **national** holidays plus its own two
@@ -56,7 +59,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from pipelines.model.clock import SAO_PAULO
+from pipelines.model.clock import sao_paulo_date
 
 
 class CalendarError(ValueError):
@@ -139,7 +142,9 @@ def _check_year(year: int) -> None:
         )
 
 
-def _holidays_by_rule(year: int) -> frozenset[date]:
+def holidays_by_rule(year: int) -> frozenset[date]:
+    """The weekday non-trading days of ``year`` by the rule in the module docstring: the projection
+    for years whose calendar B3 has not published (the tests hold it to every published year)."""
     easter = easter_sunday(year)
     days = {
         date(year, 1, 1), date(year, 4, 21), date(year, 5, 1), date(year, 9, 7),
@@ -162,7 +167,7 @@ def b3_holidays(year: int) -> frozenset[date]:
     """Weekdays of ``year`` with no B3 derivatives session. Raises ``CalendarError`` outside ``SUPPORTED_YEARS``."""
     _check_year(year)
     published = PUBLISHED_HOLIDAYS.get(year)
-    return published if published is not None else _holidays_by_rule(year)
+    return published if published is not None else holidays_by_rule(year)
 
 
 def is_business_day(d: date) -> bool:
@@ -186,15 +191,6 @@ def previous_business_day(d: date) -> date:
     while not is_business_day(d):
         d -= timedelta(days=1)
     return d
-
-
-def sao_paulo_date(when: date | datetime | None = None) -> date:
-    """The Sao Paulo calendar date of ``when`` (aware datetime converted; naive taken as local; None = now)."""
-    if when is None:
-        return datetime.now(SAO_PAULO).date()
-    if isinstance(when, datetime):
-        return (when.astimezone(SAO_PAULO) if when.tzinfo is not None else when).date()
-    return when
 
 
 # -- contract rules ----------------------------------------------------------------

@@ -9,6 +9,7 @@ points. ES (CME E-mini S&P 500, the recorded test data) USD 50 per point, tick
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 
@@ -55,3 +56,16 @@ def tick_size_for(symbol: str, default: float) -> float:
         return instrument_for(symbol).tick_size
     except UnknownInstrument:
         return default
+
+
+def point_value_for(symbol: str, override: float | None = None) -> float:
+    """Money per point per contract: ``override``, else the instrument's; 1.0 for an
+    unknown symbol (simulated contracts), so P&L is then counted in price points."""
+    if override is not None:
+        if not (math.isfinite(override) and override > 0):
+            raise ValueError(f"point_value must be a positive number, got {override!r}")
+        return float(override)
+    try:
+        return instrument_for(symbol).point_value
+    except UnknownInstrument:
+        return 1.0

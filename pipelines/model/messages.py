@@ -14,11 +14,13 @@ Common header on every event:
 - ``seq``      per-source sequence number, strictly increasing per symbol
   across all event kinds of that source. Receivers drop ``seq <= last``.
 
-Trade type codes are ProfitDLL's ``TTradeType`` (see docs/profitdll.md §2.4).
+Trade type codes are ProfitDLL's ``TTradeType`` enumeration, value for value, so
+the DLL adapter passes them through unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import Any, NamedTuple, Union
 
@@ -138,7 +140,21 @@ class BookUpdate(NamedTuple):
     KIND = "book_update"
 
 
-class Candle(NamedTuple):
+# The fields every one-minute bar on event time starts with: a Candle here, a footprint
+# bar (pipelines.features.footprint) there. Declared once so the two cannot drift apart.
+BAR_HEAD: tuple[tuple[str, type], ...] = (
+    ("symbol", str),
+    ("ts_open", int),  # the minute's start, ns
+    ("open", float),
+    ("high", float),
+    ("low", float),
+    ("close", float),
+    ("volume", int),
+)
+
+
+class Candle(NamedTuple("Candle", [*BAR_HEAD, ("buy_volume", int), ("sell_volume", int), ("trades", int),
+                                   ("seq", int)])):
     """A one-minute OHLCV bar built from trades on event time.
 
     ``ts_open`` is the minute's start (ns). ``buy_volume``/``sell_volume`` are
@@ -146,71 +162,59 @@ class Candle(NamedTuple):
     ``seq`` is the sequence number of the last trade folded in.
     """
 
-    symbol: str
-    ts_open: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    buy_volume: int
-    sell_volume: int
-    trades: int
-    seq: int
-
+    __slots__ = ()
     KIND = "candle"
 
 
-# -- analytics: what the FeatureEngine emits (issue 3) ---------------------------
+# -- analytics: what the FeatureEngine emits ------------------------------------
 # Same header as the events. ``seq`` is the seq of the event after which the
 # message was computed, so several messages may share one seq; subscribers
 # order by (seq, kind). Values are NaN while a feature warms up (JSON: null).
 
 
-class FeatureVector(NamedTuple):
+class FeatureVector(NamedTuple("FeatureVector", [
+    # symbol, ts_event, ts_recv, seq, price, qty: those of the trade after which it was computed,
+    # declared by Trade so the two stay one layout
+    *((name, Trade.__annotations__[name]) for name in Trade._fields[:6]),
+    ("aggressor", int),  # +1 buyer, -1 seller, 0 auction/cross/other
+    ("names", tuple[str, ...]),
+    ("values", tuple[float, ...]),
+])):
     """The full feature vector after one trade: the 65 core + the flow-enhanced set.
 
     ``names`` is one shared tuple (pickled once per batch); the wire form turns
     ``names`` + ``values`` into one ``values`` object."""
 
-    symbol: str
-    ts_event: int
-    ts_recv: int
-    seq: int
-    price: float
-    qty: int
-    aggressor: int  # +1 buyer, -1 seller, 0 auction/cross/other
-    names: tuple[str, ...]
-    values: tuple[float, ...]
-
+    __slots__ = ()
     KIND = "features"
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, self.values))
 
 
-class FlowState(NamedTuple):
+class _NamedValues(NamedTuple):
+    """The layout the flow and liquidity states share: the header and named values.
+    They differ only in their kind (and what the values mean)."""
+
+    symbol: str
+    ts_event: int
+    ts_recv: int
+    seq: int
+    values: dict[str, float]
+
+
+class FlowState(_NamedValues):
     """Order flow over the event-time windows: OFI (raw, normalized, ratio), trade flow,
     aggression, size categories, tape speed, VPIN and the flow-enhanced features."""
 
-    symbol: str
-    ts_event: int
-    ts_recv: int
-    seq: int
-    values: dict[str, float]
-
+    __slots__ = ()
     KIND = "flow"
 
 
-class LiquidityState(NamedTuple):
+class LiquidityState(_NamedValues):
     """Top of book and depth: spread in ticks, depth, imbalances, microprice, liquidity score."""
 
-    symbol: str
-    ts_event: int
-    ts_recv: int
-    seq: int
-    values: dict[str, float]
-
+    __slots__ = ()
     KIND = "liquidity"
 
 
@@ -243,7 +247,7 @@ class TapeSignal(NamedTuple):
     KIND = "tape"
 
 
-# -- decisions: agents, ML, coordinator, feedback (issue 4) ------------------------
+# -- decisions: agents, ML, coordinator, feedback -------------------------------
 
 
 class Signal(NamedTuple):
@@ -275,6 +279,22 @@ class Signal(NamedTuple):
     KIND = "signal"
 
 
+def signal_problem(signal: Signal) -> str | None:
+    """Why a signal cannot be used ("direction", "confidence", "price", "horizon", "valid_ns"), or None."""
+    d, c = signal.direction, signal.confidence
+    if not (isinstance(d, (int, float)) and math.isfinite(d) and -1.0 <= d <= 1.0):
+        return "direction"
+    if not (isinstance(c, (int, float)) and math.isfinite(c) and 0.0 <= c <= 1.0):
+        return "confidence"
+    if not (isinstance(signal.price, (int, float)) and math.isfinite(signal.price) and signal.price > 0):
+        return "price"
+    if not (isinstance(signal.horizon_ns, int) and signal.horizon_ns > 0):
+        return "horizon"
+    if not (isinstance(signal.valid_ns, int) and not isinstance(signal.valid_ns, bool) and signal.valid_ns >= 0):
+        return "valid_ns"
+    return None
+
+
 class Decision(NamedTuple):
     """The coordinator's consensus. ``decision_id`` is derived from (symbol, seq), so
     the same inputs give the same id and a re-sent decision is idempotent."""
@@ -292,7 +312,7 @@ class Decision(NamedTuple):
     signals: tuple[dict, ...]  # agent, direction, confidence, weight, reasons of each contributing voter
     weights: dict[str, float]  # every voter's weight at decision time
     market: dict[str, float]  # market state the decision saw
-    risk: str = ""  # why the risk hook reduced or blocked it ("" = passed)
+    risk: str = ""  # why the risk check reduced or blocked it ("" = passed)
     ts_recv: int = 0  # receive time of the market event that triggered it (latency measurement only)
 
     KIND = "decision"

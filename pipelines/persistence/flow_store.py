@@ -30,12 +30,13 @@ from typing import Any, Iterator
 import orjson
 import valkey
 
+from pipelines.model.clock import NS_PER_MS
 from pipelines.model.messages import FlowState, to_dict
+from pipelines.persistence.connection import scan_stream
 from pipelines.persistence.write_behind import WriteBehind
 
 __all__ = ["FlowStateWriter", "FlowStore", "flow_history_key", "flow_state_key"]
 
-_NS_PER_MS = 1_000_000
 
 
 def flow_state_key(symbol: str) -> str:
@@ -77,7 +78,7 @@ class FlowStateWriter:
             for st in states:
                 key = flow_history_key(st.symbol)
                 last = self._last_id.get(key, (0, 0))
-                entry = (max(st.ts_event // _NS_PER_MS, last[0]), st.seq)
+                entry = (max(st.ts_event // NS_PER_MS, last[0]), st.seq)
                 if entry <= last:
                     self._skipped += 1
                     continue
@@ -112,7 +113,7 @@ class FlowStore:
     PAGE = 10_000  # entries per XRANGE call: bounds memory per round trip
 
     def __init__(self, client: valkey.Valkey, *, lateness_ms: int = 2_000):
-        """``client`` as :func:`~pipelines.persistence.valkey_store.connect` makes it (bytes replies).
+        """``client`` as :func:`~pipelines.persistence.connection.connect` makes it (bytes replies).
 
         ``lateness_ms``: how far past a requested time the id scan goes, to find
         states stored under a later id ms because event time stepped backwards."""
@@ -127,7 +128,7 @@ class FlowStore:
         if timestamp_ns is None:
             raw = self.client.get(flow_state_key(symbol))
             return None if raw is None else orjson.loads(raw)
-        hi = str(timestamp_ns // _NS_PER_MS + self.lateness_ms)
+        hi = str(timestamp_ns // NS_PER_MS + self.lateness_ms)
         # Usually one of the first few entries matches: every entry with id ms
         # below timestamp's ms does. Start small, grow the page while scanning.
         for st in self._scan(self.client.xrevrange, flow_history_key(symbol), hi, "-", count=16):
@@ -149,17 +150,11 @@ class FlowStore:
                 return []
             until_ns = orjson.loads(top[0][1][b"json"])["ts_event"]
         since_ns = until_ns - int(minutes_back * 60e9)
-        lo = str(max(0, since_ns // _NS_PER_MS))  # an id ms is never below its ts_event ms
-        hi = str(until_ns // _NS_PER_MS + self.lateness_ms)
+        lo = str(max(0, since_ns // NS_PER_MS))  # an id ms is never below its ts_event ms
+        hi = str(until_ns // NS_PER_MS + self.lateness_ms)
         return [st for st in self._scan(self.client.xrange, key, lo, hi) if since_ns < st["ts_event"] <= until_ns]
 
     def _scan(self, fetch: Any, key: str, start: str, stop: str, count: int = PAGE) -> Iterator[dict]:
         """Decoded entries of XRANGE or XREVRANGE (``fetch``) from ``start`` to ``stop``, in pages."""
-        while True:
-            page = fetch(key, start, stop, count=count)
-            for _id, fields in page:
-                yield orjson.loads(fields[b"json"])
-            if len(page) < count:
-                return
-            start = "(" + page[-1][0].decode()
-            count = min(count * 4, self.PAGE)
+        for _id, fields in scan_stream(fetch, key, start, stop, count=count, max_count=self.PAGE):
+            yield orjson.loads(fields[b"json"])

@@ -63,8 +63,9 @@ import orjson
 import valkey
 
 from pipelines.persistence.flow_store import FlowStateWriter, FlowStore
+from pipelines.model.clock import NS_PER_DAY, NS_PER_MS
 from pipelines.model.messages import Decision, Feedback, FlowState, Signal, to_dict
-from pipelines.persistence.valkey_store import _CONN_ERRORS, _more, _RateLimit, connect, redact
+from pipelines.persistence.connection import CONN_ERRORS, RateLimit, connect, redact, suppressed_note
 from pipelines.persistence.write_behind import WriteBehind
 
 log = logging.getLogger("quantumtrader.hmarl.store")
@@ -75,8 +76,6 @@ __all__ = [
     "pattern_key", "performance_key", "signal_key", "signals_channel",
 ]
 
-_NS_PER_MS = 1_000_000
-_NS_PER_DAY = 86_400 * 1_000_000_000
 
 # -- keys and channels ------------------------------------------------------------
 
@@ -159,25 +158,25 @@ redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
 """
 
-# A decision is made once: a second one under the same id (a round run again after the
-# coordinator restarted, with its saved state a little behind) is not recorded twice.
-# KEYS: record, stream   ARGV: blob, ttl_s, channel, event_ms, maxlen
-_RECORD_ONCE_LUA = _APPEND_LUA + """
+# The first version of a record wins: only one not stored yet is streamed and published.
+# KEYS: record, stream, ...   ARGV: blob, ttl_s, channel, event_ms, maxlen, ...
+_FIRST_WINS_LUA = _APPEND_LUA + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 append(KEYS[2], ARGV[4], ARGV[5], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
-return 1
+"""
+
+# A decision is made once: a second one under the same id (a round run again after the
+# coordinator restarted, with its saved state a little behind) is not recorded twice.
+# KEYS: record, stream   ARGV: blob, ttl_s, channel, event_ms, maxlen
+_RECORD_ONCE_LUA = _FIRST_WINS_LUA + """return 1
 """
 
 # KEYS: record, stream, performance
 # ARGV: blob, ttl_s, channel, event_ms, maxlen, hit ('1' | '0' | ''), reward, reward^2, pnl, ts_event
 # Sums arrive as Python repr text and go straight to HINCRBYFLOAT: Lua never rounds them.
 # ts_event is compared as decimal text (length, then digits): above 2^53 a Lua number would round.
-_FEEDBACK_LUA = _APPEND_LUA + """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-append(KEYS[2], ARGV[4], ARGV[5], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
-local perf = KEYS[3]
+_FEEDBACK_LUA = _FIRST_WINS_LUA + """local perf = KEYS[3]
 redis.call('HINCRBY', perf, 'count', 1)
 redis.call('HINCRBY', perf, 'hits', ARGV[6] == '1' and 1 or 0)
 redis.call('HINCRBY', perf, 'misses', ARGV[6] == '0' and 1 or 0)
@@ -330,7 +329,7 @@ class HmarlStore:
         self._cache_hits = 0
         self._rejected: dict[str, int] = {}
         self._read_errors: dict[str, int] = {}
-        self._ratelimit = _RateLimit(10.0)
+        self._ratelimit = RateLimit(10.0)
         self._closed = False
 
     # -- decisions ----------------------------------------------------------------------
@@ -340,7 +339,7 @@ class HmarlStore:
         Once per decision id: the first one stored wins."""
         try:
             d, blob = _encode(decision, Decision)
-            decision_id, ms = _name(d, "decision_id"), _event_ns(d) // _NS_PER_MS
+            decision_id, ms = _name(d, "decision_id"), _event_ns(d) // NS_PER_MS
         except _BadInput as e:
             return self._reject("decision", e)
         self._wb.submit([("EVAL", _RECORD_ONCE_LUA, 2, decision_key(decision_id), DECISIONS_STREAM,
@@ -372,7 +371,7 @@ class HmarlStore:
         try:
             page = self._client.xrevrange(DECISIONS_STREAM, "+", "-", count=limit)
             return [orjson.loads(fields[b"json"]) for _id, fields in page]
-        except _CONN_ERRORS as e:
+        except CONN_ERRORS as e:
             self._read_failed("recent decisions", e)
         with self._lock:
             newest = sorted(self._cache.values(), reverse=True)[:limit]
@@ -402,7 +401,7 @@ class HmarlStore:
             return self._reject("feedback", e)
         self._wb.submit([("EVAL", _FEEDBACK_LUA, 3, feedback_key(voter, symbol, seq), FEEDBACK_STREAM,
                           performance_key(voter), blob, self.ttl.feedback_s, feedback_channel(voter),
-                          ts // _NS_PER_MS, self._maxlen, hit, repr(reward), repr(reward * reward), repr(pnl), ts)])
+                          ts // NS_PER_MS, self._maxlen, hit, repr(reward), repr(reward * reward), repr(pnl), ts)])
 
     def get_agent_performance(self, voter: str) -> dict | None:
         """count, hits, misses, hit_rate, mean_reward, reward_std, sharpe_like, reward_sum,
@@ -466,7 +465,7 @@ class HmarlStore:
         for attempt in range(attempts):
             try:
                 return self._decode("agent state", self._client.get(key))
-            except _CONN_ERRORS as e:
+            except CONN_ERRORS as e:
                 if attempt + 1 == attempts:
                     self._read_failed("agent state", e)
                     return None
@@ -542,12 +541,12 @@ class HmarlStore:
             out["families"] = families
             out["streams"] = {"decisions": self._client.xlen(DECISIONS_STREAM),
                               "feedback": self._client.xlen(FEEDBACK_STREAM)}
-        except _CONN_ERRORS as e:
+        except CONN_ERRORS as e:
             out["error"] = f"{type(e).__name__}: {e}"
         return out
 
     def cleanup_old_data(self, days: float, *, scan_limit: int = 100_000) -> dict[str, Any]:
-        """Remove decisions, feedback and signals more than ``days`` older than the newest one.
+        """Remove decisions, feedback, signals and patterns more than ``days`` older than the newest one.
 
         "Newest" is event time, per family: the largest ``ts_event`` among its keys and its
         stream's top entry, never the wall clock. Streams are trimmed with ``XTRIM MINID`` at
@@ -557,7 +556,7 @@ class HmarlStore:
         unreachable. Deleting a feedback key also forgets its dedupe marker."""
         if not (days > 0 and math.isfinite(days)):  # NaN fails the first test
             raise ValueError(f"days must be > 0, got {days!r}")
-        span_ns = int(days * _NS_PER_DAY)
+        span_ns = int(days * NS_PER_DAY)
         out: dict[str, Any] = {"cutoff_ns": {}, "complete": True}
         for family, match, stream in (("decision", "hmarl:decision:*", DECISIONS_STREAM),
                                       ("feedback", "hmarl:feedback:*", FEEDBACK_STREAM),
@@ -578,8 +577,27 @@ class HmarlStore:
                                         for i in range(0, len(old), self.BATCH))
             if stream is not None:
                 out[f"{family}_stream_entries"] = (0 if cutoff is None else self._client.execute_command(
-                    "XTRIM", stream, "MINID", max(0, cutoff // _NS_PER_MS)))
+                    "XTRIM", stream, "MINID", max(0, cutoff // NS_PER_MS)))
+        out.update(self._cleanup_patterns(span_ns, out))
         return out
+
+    def _cleanup_patterns(self, span_ns: int, out: dict[str, Any]) -> dict[str, Any]:
+        """Patterns older than ``span_ns`` before the newest pattern of any type: their
+        indexes are scored by ``ts_event``, so no record has to be read."""
+        indexes, complete = self._scan(pattern_index_key("*"), 10_000)
+        out["complete"] &= complete
+        newest = [top[0][1] for ix in indexes if (top := self._client.zrevrange(ix, 0, 0, withscores=True))]
+        cutoff = int(max(newest)) - span_ns if newest else None
+        out["cutoff_ns"]["pattern"] = cutoff
+        removed = 0
+        for ix in indexes if cutoff is not None else ():
+            ptype = ix.decode()[len(pattern_index_key("")):]
+            old = self._client.zrangebyscore(ix, "-inf", f"({cutoff}")
+            for i in range(0, len(old), self.BATCH):
+                part = old[i:i + self.BATCH]
+                removed += self._client.delete(*(pattern_key(ptype, pid.decode()) for pid in part))
+                self._client.zrem(ix, *part)
+        return {"pattern_keys": removed}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -641,13 +659,13 @@ class HmarlStore:
             counter[reason] = counter.get(reason, 0) + 1
             suppressed = self._ratelimit(reason)
         if suppressed is not None:
-            log.log(level, msg + "%s", *args, _more(suppressed))
+            log.log(level, msg + "%s", *args, suppressed_note(suppressed))
 
     def _read(self, what: str, fetch: Callable[[], Any]) -> Any:
         """``fetch()``, or None (counted) when Valkey is unreachable."""
         try:
             return fetch()
-        except _CONN_ERRORS as e:
+        except CONN_ERRORS as e:
             self._read_failed(what, e)
             return None
 
@@ -718,7 +736,7 @@ class HmarlSubscriber:
             remaining = max(0.0, deadline - time.monotonic())
             try:
                 msg = self._pubsub.get_message(timeout=remaining)
-            except _CONN_ERRORS:
+            except CONN_ERRORS:
                 self.connection_errors += 1
                 time.sleep(min(remaining, 0.05))
                 msg = None

@@ -1,4 +1,4 @@
-"""The coordinator: weighted consensus of the voters, a risk check, and Hedge learning.
+"""The coordinator: weighted consensus of the voters and their weights, learned by Hedge.
 
 Consensus. Each voter (specialist agents and ``ml``) sends Signals; the latest
 one per voter counts while it is valid (``signal.ts_event <= decision ts <=
@@ -16,18 +16,18 @@ voters, in [0, 1]). BUY if ``score >= threshold``, SELL if ``score <= -threshold
 else HOLD. The size is ``base_size``, not scaled by confidence: the score already
 decides whether to trade, and a fixed size keeps the risk limits easy to reason about.
 
-Risk. A hook ``(proposal, RiskState) -> (size, reason)`` may reduce the size
-(never raise it); size 0 turns the decision into a HOLD carrying the reason.
-The default, :func:`default_risk_check`, enforces the position limit and the
-realized-loss limit on the position the coordinator simulates from
-:meth:`Coordinator.apply_decision` (fills at ``decision.price``, R$ P&L via
-:mod:`pipelines.model.instruments`).
+Risk and fills. The coordinator is given a risk check and an account
+(:mod:`pipelines.portfolio.interfaces`; the position and loss limits and the paper
+account are composed by :func:`pipelines.execution.paper.paper_coordinator`). The
+check sees the proposal and the account's position and P&L, and may reduce the
+size, never raise it; size 0 turns the decision into a HOLD carrying the reason.
+The account fills every decision handed to it.
 
-Learning (Hedge). Weights move only with REALIZED rewards from the
-FeedbackSystem, never with agreement with the consensus (that would reward
-followers, not forecasters): ``w_v *= exp(eta * reward)`` for every feedback of
-a batch, then the weights are renormalized to total 1 and floored at
-``weight_floor`` (a voter that was wrong for a while can come back).
+Learning (Hedge, :mod:`pipelines.alpha.learning`). Weights move only with
+REALIZED rewards from the FeedbackSystem, never with agreement with the
+consensus (that would reward followers, not forecasters): one Hedge step per
+feedback batch with each voter's summed reward, floored at ``weight_floor`` (a
+voter that was wrong for a while can come back).
 """
 
 from __future__ import annotations
@@ -35,27 +35,31 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any
 
-from pipelines.feedback.system import ML_VOTER, point_value_for, signal_problem
-from pipelines.model.messages import Decision, Feedback, Signal, from_dict, to_dict
+from pipelines.alpha.learning import hedge_update, normalized_with_floor
+from pipelines.alpha.registry import ML_VOTER
+from pipelines.model.clock import NS_PER_S
+from pipelines.model.messages import Decision, Feedback, Signal, from_dict, signal_problem, to_dict
+from pipelines.portfolio.interfaces import Account, AccountView, RiskCheck
 
-AGENTS_SHARE = 0.60  # the agents' total initial weight when agent_weights is None
 STATE_VERSION = 1
+FILL_COUNTS = {"filled": "fills", "duplicate": "fill_duplicate", "other_symbol": "fill_other_symbol"}
 
 
 @dataclass(frozen=True)
 class ConsensusConfig:
+    """The defaults are ``HmarlConfig``'s (:meth:`from_hmarl`)."""
+
     ml_weight: float = 0.40
-    agent_weights: dict[str, float] | None = None  # None: AGENTS_SHARE split equally over the agents
+    # None: the agents share 1 - ml_weight equally (all of the weight when the ML voter is not one).
+    agent_weights: dict[str, float] | None = None
     threshold: float = 0.15  # |score| needed for BUY/SELL
-    eta: float = 0.5  # Hedge learning rate
+    eta: float = 0.1  # Hedge learning rate
     weight_floor: float = 0.02  # least share of the total weight any voter keeps
-    max_position: int = 5  # contracts, either side
-    max_loss: float = 2000.0  # realized loss (currency) after which only reducing trades pass
     base_size: int = 1  # contracts per decision
-    signal_ttl_ns: int = 5 * 10**9  # how long a signal with valid_ns 0 counts
-    horizon_ns: int = 60 * 10**9
+    signal_ttl_ns: int = 5 * NS_PER_S  # how long a signal with valid_ns 0 counts
+    horizon_ns: int = 10 * NS_PER_S
 
     def __post_init__(self) -> None:
         checks = {
@@ -63,8 +67,6 @@ class ConsensusConfig:
             "threshold": 0.0 <= self.threshold <= 1.0,
             "eta": self.eta >= 0.0,
             "weight_floor": 0.0 <= self.weight_floor < 1.0,
-            "max_position": self.max_position >= 0,
-            "max_loss": self.max_loss >= 0.0,
             "base_size": self.base_size >= 1,
             "signal_ttl_ns": self.signal_ttl_ns >= 0,
             "horizon_ns": self.horizon_ns > 0,
@@ -76,65 +78,21 @@ class ConsensusConfig:
             if not (math.isfinite(w) and w >= 0):
                 raise ValueError(f"ConsensusConfig.agent_weights[{agent!r}]: must be >= 0, got {w!r}")
 
-
-class RiskState(NamedTuple):
-    """What a risk hook sees: the simulated position and the limits."""
-
-    position: int  # signed contracts
-    avg_price: float  # average entry price of the open position (0 when flat)
-    realized_pnl: float  # currency
-    max_position: int
-    max_loss: float
-
-
-RiskHook = Callable[[Decision, RiskState], tuple[int, str]]
-
-
-def default_risk_check(proposal: Decision, state: RiskState) -> tuple[int, str]:
-    """Loss limit: once ``realized_pnl <= -max_loss`` only trades that reduce the
-    open position pass, cut to its size (no flip). Position limit: a trade that
-    would take ``|position|`` past ``max_position`` is cut to the room left, or
-    blocked when there is none."""
-    side = 1 if proposal.action == "BUY" else -1
-    size = proposal.size
-    if state.realized_pnl <= -state.max_loss:
-        reducing = state.position * side < 0
-        if not reducing:
-            return 0, f"loss limit: realized {state.realized_pnl:.2f} <= -{state.max_loss:.2f}, only reducing trades"
-        if size > abs(state.position):
-            return abs(state.position), f"loss limit: size {size} -> {abs(state.position)}, reduce only"
-        return size, ""
-    room = state.max_position - side * state.position
-    if size <= room:
-        return size, ""
-    if room <= 0:
-        return 0, f"position limit: position {state.position:+d}, max {state.max_position}"
-    return room, f"position limit: size {size} -> {room} (position {state.position:+d}, max {state.max_position})"
-
-
-def normalized_with_floor(weights: dict[str, float], floor: float) -> dict[str, float]:
-    """Scale to total 1, then raise every weight below ``floor`` to it and scale the
-    others down proportionally so the total stays 1 (repeated while that pushes
-    another one under the floor)."""
-    total = sum(weights.values())
-    w = {k: v / total for k, v in weights.items()}
-    pinned: set[str] = set()
-    while True:
-        low = [k for k, v in w.items() if k not in pinned and v < floor]
-        if not low:
-            return w
-        pinned.update(low)
-        free_total = sum(v for k, v in w.items() if k not in pinned)
-        budget = 1.0 - floor * len(pinned)
-        w = {k: floor if k in pinned else v * budget / free_total for k, v in w.items()}
+    @classmethod
+    def from_hmarl(cls, hmarl: Any) -> ConsensusConfig:
+        """The consensus settings of the ``hmarl`` config section (``pipelines.config.HmarlConfig``)."""
+        return cls(ml_weight=hmarl.ml_weight, threshold=hmarl.threshold, eta=hmarl.eta,
+                   weight_floor=hmarl.weight_floor, base_size=hmarl.base_size,
+                   signal_ttl_ns=int(hmarl.signal_ttl_s * NS_PER_S), horizon_ns=int(hmarl.horizon_s * NS_PER_S))
 
 
 def initial_weights(voters: list[str], cfg: ConsensusConfig) -> dict[str, float]:
-    """``ml`` gets ``ml_weight``, the agents ``agent_weights`` (default AGENTS_SHARE
-    split equally); then normalized to total 1 and floored."""
+    """``ml`` gets ``ml_weight``, the agents ``agent_weights`` (default: the rest of the
+    weight split equally); then normalized to total 1 and floored."""
     agents = [v for v in voters if v != ML_VOTER]
     if cfg.agent_weights is None:
-        raw = {a: AGENTS_SHARE / len(agents) for a in agents}
+        share = 1.0 - cfg.ml_weight if ML_VOTER in voters else 1.0
+        raw = {a: share / len(agents) for a in agents}
     else:
         if set(cfg.agent_weights) != set(agents):
             raise ValueError(f"agent_weights must name exactly the agents {sorted(agents)}, "
@@ -144,20 +102,21 @@ def initial_weights(voters: list[str], cfg: ConsensusConfig) -> dict[str, float]
         raw[ML_VOTER] = cfg.ml_weight
     if sum(raw.values()) <= 0:
         raise ValueError("initial weights sum to 0: give some voter a positive weight")
-    return normalized_with_floor({v: raw[v] for v in voters}, cfg.weight_floor)
+    return dict(zip(voters, normalized_with_floor([raw[v] for v in voters], cfg.weight_floor)))
 
 
 class Coordinator:
-    """Consensus, risk and weight learning for one symbol. Plain Python, event time only."""
+    """Consensus and weight learning for one symbol, composed with the risk check and the
+    account it is given. Plain Python, event time only."""
 
     def __init__(
         self,
         symbol: str,
         voters: list[str],
         cfg: ConsensusConfig = ConsensusConfig(),
-        risk_hook: RiskHook | None = None,
         *,
-        point_value: float | None = None,
+        risk_check: RiskCheck,
+        account: Account,
     ) -> None:
         if not voters or len(set(voters)) != len(voters):
             raise ValueError(f"voters must be a non-empty list of distinct names, got {voters!r}")
@@ -166,14 +125,10 @@ class Coordinator:
         self.symbol = symbol
         self.voters = list(voters)
         self.cfg = cfg
-        self.risk_hook: RiskHook = risk_hook or default_risk_check
-        self.point_value = point_value_for(symbol, point_value)
+        self.risk_check = risk_check
+        self.account = account
         self._weights = initial_weights(self.voters, cfg)
         self._latest: dict[str, Signal] = {}
-        self._position = 0
-        self._avg_price = 0.0
-        self._realized = 0.0
-        self._last_applied_seq: int | None = None
         # Feedback already learned from, so a re-sent batch does not count twice.
         self._seen_feedback: set[tuple[str, int, int]] = set()
         self._seen_order: deque[tuple[str, int, int]] = deque()
@@ -199,7 +154,7 @@ class Coordinator:
                 self._counts["signals"] += 1
 
     def decide(self, ts_event: int, seq: int, price: float, market: dict | None = None) -> Decision:
-        """The consensus at ``ts_event`` (see the module docstring), after the risk hook."""
+        """The consensus at ``ts_event`` (see the module docstring), after the risk check."""
         market = {**(market or {}), "price": price}
         if not (isinstance(price, (int, float)) and math.isfinite(price) and price > 0):
             self._counts["invalid_price"] += 1
@@ -222,9 +177,10 @@ class Coordinator:
         if action == "HOLD":
             return self._record(proposal)
         try:
-            size, reason = self.risk_hook(proposal, self.risk_state())
-            size = max(0, min(int(size), proposal.size))  # a hook may reduce, never enlarge
-        except Exception as e:  # a broken hook must block trading, not the coordinator
+            size, reason = self.risk_check(proposal, self.account_view())
+            size = max(0, min(int(size), proposal.size))  # a check may reduce, never enlarge
+        except Exception as e:  # a broken check must block trading, not the coordinator
+            # "risk_hook_error" and "risk hook error" keep the names stats and stored decisions already use.
             self._counts["risk_hook_error"] += 1
             size, reason = 0, f"risk hook error: {type(e).__name__}: {e}"
         if size == 0:
@@ -249,36 +205,17 @@ class Coordinator:
             self._counts["risk_adjusted"] += 1
         return decision
 
-    # -- simulated position ------------------------------------------------------------
+    # -- fills -----------------------------------------------------------------------------
 
     def apply_decision(self, decision: Decision) -> None:
-        """Mark ``decision`` filled at its price: update position, average price and
-        realized P&L. Idempotent: a decision whose seq was already applied is ignored."""
-        if decision.symbol != self.symbol:
-            self._counts["fill_other_symbol"] += 1
-            return
-        if self._last_applied_seq is not None and decision.seq <= self._last_applied_seq:
-            self._counts["fill_duplicate"] += 1
-            return
-        self._last_applied_seq = decision.seq
-        if decision.action not in ("BUY", "SELL") or decision.size <= 0:
-            return
-        qty = decision.size if decision.action == "BUY" else -decision.size
-        pos, price = self._position, float(decision.price)
-        if pos == 0 or (pos > 0) == (qty > 0):  # opening or adding: new average price
-            self._avg_price = (self._avg_price * abs(pos) + price * abs(qty)) / abs(pos + qty)
-        else:  # reducing, closing or flipping: realize the closed part
-            closed = min(abs(qty), abs(pos))
-            self._realized += closed * (price - self._avg_price) * (1 if pos > 0 else -1) * self.point_value
-            if pos + qty == 0:
-                self._avg_price = 0.0
-            elif (pos + qty > 0) != (pos > 0):
-                self._avg_price = price  # flipped: the remainder opened at this price
-        self._position = pos + qty
-        self._counts["fills"] += 1
+        """Hand ``decision`` to the account (a re-sent one changes nothing)."""
+        outcome = self.account.apply(decision)
+        if outcome in FILL_COUNTS:
+            self._counts[FILL_COUNTS[outcome]] += 1
 
-    def risk_state(self) -> RiskState:
-        return RiskState(self._position, self._avg_price, self._realized, self.cfg.max_position, self.cfg.max_loss)
+    def account_view(self) -> AccountView:
+        a = self.account
+        return AccountView(a.position, a.avg_price, a.realized_pnl)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -304,12 +241,11 @@ class Coordinator:
                 reward_sums[fb.voter] = reward_sums.get(fb.voter, 0.0) + fb.reward
                 self._counts["feedback_applied"] += 1
         if reward_sums:
-            # exp(eta * sum) relative to the largest exponent: the same ratios, no overflow.
-            exps = {v: self.cfg.eta * reward_sums.get(v, 0.0) for v in self._weights}
-            top = max(exps.values())
-            grown = {v: w * math.exp(exps[v] - top) for v, w in self._weights.items()}
-            if sum(grown.values()) > 0:
-                self._weights = normalized_with_floor(grown, self.cfg.weight_floor)
+            names = list(self._weights)
+            new = hedge_update([self._weights[v] for v in names], [reward_sums.get(v, 0.0) for v in names],
+                               self.cfg.eta, self.cfg.weight_floor)
+            if new is not None:
+                self._weights = dict(zip(names, new))
                 self._counts["weight_updates"] += 1
         return dict(self._weights)
 
@@ -326,28 +262,25 @@ class Coordinator:
     # -- persistence and reporting ----------------------------------------------------------
 
     def state(self) -> dict:
-        """JSON-able snapshot (weights, simulated position, latest signals) for Valkey."""
+        """JSON-able snapshot (weights, the account, latest signals) for Valkey."""
         return {
             "version": STATE_VERSION,
             "symbol": self.symbol,
             "weights": dict(self._weights),
-            "position": self._position,
-            "avg_price": self._avg_price,
-            "realized_pnl": self._realized,
-            "last_applied_seq": self._last_applied_seq,
+            **self.account.state(),
             "signals": [to_dict(s) for s in self._latest.values()],
         }
 
     def new_account(self) -> None:
-        """A fresh paper account (a new run): flat, no P&L, no fill seen, no signal held;
+        """A fresh account (a new run): flat, no P&L, no fill seen, no signal held;
         the learned weights stay."""
-        self._position, self._avg_price, self._realized = 0, 0.0, 0.0
-        self._last_applied_seq = None
+        self.account.reset()
         self._latest.clear()
 
     def load_state(self, d: dict) -> None:
-        """Restore :meth:`state`. Saved weights of voters no longer configured are
-        dropped; voters new since keep their initial weight; then renormalized and floored."""
+        """Restore :meth:`state`. Saved weights of the same voters are taken as they are.
+        Otherwise saved weights of voters no longer configured are dropped, voters new
+        since keep their initial weight, and the result is renormalized and floored."""
         if d.get("version") != STATE_VERSION or d.get("symbol") != self.symbol:
             raise ValueError(f"state is for {d.get('symbol')!r} version {d.get('version')!r}, "
                              f"expected {self.symbol!r} version {STATE_VERSION}")
@@ -358,20 +291,23 @@ class Coordinator:
         merged = {v: float(saved.get(v, w)) for v, w in self._weights.items()}
         if sum(merged.values()) <= 0:
             raise ValueError("state weights sum to 0")
-        self._weights = normalized_with_floor(merged, self.cfg.weight_floor)
-        self._position = int(d["position"])
-        self._avg_price = float(d["avg_price"])
-        self._realized = float(d["realized_pnl"])
-        self._last_applied_seq = d["last_applied_seq"]
+        # Saved weights were normalized and floored when saved: doing it again would move their
+        # last bits, and a restored coordinator would no longer decide and learn exactly as the
+        # one that saved. Only a changed voter set, or a floor raised since, needs it.
+        if set(saved) != set(merged) or abs(sum(merged.values()) - 1.0) > 1e-9 \
+                or min(merged.values()) < self.cfg.weight_floor:
+            merged = dict(zip(merged, normalized_with_floor(list(merged.values()), self.cfg.weight_floor)))
+        self._weights = merged
+        self.account.load_state(d)
         self._latest.clear()
         self.on_signals([from_dict(s) for s in d.get("signals", [])])
 
     def stats(self) -> dict:
         return {
             "weights": dict(self._weights),
-            "position": self._position,
-            "avg_price": self._avg_price,
-            "realized_pnl": self._realized,
+            "position": self.account.position,
+            "avg_price": self.account.avg_price,
+            "realized_pnl": self.account.realized_pnl,
             "latest_signals": len(self._latest),
             **dict(self._counts),
         }

@@ -31,7 +31,7 @@ import orjson
 import zmq
 
 from pipelines.adapters.bridge import protocol as P
-from pipelines.config import SYMBOL_RE
+from pipelines.model.settings import SYMBOL_RE
 from pipelines.model.messages import Event
 
 log = logging.getLogger(__name__)

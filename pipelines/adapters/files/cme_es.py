@@ -1,7 +1,6 @@
 """Import the CME E-mini S&P 500 (ES) Sierra Chart tape into the recorder layout.
 
-Input: ``cme_es_20220124_tbt.csv`` (see ``shared/data/README.md`` and
-``shared/docs/features.md`` §C.1): ``;``-separated, 95 columns,
+Input: ``cme_es_20220124_tbt.csv``: ``;``-separated, 95 columns,
 ``Date;Time;Sequence;DepthSequence;Price;Volume;TradeType;AskPrice;BidPrice;
 AskSize;BidSize;TotalAskDepth;TotalBidDepth;AskDOMPrice;BidDOMPrice;
 AskDOM_0;BidDOM_0;...;AskDOM_39;BidDOM_39``. It is the closest real analog we
@@ -38,7 +37,7 @@ Decisions, and why:
   ``BidDOMPrice - i*0.25`` with size ``BidDOM_i`` (ES tick 0.25), zero sizes
   skipped. **This interpretation of the DOM block is unverified** (the file has
   no documentation; the DOM block is also not synchronous with the L1 quote
-  fields, features.md §C.1). A snapshot that would be crossed/locked (best bid
+  fields). A snapshot that would be crossed/locked (best bid
   >= best ask) or has no level on either side is skipped and counted by reason.
   A one-sided book is kept (``BookSnapshot`` allows an empty side).
 - **Snapshot after the trade of the same row.** The row's quotes are

@@ -1,6 +1,6 @@
 """Import Profit's "Times & Trades" CSV export into the recorder layout replay reads.
 
-Format (``shared/docs/profitdll.md`` §6.1, ``original-system.md`` §8.2)::
+Format (as Profit writes it)::
 
     <ticker>,<date>,<time>,<trade_number>,<price>,<qty>,<vol>,<buy_agent>,<sell_agent>,<trade_type>,<aft>
     WINFUT,20240108,090038,10,132840.00000000,25,664200.0000,Capital,Capital,Auction,N
@@ -45,7 +45,7 @@ Decisions, and why:
   -> ``TradeType.UNKNOWN`` (32), counted with the text.
 - **Agents** are broker names in the export; ``Trade.buyer``/``seller`` are
   B3 participant ids. ``BROKER_IDS`` maps the few names whose id is known
-  (profitdll.md §2.4, from a community map, unverified); a numeric field is
+  (from a partial community map, unverified); a numeric field is
   taken as the id; any other name -> 0, counted (top names in the summary).
 - **vol** (financial volume) is not stored: ``Trade`` has no field for it
   and it is price x qty x contract multiplier.
@@ -127,8 +127,8 @@ TRADE_TYPE_NAMES: dict[str, TradeType] = {
     "cross": TradeType.CROSS, "direct": TradeType.CROSS, "direto": TradeType.CROSS,
 }
 
-# Broker name (normalized) -> B3 participant id. From profitdll.md §2.4 (a partial
-# community map, Finnkell/python-fin-env); unverified against B3's participant list.
+# Broker name (normalized) -> B3 participant id, from a partial community map;
+# unverified against B3's participant list, so unknown names map to 0 and are counted.
 BROKER_IDS: dict[str, int] = {
     "xp": 3, "xpinvestimentos": 3,
     "ubs": 8, "ubsbb": 8,

@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.config import RecorderConfig
+from pipelines.adapters.config import RecorderConfig
 from pipelines.model.messages import BookSnapshot, BookUpdate, Event, Trade
 
 log = logging.getLogger("quantumtrader.recorder")

@@ -38,11 +38,11 @@ from typing import Any, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.config import ReplayConfig
+from pipelines.adapters.config import ReplayConfig
 from pipelines.model.messages import Event
 from pipelines.adapters.base import MIN_WAIT_S
 from pipelines.adapters.files.recorder import MESSAGE_TYPES
-from pipelines.model.clock import SAO_PAULO, parse_time, to_ns
+from pipelines.model.clock import SAO_PAULO, day_bounds_ns, parse_time, to_ns
 
 log = logging.getLogger("quantumtrader.replay")
 
@@ -51,7 +51,7 @@ class ReplayError(ValueError):
     """The replay configuration cannot be satisfied (e.g. no recordings for a symbol)."""
 
 
-def _parse_bound(text: str | None, *, is_end: bool) -> int | None:
+def parse_bound(text: str | None, *, is_end: bool) -> int | None:
     """ns bound from an ISO date/datetime; a date-only end covers that whole day."""
     if text is None:
         return None
@@ -69,12 +69,6 @@ def _parse_bound(text: str | None, *, is_end: bool) -> int | None:
         raise ReplayError(f"replay.{'end' if is_end else 'start'}: {e}") from None
 
 
-def _day_bounds_ns(day: date) -> tuple[int, int]:
-    lo = datetime.combine(day, datetime.min.time(), tzinfo=SAO_PAULO)
-    hi = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=SAO_PAULO)
-    return to_ns(lo), to_ns(hi)
-
-
 class ReplaySource:
     """FeedSource over a recorded Parquet tree."""
 
@@ -85,8 +79,8 @@ class ReplaySource:
         # the last stored event time of each symbol).
         self._resume_after = dict(resume_after_ns or {})
         self.root = Path(cfg.path)
-        self._start = _parse_bound(cfg.start, is_end=False)
-        self._end = _parse_bound(cfg.end, is_end=True)
+        self._start = parse_bound(cfg.start, is_end=False)
+        self._end = parse_bound(cfg.end, is_end=True)
         if self._start is not None and self._end is not None and self._end <= self._start:
             raise ReplayError(f"replay.end ({cfg.end}) must be after replay.start ({cfg.start})")
         self._stats: dict[str, Any] = {
@@ -125,7 +119,7 @@ class ReplaySource:
                 if not files:
                     continue
                 any_file = True
-                lo, hi = _day_bounds_ns(day)
+                lo, hi = day_bounds_ns(day)
                 if (self._end is not None and lo >= self._end) or (self._start is not None and hi <= self._start):
                     continue
                 found.setdefault(day, []).extend(files)

@@ -1,4 +1,4 @@
-"""ProfitDLL loader and the market-data wrapper (docs/profitdll.md §1, §2, §5, §7).
+"""ProfitDLL loader and the market-data wrapper.
 
 Loading: ``WinDLL`` on Windows, ``CDLL`` elsewhere (the native test fake), always from an absolute
 path: the ``dll_path`` argument, else ``$PROFITDLL_PATH``, else an error naming both. A folder may
@@ -620,9 +620,7 @@ class ProfitDLL:
     def _on_state(self, state_type: int, result: int) -> None:
         try:
             ts = time.time_ns()
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            self.received["state"] += 1
+            self._enter("state")
             self.state[state_type] = result
             if not self._tearing_down and state_type in self.latched:
                 if result in READY_RESULTS[state_type]:
@@ -653,12 +651,20 @@ class ProfitDLL:
         fields = S.TRADE_LAYOUT.unpack_from(buf)
         return _tuple_new(RawTrade, (time.time_ns(), asset.Ticker or "", asset.Exchange or "", flags) + fields[1:])
 
+    def _enter(self, kind: str) -> int:
+        """Every callback's first step: know the DLL's thread, count the call, stamp the receive time."""
+        if get_ident() not in self._callback_idents:
+            self._new_thread()
+        self.received[kind] += 1
+        return time.time_ns()
+
+    def _received_trade(self, kind: str, asset, p_trade: int, flags: int) -> RawTrade | None:
+        self._enter(kind)
+        return self._translated(kind, asset, p_trade, flags)
+
     def _on_trade(self, asset, p_trade: int, flags: int) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            self.received["trade"] += 1
-            item = self._translated("trade", asset, p_trade, flags)
+            item = self._received_trade("trade", asset, p_trade, flags)
             if item is not None:
                 events = self.events  # _put, inlined: this runs once per trade
                 if len(events) < self.queue_max:
@@ -670,10 +676,7 @@ class ProfitDLL:
 
     def _on_history_trade(self, asset, p_trade: int, flags: int) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            self.received["history_trade"] += 1
-            item = self._translated("history_trade", asset, p_trade, flags)
+            item = self._received_trade("history_trade", asset, p_trade, flags)
             if item is not None:
                 self._put(self.history, item)
         except BaseException as e:
@@ -699,9 +702,7 @@ class ProfitDLL:
                  has_price, has_qty, has_date, has_offer_id, has_agent, date_text, p_sell, p_buy) -> None:
         try:
             ts = time.time_ns()
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            self.received["book"] += 1
+            self._enter("book")
             sell = self._take_offer_array(p_sell) if p_sell else None
             buy = self._take_offer_array(p_buy) if p_buy else None
             events = self.events  # _put, inlined: this runs once per book change
@@ -716,10 +717,7 @@ class ProfitDLL:
 
     def _on_daily(self, asset, date_text, *values) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            ts = time.time_ns()
-            self.received["daily"] += 1
+            ts = self._enter("daily")
             self._put(self.events, _tuple_new(RawDaily, (ts, asset.ticker or "", asset.bolsa or "", date_text or "")
                                               + values))
         except BaseException as e:
@@ -727,10 +725,7 @@ class ProfitDLL:
 
     def _on_progress(self, asset, progress: int) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            ts = time.time_ns()
-            self.received["progress"] += 1
+            ts = self._enter("progress")
             ticker = asset.ticker or ""
             self.history_progress[ticker] = progress
             self._put(self.history, RawProgress(ts, ticker, asset.bolsa or "", progress))
@@ -739,10 +734,7 @@ class ProfitDLL:
 
     def _on_invalid_ticker(self, asset) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            ts = time.time_ns()
-            self.received["invalid_ticker"] += 1
+            ts = self._enter("invalid_ticker")
             ticker = asset.Ticker or ""
             self.invalid_tickers[ticker] += 1
             self._put(self.events, RawInvalidTicker(ts, ticker, asset.Exchange or ""))
@@ -766,10 +758,7 @@ class ProfitDLL:
 
     def _on_depth(self, asset, side: int, position: int, update_type: int) -> None:
         try:
-            if get_ident() not in self._callback_idents:
-                self._new_thread()
-            ts = time.time_ns()
-            self.received["depth"] += 1
+            ts = self._enter("depth")
             asset_ref = byref(asset)
             levels: list[PriceLevel] = []
             if update_type in (0, 1, 3):  # add, edit, insert: the level at that position

@@ -1,6 +1,6 @@
 """ProfitDLL result codes (``NResult``) as named exceptions.
 
-Every code of docs/profitdll.md §5.1 has its own subclass of :class:`ProfitDLLError`, carrying the
+Every NL_* code the DLL documents has its own subclass of :class:`ProfitDLLError`, carrying the
 code, its hex form and the function that returned it, so callers can write
 ``except InvalidTickerError`` instead of comparing magic numbers.
 

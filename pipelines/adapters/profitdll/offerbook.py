@@ -1,6 +1,6 @@
 """ProfitDLL offer book (book by order): the V2 FullBook array parser and the book model.
 
-Array layout (docs/profitdll.md §2.5, V2 offer book), little endian, packed::
+Array layout (the DLL's V2 offer book), little endian, packed::
 
     header   int32 count, int32 total bytes (header and trailer included)
     entry    f64 price, i64 qty, i32 agent, i64 offer id, u16 n, n bytes of date text

@@ -58,11 +58,10 @@ from pipelines.adapters.profitdll.binding import (
 from pipelines.adapters.profitdll.errors import ProfitDLLError
 from pipelines.adapters.profitdll.offerbook import FULL_BOOK, BookError, OfferArrayError, OfferBook, parse_offer_orders_v2
 from pipelines.adapters.profitdll.structs import TC_IS_EDIT
-from pipelines.model.clock import SAO_PAULO, to_ns
+from pipelines.model.clock import NS_PER_MS, SAO_PAULO, to_ns
 
 log = logging.getLogger("quantumtrader.profitdll")
 
-NS_PER_MS = 1_000_000
 # Messages are built with tuple.__new__: the same immutable NamedTuple, without the generated
 # __new__'s argument handling (a third of the cost of building one per event).
 _tuple_new = tuple.__new__

@@ -1,4 +1,4 @@
-"""ctypes records and callback prototypes of ProfitDLL 4.0 (docs/profitdll.md §2.3, §3).
+"""ctypes records and callback prototypes of ProfitDLL 4.0, as the DLL's C headers lay them out.
 
 One platform switch: on Windows the DLL is ``stdcall`` (``WinDLL`` + ``WINFUNCTYPE``); elsewhere
 (the native test fake on Linux) ``CDLL`` + ``CFUNCTYPE``. On x64 there is only one calling
