@@ -16,12 +16,14 @@ an in-process stand-in when the actor classes are used as plain objects (tests).
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any, Protocol
 
 log = logging.getLogger("quantumtrader.peers")
 
 STALL_TIMEOUT_S = 2.0
+RELOOKUP_S = 1.0  # while calls fail, look the name up again at most this often (a lookup asks Ray's GCS)
 
 
 class Runtime(Protocol):
@@ -110,6 +112,11 @@ class Outbox:
     def stats(self) -> dict:
         return {"sent": self.sent, "failed": self.failed, "stalled": self.stalled, "inflight": len(self.refs)}
 
+    @property
+    def failing(self) -> bool:
+        """The last answers were failures (an outage under way)."""
+        return self._failing > 0
+
 
 class Peer:
     def __init__(self, ray: Runtime, name: str, namespace: str | None, max_inflight: int = 16):
@@ -118,12 +125,22 @@ class Peer:
         self.namespace = namespace
         self.box = Outbox(ray, max_inflight, name)
         self._handle = None
+        self._looked_up = 0.0
         self.lookup_errors = 0
+        self.relookups = 0
 
     def call(self, method: str, *args):
         """Send ``method(*args)``; its ObjectRef, or None (counted) when the actor cannot be reached now."""
         try:
+            now = time.monotonic()
+            if self._handle is not None and self.box.failing and now - self._looked_up >= RELOOKUP_S:
+                # Calls on a dead actor's handle are accepted and fail later, so a failing
+                # outbox is the only sign that the supervisor may have created a new actor
+                # under this name; while Ray restarts the same actor the lookup returns it again.
+                self._handle = None
+                self.relookups += 1
             if self._handle is None:
+                self._looked_up = now
                 self._handle = self._ray.get_actor(self.name, namespace=self.namespace)
             return self.box.send(getattr(self._handle, method), *args)
         except Exception as e:  # not created yet, or gone: look it up again next time
@@ -137,4 +154,4 @@ class Peer:
         self.box.drain(timeout_s)
 
     def stats(self) -> dict:
-        return {**self.box.stats(), "unreachable": self.lookup_errors}
+        return {**self.box.stats(), "unreachable": self.lookup_errors, "relookups": self.relookups}

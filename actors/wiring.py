@@ -210,7 +210,7 @@ class MarketDataGraph:
 
     def _feed_spec(self) -> ActorSpec:
         return ActorSpec(FEED, FeedActor, self.run.with_domain(self.cfg.feed),
-                         dict(routes=self.routes(), open_source=partial(make_source, self.cfg)),
+                         dict(routes=self.routes(), open_source=partial(make_source, self.cfg.feed, tuple(self.cfg.symbols))),
                          options=feed_options(self.cfg))
 
     def _wait_ready(self, names: list[str], timeout_s: float) -> None:

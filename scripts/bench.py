@@ -417,7 +417,7 @@ def profitdll_sink_run(cfg, sym: str, timeout_s: float) -> dict:
     ray.get(sink.__ray_ready__.remote())
     feed = ray.remote(FeedActor).options(name="feed", **opts).remote(
         ActorConfig.for_run(cfg, None, "bench").with_domain(cfg.feed), [Route("sink", sink, ALL_KINDS, None)],
-        open_source=partial(make_source, cfg))
+        open_source=partial(make_source, cfg.feed, tuple(cfg.symbols)))
     try:
         ray.get(feed.__ray_ready__.remote(), timeout=120)
         pids = profitdll_pids(feed, {"sink": sink})

@@ -1,4 +1,4 @@
-"""Run by tests/test_hmarl_cluster.py in its own process: the HMARL graph on a 3-node
+"""Run by tests/system/test_cluster_hmarl.py in its own process: the HMARL graph on a 3-node
 ``ray.cluster_utils.Cluster`` (a separate Ray from the test session's).
 
 Two worker nodes offer the custom resource ``agents``; the config asks the agents
@@ -21,18 +21,7 @@ import orjson  # noqa: E402
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-        except Exception:
-            v = None
-        if v:
-            return v
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+from tests.helpers import EPHEMERAL_PORTS, SESSION_START, WHILE_RESTARTING, ping_new, wait_for  # noqa: E402
 
 
 def main(model_dir: str) -> None:
@@ -52,9 +41,8 @@ def main(model_dir: str) -> None:
     cfg = config_from_dict({
         "namespace": "cluster-test",
         "symbols": [sym],
-        "feed": {"simulator": {"rate": 300, "speed": 10, "start": "2026-11-23T10:00:00-03:00"}},
-        "zmq": {**{f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape", "decision")},
-                "resource": "edges"},
+        "feed": {"simulator": {"rate": 300, "speed": 10, "start": SESSION_START}},
+        "zmq": {**EPHEMERAL_PORTS, "resource": "edges"},
         "recorder": {"enabled": True, "path": str(tmp / "rec")},  # default placement: the head node
         "hmarl": {"model_dir": model_dir, "horizon_s": 5, "decision_every_ms": 500, "scheduling": "spread",
                   "agent_resource": "agents"},
@@ -68,18 +56,20 @@ def main(model_dir: str) -> None:
         out["agent_nodes"] = {a: ray.get(g.handle(a).ping.remote())["node"] for a in agents}
         out["edge_nodes"] = {e: ray.get(g.handle(e).__ray_call__.remote(
             lambda self: ray.get_runtime_context().get_node_id())) for e in ("zmq_publisher", "analytics_publisher", "recorder")}
-        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > 10, 120, "decisions")
+        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > 10, 120, what="decisions", **WHILE_RESTARTING)
         victim = g.handle(agents[0])
-        wait_for(lambda: ray.get(victim.stats.remote())["learning"]["contexts"], 120, "learning")
+        wait_for(lambda: ray.get(victim.stats.remote())["learning"]["contexts"], 120, what="learning",
+                 **WHILE_RESTARTING)
         wait_for(lambda: sum(c["updates"] for c in ray.get(victim.stats.remote())["learning"]["contexts"].values()) > 0,
-                 120, "the agent to learn")
+                 120, what="the agent to learn", **WHILE_RESTARTING)
         time.sleep(1.0)
         before = ray.get(victim.ping.remote())
         at_kill = ray.get(coord.stats.remote())["decisions"]
         os.kill(before["pid"], signal.SIGKILL)
-        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > at_kill + 5, 120, "decisions after the kill")
-        after = wait_for(lambda: (p := ray.get(victim.ping.remote(), timeout=5))["incarnation"] != before["incarnation"] and p,
-                         120, "the agent's restart")
+        wait_for(lambda: ray.get(coord.stats.remote())["decisions"] > at_kill + 5, 120, what="decisions after the kill",
+                 **WHILE_RESTARTING)
+        after = wait_for(lambda: ping_new(victim, before["incarnation"]), 120, what="the agent's restart",
+                         **WHILE_RESTARTING)
         st = ray.get(victim.stats.remote())
         out.update(killed=agents[0], killed_node_before=before["node"], node_after=after["node"],
                    decisions_at_kill=at_kill, decisions_after=ray.get(coord.stats.remote())["decisions"],

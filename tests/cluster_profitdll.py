@@ -1,4 +1,4 @@
-"""Run by tests/test_profitdll_ray.py in its own process: ``feed.source: profitdll`` on a 3-node
+"""Run by tests/system/test_profitdll_feed.py in its own process: ``feed.source: profitdll`` on a 3-node
 ``ray.cluster_utils.Cluster`` (a separate Ray from the test session's).
 
     python tests/cluster_profitdll.py <fake dll .so> <work dir>
@@ -26,12 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from tests.cluster_hmarl import wait_for  # noqa: E402
-
-# Test-only values; the same as tests/test_profitdll_ray.py scans the logs for.
-CREDENTIALS = {"PROFIT_KEY": "key-Ω-4821-activation", "PROFIT_USER": "user-Ω-5530",
-               "PROFIT_PASSWORD": "pw-Ω-7319"}
-
+from tests.helpers import EPHEMERAL_PORTS, WHILE_RESTARTING, ping_new, wait_for  # noqa: E402
+from tests.profitdll_fake import CREDENTIALS  # noqa: E402
 
 
 def gone(pid: int) -> bool:
@@ -82,7 +78,7 @@ def main(dll: str, work: str) -> None:
         "symbols": [sym],
         "feed": {"source": "profitdll", "batch_max_ms": 5, "time_tolerance_ms": 3_600_000,
                  "profitdll": {"ready_timeout_s": 30, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}},
-        "zmq": {f"{k}_port": 0 for k in ("tick", "book", "flow", "footprint", "liquidity", "tape")},
+        "zmq": EPHEMERAL_PORTS,
         "recorder": {"enabled": False},
         "features": {"enabled": False},
         "hmarl": {"enabled": False},
@@ -108,7 +104,8 @@ def main(dll: str, work: str) -> None:
         nodes.append(dll_node)
         out["profitdll_node"] = dll_node.node_id
         cluster.wait_for_nodes()
-        wait_for(lambda: ray.cluster_resources().get("profitdll", 0) >= 1, 60, "the profitdll node")
+        wait_for(lambda: ray.cluster_resources().get("profitdll", 0) >= 1, 60, what="the profitdll node",
+                 **WHILE_RESTARTING)
 
         g = MarketDataGraph(cfg, url)
         g.start(timeout_s=120)
@@ -116,20 +113,23 @@ def main(dll: str, work: str) -> None:
         store = EventStore(connect(url))
         before = ray.get(feed.ping.remote())
         out["feed_node"] = before["node"]
-        wait_for(lambda: ray.get(feed.ping.remote())["events_out"] > 1000, 60, "events before the kill")
+        wait_for(lambda: ray.get(feed.ping.remote())["events_out"] > 1000, 60, what="events before the kill",
+                 **WHILE_RESTARTING)
         child = ray.get(feed.stats.remote())["source"]["child_pid"]
         out["events_before_kill"] = ray.get(feed.ping.remote())["events_out"]
         out["killed_pid"] = before["pid"]
         os.kill(before["pid"], signal.SIGKILL)
         out["stored_at_kill"] = store.last_seq(sym)
-        after = wait_for(lambda: (p := ray.get(feed.ping.remote(), timeout=5))["incarnation"] != before["incarnation"] and p,
-                         120, "the feed's restart")
+        after = wait_for(lambda: ping_new(feed, before["incarnation"]), 120, what="the feed's restart",
+                         **WHILE_RESTARTING)
         out["restarted_pid"] = after["pid"]
         out["incarnation_changed"] = after["incarnation"] != before["incarnation"]
         out["feed_node_after"] = after["node"]
-        wait_for(lambda: ray.get(feed.ping.remote())["events_out"] > 1000, 60, "events after the restart")
+        wait_for(lambda: ray.get(feed.ping.remote())["events_out"] > 1000, 60, what="events after the restart",
+                 **WHILE_RESTARTING)
         out["events_after_restart"] = ray.get(feed.ping.remote())["events_out"]
-        out["old_host_exited"] = bool(wait_for(lambda: gone(child), 20, "the killed actor's DLL host to exit"))
+        out["old_host_exited"] = bool(wait_for(lambda: gone(child), 20, what="the killed actor's DLL host to exit",
+                                               **WHILE_RESTARTING))
         final = g.shutdown(timeout_s=20)
         g = None
         out["feed_error"] = (final.get("feed") or {}).get("error")

@@ -1,7 +1,9 @@
-"""Shared fixtures: one Ray session, one embedded Valkey, the shared data folder.
+"""Shared fixtures: one Ray session, one embedded Valkey, servers of a test's own, the real
+data file, a trained model, the built fake ProfitDLL.
 
 Ray is started once per test session, lazily (only tests that ask for it pay),
 always with address="local" so it never attaches to a cluster already running.
+Plain helpers (paths, constants, ``wait_for``, builders) are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
-ES_FILE = SHARED_DATA / "cme_es_20220124_tbt.csv"
+from tests.helpers import ES_FILE, simulated_events
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,33 @@ def valkey_server(tmp_path_factory):
 
 
 @pytest.fixture()
+def own_valkey(tmp_path):
+    """Start an embedded Valkey of the test's own: ``own_valkey(password=None, port=0, start=True)``.
+
+    Only for a test that stops, kills or restarts the server, needs a password, or needs a
+    keyspace no other test writes to; the rest share ``valkey_server``. Each server gets a data
+    dir under ``tmp_path`` (the first ``valkey``, then ``valkey-2``...); with ``start=False`` it
+    is created on ``port`` but not started (a server that is down from the beginning). Every
+    server this made is killed when the test ends, whatever the test did.
+    """
+    from pipelines.persistence.server import EmbeddedValkey
+
+    servers: list[EmbeddedValkey] = []
+
+    def make(password: str | None = None, port: int = 0, *, start: bool = True) -> EmbeddedValkey:
+        name = "valkey" if not servers else f"valkey-{len(servers) + 1}"
+        server = EmbeddedValkey(tmp_path / name, port=port, password=password)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
 def es_file() -> Path:
     if not ES_FILE.exists():
         pytest.skip(f"real data not available: {ES_FILE} (../shared/data is absent)")
@@ -64,19 +91,6 @@ def client(valkey_server):
     c.close()
 
 
-def simulated_events(seed: int, rate: float, max_events: int, symbol: str = "WDOZ26",
-                     start: str = "2026-11-23T10:00:00-03:00") -> list:
-    """A seeded simulator day as fast as possible, seq-stamped per symbol as the feed does."""
-    from pipelines.adapters.config import SimulatorConfig
-    from pipelines.adapters.simulator import MarketSimulator
-
-    sim = MarketSimulator(SimulatorConfig(seed=seed, rate=rate, speed=0.0, start=start, max_events=max_events), [symbol])
-    events: list = []
-    while not sim.exhausted:
-        events.extend(sim.poll(5000))
-    return [e._replace(seq=i + 1) for i, e in enumerate(events)]
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """A small XGBoost model trained on simulator features (another seed than the run)."""
@@ -91,3 +105,11 @@ def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     train_model([m for m in out if type(m) is FeatureVector], 5 * ns_per_s, d, "sim-test")
     return d
+
+
+@pytest.fixture(scope="session")
+def fake_so():
+    """The native fake ProfitDLL, built once (skips where it cannot be built)."""
+    from tests.profitdll_fake import fake_dll_or_skip
+
+    return fake_dll_or_skip()

@@ -11,6 +11,7 @@
   tab-separated line per callback; format in the C file's header).
 - :class:`FakeDebug` reads the fake's debug exports (thread alive, outstanding FullBook
   allocations...).
+- :data:`CREDENTIALS` are the login values the graph tests give the fake and then search for.
 
 All behaviour switches are ``FAKE_PROFITDLL_*`` environment variables read at init (see the C
 file's header); :data:`ENV_PREFIX` and :func:`fake_env` help build them.
@@ -28,6 +29,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+# Login values for the fake, distinctive on purpose: any occurrence in a log file, a Ray session
+# dir or Valkey is a leak, not a coincidence.
+CREDENTIALS = {"PROFIT_KEY": "key-Ω-4821-activation", "PROFIT_USER": "user-Ω-5530",
+               "PROFIT_PASSWORD": "pw-Ω-7319"}
 
 SOURCE = Path(__file__).resolve().parent / "fake_profitdll" / "fake_profitdll.c"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / "_build" / "fake_profitdll"

