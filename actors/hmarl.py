@@ -38,6 +38,7 @@ import uuid
 from actors.config import ActorConfig, ValkeyLink
 from actors.peers import Peer, node_id
 from pipelines.config import HmarlConfig
+from pipelines.data.sequencing import SlotGate
 from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
@@ -248,7 +249,7 @@ class CoordinatorActor(_HmarlActor):
         self.coordinator = paper_coordinator(symbol, list(voters), ConsensusConfig.from_hmarl(cfg),
                                              limits=RiskLimits.from_hmarl(cfg))
         self.every_ns = int(cfg.decision_every_ms * 1_000_000)
-        self.last_slot = -1  # the decision-clock slot decided last (ts // every_ns)
+        self.slots = SlotGate()  # decision-clock slots (ts // every_ns) decided, once each
         self._restore()
         self.market: dict[str, float] = {}
         self.publisher = self._peer(publisher) if publisher else None
@@ -272,7 +273,7 @@ class CoordinatorActor(_HmarlActor):
             log.error("%s: saved state ignored: %s", self._owner(), self.restore_error)
             return
         if state.get("run_id") == self.run_id:
-            self.last_slot = int(state.get("last_slot", -1))
+            self.slots.load_state(state)
         else:
             self.coordinator.new_account()
             log.info("%s: new run %s: weights restored, paper account starts flat", self._owner(), self.run_id)
@@ -294,11 +295,9 @@ class CoordinatorActor(_HmarlActor):
                 v = m.values
                 self.market.update({k: v.get(k) for k in ("spread_ticks", "depth", "book_imbalance", "liquidity_score")})
             elif t is FeatureVector:
-                slot = m.ts_event // self.every_ns
-                if slot <= self.last_slot:
+                if not self.slots.admit(m.ts_event // self.every_ns):
                     self.skipped += 1
                     continue
-                self.last_slot = slot
                 d = self.coordinator.decide(m.ts_event, m.seq, m.price, dict(self.market))._replace(ts_recv=m.ts_recv)
                 self.coordinator.apply_decision(d)
                 made.append(d)
@@ -307,7 +306,7 @@ class CoordinatorActor(_HmarlActor):
             self._report(made[-1].ts_event)
         if self.store is not None:
             self.store.store_agent_state(self._owner(), "state",
-                                         {**self.coordinator.state(), "run_id": self.run_id, "last_slot": self.last_slot})
+                                         {**self.coordinator.state(), "run_id": self.run_id, **self.slots.state()})
             if made:  # stored before the round returns: a SIGKILL now loses no decision (Ray re-runs the round)
                 self.store.commit()
         return made

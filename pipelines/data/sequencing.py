@@ -89,3 +89,39 @@ class ResendWindow:
         complete = self._evicted_upto.get(symbol, 0) <= position
         evs = [e for e in self._events if e.symbol == symbol and e.seq > position and want(e)]
         return evs, complete
+
+
+class SlotGate:
+    """Decision-clock slots decided once each, even when rounds come back out of order.
+
+    Ray re-runs the rounds a restarted actor had queued, and not always in the order they
+    were submitted: a "highest slot so far" rule would then drop the earlier rounds for
+    good. The gate also remembers the slots it jumped over within the last ``window``
+    slots (a re-run reaches back only as far as the rounds in flight), decides them when
+    they come, and refuses any slot decided already.
+    """
+
+    def __init__(self, window: int = 64):
+        self.window = window
+        self.last = -1  # the highest slot decided
+        self.open: set[int] = set()  # slots below ``last`` not decided yet, within the window
+
+    def admit(self, slot: int) -> bool:
+        """True (and the slot counts as decided) if ``slot`` was not decided before."""
+        if slot > self.last:
+            if self.last >= 0:  # nothing is known to be open before the first slot
+                self.open.update(range(max(self.last + 1, slot - self.window), slot))
+            self.last = slot
+            self.open = {s for s in self.open if s >= slot - self.window}
+            return True
+        if slot in self.open:
+            self.open.discard(slot)
+            return True
+        return False
+
+    def state(self) -> dict:
+        return {"last_slot": self.last, "open_slots": sorted(self.open)}
+
+    def load_state(self, d: dict) -> None:
+        self.last = int(d.get("last_slot", -1))
+        self.open = {int(s) for s in d.get("open_slots", ())}

@@ -1,7 +1,7 @@
 """The sequence protocol: dedupe, gap detection, resend windows."""
 
 from pipelines.model.messages import Trade
-from pipelines.data.sequencing import ResendWindow, SeqGate
+from pipelines.data.sequencing import ResendWindow, SeqGate, SlotGate
 
 
 def t(sym, seq):
@@ -73,3 +73,18 @@ def test_end_to_end_restart_recovers_every_event_in_order():
         received.extend(out)
         sent_upto = batch[-1].seq
     assert [e.seq for e in received] == list(range(1, 301))
+
+
+def test_slot_gate_decides_rounds_that_come_back_out_of_order_once_each():
+    gate = SlotGate(window=4)
+    assert gate.admit(100)  # the first slot: nothing before it counts as open
+    assert not gate.admit(99)
+    # A restart re-runs 101..103, and 103 comes first: 101 and 102 are still decided, once.
+    assert [gate.admit(s) for s in (103, 101, 102, 101, 103, 102)] == [True, True, True, False, False, False]
+    # A jump of 10 slots keeps only the last 4 open (a re-run never reaches further back).
+    assert gate.admit(113)
+    assert gate.state() == {"last_slot": 113, "open_slots": [109, 110, 111, 112]}
+    assert [gate.admit(s) for s in (108, 109, 112)] == [False, True, True]
+    restored = SlotGate(window=4)
+    restored.load_state(gate.state())
+    assert [restored.admit(s) for s in (110, 110, 111, 112, 113, 114)] == [True, False, True, False, False, True]
