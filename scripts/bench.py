@@ -256,6 +256,27 @@ def bench_features(args) -> None:
         emit(bench="features", metric=metric, value=round(float(value), 3), unit=unit)
 
 
+def bench_execution(args) -> None:
+    """The simulated exchange alone: book and trade events/s with resting orders, on one core
+    (the loop's CPU time). Runs are interleaved (10, 100, 10, 100, ...) so a change in the
+    machine's speed hits both sizes alike; the last line per size is the median of the runs."""
+    import statistics
+
+    from pipelines.execution.benchmark import bench_exchange
+
+    rates: dict[int, list[float]] = {n: [] for n in args.orders}
+    for r in range(args.repeats):
+        for n in args.orders:
+            out = bench_exchange(n_events=args.events, n_orders=n, seed=13 + r)
+            rates[n].append(out["events_per_s"])
+            emit(bench="execution", run=r, resting_orders=n, events=args.events,
+                 events_per_s=round(out["events_per_s"]), us_per_event=round(out["us_per_event"], 3),
+                 wall_events_per_s=round(out["wall_events_per_s"]), fills=out["fills"])
+    for n, rs in rates.items():
+        emit(bench="execution", summary="median", resting_orders=n, runs=len(rs),
+             events_per_s=round(statistics.median(rs)), min=round(min(rs)), max=round(max(rs)))
+
+
 def profitdll_expected(rows: list[dict]) -> int:
     """Events the session must deliver for the fake's sent log: every non-edit trade, and a
     snapshot per offer-book callback once its ticker has an exchange time (a trade, or an add's date)."""
@@ -535,6 +556,11 @@ def main(argv=None) -> int:
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)
     pf.add_argument("--naive", type=int, default=300)
+    pe = sub.add_parser("execution", help="simulated exchange: book and trade events/s with resting orders")
+    pe.add_argument("--events", type=int, default=200_000)
+    pe.add_argument("--orders", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100],
+                    help="resting orders per run, comma-separated (default: 10,100)")
+    pe.add_argument("--repeats", type=int, default=3)
     pl = sub.add_parser("profitdll", help="fake ProfitDLL -> bridge child -> FeedActor: events/s, loss, latency")
     pl.add_argument("--events", type=int, default=200_000, help="market callbacks the fake sends per run")
     pl.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",")], default=[0, 53_000],
@@ -552,6 +578,8 @@ def main(argv=None) -> int:
         bench_decisions(args)
     elif args.bench == "profitdll":
         bench_profitdll(args)
+    elif args.bench == "execution":
+        bench_execution(args)
     return 0
 
 

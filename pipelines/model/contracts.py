@@ -56,10 +56,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
-from pipelines.model.clock import sao_paulo_date
+from pipelines.model.clock import SAO_PAULO, sao_paulo_date, session_bounds_ns, to_ns
 
 
 class CalendarError(ValueError):
@@ -316,3 +316,23 @@ def resolve_symbol(symbol: str, on: date | datetime | None = None) -> str:
         )
     year, month = front_contract(root, on)
     return contract_code(root, year, month)
+
+
+CALENDAR_B3, CALENDAR_WEEKDAYS = "b3", "weekdays"  # "weekdays": every Monday-Friday (simulated sessions)
+CALENDARS = (CALENDAR_B3, CALENDAR_WEEKDAYS)
+ASH_WEDNESDAY_OPEN = time(13, 0)  # B3's derivatives open late on Ash Wednesday
+
+
+def trading_session(day: date, calendar: str = CALENDAR_B3) -> tuple[int, int] | None:
+    """``day``'s session as (open_ns, close_ns) in event time, or None when there is none (a
+    weekend or, on the B3 calendar, a holiday). Raises :class:`CalendarError` for a year the
+    B3 calendar does not know: trading code treats that as closed, the safe side."""
+    if day.weekday() >= 5:
+        return None
+    open_ns, close_ns = session_bounds_ns(day)
+    if calendar == CALENDAR_B3:
+        if not is_business_day(day):
+            return None
+        if day == ash_wednesday(day.year):
+            open_ns = to_ns(datetime.combine(day, ASH_WEDNESDAY_OPEN, tzinfo=SAO_PAULO))
+    return open_ns, close_ns
