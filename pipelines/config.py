@@ -32,6 +32,7 @@ from pipelines.edges.config import ZmqConfig
 from pipelines.features.config import FeaturesConfig
 from pipelines.model.settings import INT32_MAX, INT64_MAX, SYMBOL_RE, bounded, choices
 from pipelines.persistence.config import ValkeyConfig
+from pipelines.risk.config import RiskConfig, account_problem
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 HOST_RE = re.compile(r"^[A-Za-z0-9._:*\[\]-]+$")  # a host name, an IPv4/IPv6 address or * (no spaces, no scheme)
@@ -127,6 +128,7 @@ class AppConfig:
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     hmarl: HmarlConfig = field(default_factory=HmarlConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)  # the risk engine and kill switch (scripts/ctl.py)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
@@ -342,6 +344,9 @@ def _check_cross_fields(cfg: AppConfig) -> None:
             raise ConfigError(f"hmarl.agents[{i}]", f"unknown agent {agent!r} (known: {', '.join(AGENTS)})")
         if agent in cfg.hmarl.agents[:i]:
             raise ConfigError(f"hmarl.agents[{i}]", f"{agent} is listed twice; one actor per agent and symbol")
+    problem = account_problem(cfg.risk.account)
+    if problem is not None:
+        raise ConfigError("risk.account", problem)
     if cfg.hmarl.enabled and not cfg.features.enabled:
         raise ConfigError("hmarl.enabled", "the agents read the FeatureEngine's output: set features.enabled: true")
     if cfg.feed.simulator.start is not None:

@@ -39,7 +39,7 @@ from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.model.clock import SAO_PAULO, from_ns  # noqa: E402
 from pipelines.persistence.connection import CONN_ERRORS, connect, redact, resolve_password  # noqa: E402
 from pipelines.persistence.risk_store import RiskStateUnavailable, read_state, send_command  # noqa: E402
-from pipelines.risk.config import RiskConfig, account_problem  # noqa: E402
+from pipelines.risk.config import account_problem  # noqa: E402
 
 log = logging.getLogger("quantumtrader.ctl")
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config)
-        risk = getattr(cfg, "risk", None) or RiskConfig()
+        risk = cfg.risk
         account = args.account if args.account is not None else risk.account
         problem = account_problem(account)
         if problem is not None:

@@ -26,7 +26,6 @@ with a plain client (the module functions, which ``ctl.py`` uses without a write
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -35,6 +34,7 @@ import valkey
 
 from pipelines.model.messages import to_dict
 from pipelines.model.orders import RiskEvent
+from pipelines.model.settings import ACCOUNT_RE
 from pipelines.persistence.connection import CONN_ERRORS, RateLimit, connect, redact, suppressed_note
 from pipelines.persistence.write_behind import WriteBehind
 
@@ -47,7 +47,6 @@ RISK_STREAM = "hmarl:risk:stream"
 SEEN_KEY = "hmarl:risk:stream:seen"
 SEEN_TTL_S = 86_400
 COMMANDS_MAXLEN = 1_000
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # one key part: no ':' and no spaces
 
 # KEYS: stream, seen   ARGV: writer, event number, maxlen, json, seen TTL (s)
 _APPEND_ONCE_LUA = """
@@ -67,7 +66,7 @@ class RiskStateUnavailable(Exception):
 
 
 def _check_account(account: Any) -> str:
-    if not isinstance(account, str) or not _ACCOUNT.match(account) or account == "stream":
+    if not isinstance(account, str) or not ACCOUNT_RE.match(account) or account == "stream":
         raise ValueError(f"bad account name {account!r}: 1-32 letters, digits, '_' or '-', not 'stream'")
     return account
 

@@ -7,14 +7,13 @@ comment says so.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from pipelines.model.settings import INT32_MAX, bounded, choices
+from pipelines.model.contracts import CALENDAR_B3, CALENDARS
+from pipelines.model.settings import ACCOUNT_RE, INT32_MAX, bounded, choices
 
 # Account names become Valkey key parts (hmarl:risk:<account>): no separators, and not the
 # name of the other key directly under hmarl:risk: (the events stream).
-ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 RESERVED_ACCOUNTS = frozenset({"stream"})
 
 
@@ -50,7 +49,7 @@ class RiskConfig:
     session_hours: bool = True  # no new entries outside the session
     # b3: weekdays that are not B3 holidays (pipelines/model/contracts.py); weekdays: every
     # weekday, for simulated sessions laid out on any date.
-    calendar: str = field(default="b3", metadata=choices("b3", "weekdays"))
+    calendar: str = field(default=CALENDAR_B3, metadata=choices(*CALENDARS))
 
     # -- account limits (re-evaluated on every mark and fill) ----------------------------
     # Day P&L net of fees, realized + unrealized: at -max_daily_loss x reducing_at only

@@ -46,6 +46,10 @@ def test_default_config_loads_with_the_documented_defaults():
         ({"feed": {"profitdll": {"password": "x"}}}, "feed.profitdll.password", "unknown key"),
         ({"hmarl": {"ml_allow_other_market": "yes"}}, "hmarl.ml_allow_other_market", "true or false"),
         ({"hmarl": {"ml_allow_other_markets": True}}, "hmarl.ml_allow_other_markets", "did you mean ml_allow_other_market"),
+        ({"risk": {"account": "my account"}}, "risk.account", "letters, digits"),
+        ({"risk": {"reducing_at": 0}}, "risk.reducing_at", "must be >= 0.01"),
+        ({"risk": {"calendar": "nyse"}}, "risk.calendar", "must be one of b3, weekdays"),
+        ({"hmarl": {"retention_days": -1}}, "hmarl.retention_days", "must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(raw, key, fragment):
