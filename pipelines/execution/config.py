@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipelines.execution.costs import CostsConfig
+from pipelines.execution.policy_config import PolicyConfig
 from pipelines.model.settings import INT64_MAX, bounded, choices
 
 CONSTANT, LOGNORMAL, EMPIRICAL = "constant", "lognormal", "empirical"
@@ -57,3 +58,14 @@ class ExchangeConfig:
     market_data_latency: LatencyConfig = field(default_factory=LatencyConfig)
     seed: int = field(default=13, metadata=bounded(0, INT64_MAX))
     costs: CostsConfig = field(default_factory=CostsConfig)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """One account's execution (:class:`pipelines.execution.engine.ExecutionEngine`): how its
+    decisions become orders (``policy``) and the venue they are sent to (``exchange``: the
+    simulated one, for paper trading and backtests)."""
+
+    account: str = "paper"  # the account's name, one Valkey key part (hmarl:position:<account>:<SYM>)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
