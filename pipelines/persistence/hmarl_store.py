@@ -131,7 +131,10 @@ _PREFIX_FAMILIES = tuple((p.encode(), name) for p, name in (
     ("hmarl:decision:", "decision"), ("hmarl:feedback:", "feedback"), ("hmarl:signal:", "signal"),
     ("hmarl:agent:", "agent"), ("hmarl:performance:", "performance"), ("hmarl:pattern:", "pattern"),
     ("hmarl:patterns:", "pattern_index"), ("hmarl:metrics:", "metrics"), ("hmarl:flow_state:", "flow_state"),
-    ("hmarl:flow_history:", "flow_history")))
+    ("hmarl:flow_history:", "flow_history"),
+    # the trading and risk records (trading_store.py, risk_store.py own them): counted, not "other"
+    ("hmarl:order:", "order"), ("hmarl:orders:", "orders"), ("hmarl:fills:", "fills"),
+    ("hmarl:position:", "position"), ("hmarl:positions:", "position_index"), ("hmarl:risk:", "risk")))
 
 # -- Lua: one atomic, replay-safe script per record -------------------------------
 
