@@ -43,7 +43,7 @@ from pipelines.features.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.model.messages import Event, FlowState
 from pipelines.data.sequencing import BatchReply, SeqGate
-from pipelines.model.clock import NS_PER_MIN
+from pipelines.model.clock import NS_PER_MIN, NS_PER_MS
 
 log = logging.getLogger("quantumtrader.features")
 
@@ -65,7 +65,7 @@ class FeatureEngine:
         self.gate = SeqGate()
         ns, max_inflight = cfg.namespace, cfg.domain.max_inflight
         self.publisher = Peer(ray, publisher, ns, max_inflight) if publisher else None
-        self.rounds = DecisionRounds(ray, ns, int(rounds.every_ms * 1_000_000), max_inflight, agents=rounds.agents,
+        self.rounds = DecisionRounds(ray, ns, int(rounds.every_ms * NS_PER_MS), max_inflight, agents=rounds.agents,
                                      ml=rounds.ml, coordinator=rounds.coordinator,
                                      feedback=rounds.feedback) if rounds else None
         self.accepted = 0
@@ -87,8 +87,8 @@ class FeatureEngine:
 
     def _new_analytics(self, tick_size: float) -> SymbolAnalytics:
         c = self.cfg
-        return SymbolAnalytics(self.symbol, tick_size, vector_every_ns=int(c.vector_every_ms * 1_000_000),
-                               state_every_ns=int(c.state_every_ms * 1_000_000), vpin_bucket_volume=c.vpin_bucket_volume)
+        return SymbolAnalytics(self.symbol, tick_size, vector_every_ns=int(c.vector_every_ms * NS_PER_MS),
+                               state_every_ns=int(c.state_every_ms * NS_PER_MS), vpin_bucket_volume=c.vpin_bucket_volume)
 
     def _restore(self, url: str, password: str | None) -> None:
         """Warm the windows from the Valkey streams (Valkey down: start cold, say so)."""

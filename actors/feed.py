@@ -24,6 +24,7 @@ from actors.config import ActorConfig
 from actors.peers import Runtime, node_id, reconstructed
 from pipelines.adapters.base import FeedSource
 from pipelines.adapters.config import FeedConfig
+from pipelines.model.clock import NS_PER_MS, NS_PER_S
 from pipelines.model.messages import Event
 from pipelines.data.sequencing import BatchReply, ResendWindow
 from pipelines.data.validation import Validator
@@ -72,9 +73,9 @@ class FeedActor:
         self.incarnation = uuid.uuid4().hex
         f = cfg.domain
         live = f.source in ("profitdll", "bridge")  # only there is ts_recv the wall clock of the event's arrival
-        self.validator = Validator(int(f.time_tolerance_ms * 1_000_000), symbols=cfg.symbols,
-                                   max_ahead_ns=int(f.max_ahead_s * 1e9) if live else None,
-                                   max_forward_gap_ns=int(f.max_forward_gap_s * 1e9), confirm_events=f.confirm_events)
+        self.validator = Validator(int(f.time_tolerance_ms * NS_PER_MS), symbols=cfg.symbols,
+                                   max_ahead_ns=int(f.max_ahead_s * NS_PER_S) if live else None,
+                                   max_forward_gap_ns=int(f.max_forward_gap_s * NS_PER_S), confirm_events=f.confirm_events)
         self.window = ResendWindow(f.resend_window_events)
         self.routes: dict[str, Route] = {}
         self.sent_upto: dict[str, dict[str, int]] = {}
@@ -218,7 +219,7 @@ class FeedActor:
         gc.set_threshold(20_000, 50, 100)
         fcfg = self.cfg.domain
         max_events = fcfg.batch_max_events
-        max_wait_ns = int(fcfg.batch_max_ms * 1_000_000)
+        max_wait_ns = int(fcfg.batch_max_ms * NS_PER_MS)
         pending: list[Event] = []
         first_at = 0
         next_reap = 0
@@ -226,7 +227,7 @@ class FeedActor:
         # grouped over bulk_batch_ms: fewer calls, the costliest part of a batch.
         bulk: list[Event] = []
         bulk_since = time.monotonic_ns()
-        bulk_wait_ns = int(fcfg.bulk_batch_ms * 1_000_000)
+        bulk_wait_ns = int(fcfg.bulk_batch_ms * NS_PER_MS)
         max_bulk = max(max_events, fcfg.bulk_batch_max_events)
         seq = self.seq
         wait = getattr(self.source, "wait", None) or time.sleep
@@ -267,7 +268,7 @@ class FeedActor:
                     # Until the batch is due, or (nothing pending) the next look at the replies;
                     # the source wakes us earlier when events come.
                     wait_ns = max_wait_ns - (now - first_at) if pending else REAP_EVERY_NS
-                    wait(min(max(wait_ns, 200_000), REAP_EVERY_NS) / 1e9)
+                    wait(min(max(wait_ns, 200_000), REAP_EVERY_NS) / NS_PER_S)
             self._send_last(pending, bulk)
         except Exception as e:  # keep the actor alive and report; the supervisor sees it in ping()
             self.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]

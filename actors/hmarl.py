@@ -39,7 +39,7 @@ from actors.config import ActorConfig, ValkeyLink
 from actors.peers import Peer, node_id
 from pipelines.config import HmarlConfig
 from pipelines.data.sequencing import SlotGate
-from pipelines.model.clock import NS_PER_S
+from pipelines.model.clock import NS_PER_MS, NS_PER_S
 from pipelines.model.messages import Decision, FeatureVector, FlowState, LiquidityState, Signal
 
 log = logging.getLogger("quantumtrader.hmarl")
@@ -248,7 +248,7 @@ class CoordinatorActor(_HmarlActor):
 
         self.coordinator = paper_coordinator(symbol, list(voters), ConsensusConfig.from_hmarl(cfg),
                                              limits=RiskLimits.from_hmarl(cfg))
-        self.every_ns = int(cfg.decision_every_ms * 1_000_000)
+        self.every_ns = int(cfg.decision_every_ms * NS_PER_MS)
         self.slots = SlotGate()  # decision-clock slots (ts // every_ns) decided, once each
         self._restore()
         self.market: dict[str, float] = {}

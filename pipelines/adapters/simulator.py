@@ -64,7 +64,7 @@ import numpy as np
 from pipelines.adapters.config import SimulatorConfig
 from pipelines.model.messages import BookSnapshot, Event, Trade, TradeType
 from pipelines.adapters.base import MIN_WAIT_S
-from pipelines.model.clock import SAO_PAULO, from_ns, next_session_day, parse_time, session_bounds_ns, to_ns
+from pipelines.model.clock import NS_PER_S, SAO_PAULO, from_ns, next_session_day, parse_time, session_bounds_ns, to_ns
 
 # B3 broker (agent) codes, most active first; popularity is Zipf-like.
 # 3 XP, 308 Clear, 386 Rico, 85 BTG, 120 Genial, 72 Bradesco, 27 Santander,
@@ -142,7 +142,7 @@ class _SymbolSim:
         self.base = round(cfg.base_price / cfg.tick_size)
         self.band = max(4.0, 0.03 * cfg.base_price / cfg.tick_size)  # ticks per unit of reversion
         rng = np.random.default_rng(_stable_seed(cfg.seed, symbol, resume_after))
-        mean_gap = 1e9 / cfg.rate
+        mean_gap = NS_PER_S / cfg.rate
         self.u = _stream(lambda: rng.random(BLOCK))
         self.gap = _stream(lambda: np.rint(rng.exponential(mean_gap, BLOCK)).astype(np.int64))
         self.order = _stream(lambda: _order_sizes(rng, BLOCK))
@@ -172,7 +172,7 @@ class _SymbolSim:
             to = (self.regime + 1 + (next(self.u) < 0.5)) % 3
         self.regime = to
         self.share, mean_s = REGIMES[to]
-        self.regime_end = self.active + int(-mean_s * 1e9 * math.log(1.0 - next(self.u)))
+        self.regime_end = self.active + int(-mean_s * NS_PER_S * math.log(1.0 - next(self.u)))
 
     def _trade(self, out: list, now: int, k: int, qty: int, code: int) -> None:
         self.trade_id += 1
@@ -383,7 +383,7 @@ class MarketSimulator:
         if self._closed or self._pending or self._speed <= 0 or self._wall0 is None:
             return
         due_ns = self._wall0 + min(sim.active for sim in self._sims) / self._speed - time.monotonic_ns()
-        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / 1e9)))
+        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / NS_PER_S)))
 
     def close(self) -> None:
         self._closed = True

@@ -31,6 +31,7 @@ from collections import Counter
 from typing import Iterable, NamedTuple
 
 from pipelines.alpha.learning import REWARD_SCALE_TICKS
+from pipelines.model.clock import NS_PER_MIN
 from pipelines.model.instruments import UnknownInstrument, instrument_for, point_value_for
 from pipelines.model.messages import Decision, Feedback, Signal, signal_problem
 
@@ -111,7 +112,7 @@ class FeedbackSystem:
         *,
         reward_scale_points: float | None = None,
         point_value: float | None = None,
-        min_history_ns: int = 60 * 10**9,
+        min_history_ns: int = NS_PER_MIN,
         max_history: int = 1_000_000,
         journal: bool = False,
     ) -> None:

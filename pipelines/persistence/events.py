@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 import valkey
 from valkey.exceptions import ResponseError
 
+from pipelines.model.clock import NS_PER_MS
 from pipelines.model.messages import Event
 from pipelines.persistence.codec import EventCodec, decode_fields, event_codec, resp_bulk, resp_command
 from pipelines.persistence.config import ValkeyConfig
@@ -338,7 +339,7 @@ class EventStore:
         if t1_ns <= t0_ns:
             return
         keys, wanted = self._streams(symbol, kinds)
-        lo = str(max(0, t0_ns // 1_000_000))
+        lo = str(max(0, t0_ns // NS_PER_MS))
         hi = str((t1_ns - 1) // 1_000_000 + self.lateness_ms)
         for key in keys:
             for _id, fields in self._scan(key, lo, hi):
@@ -364,7 +365,7 @@ class EventStore:
         """All ``kind`` events with ``ts_event >= t0_ns``, in stream (seq) order."""
         wanted = kind.encode()
         out = []
-        for _id, fields in self._scan(stream_key(kind, symbol), str(max(0, t0_ns // 1_000_000)), "+"):
+        for _id, fields in self._scan(stream_key(kind, symbol), str(max(0, t0_ns // NS_PER_MS)), "+"):
             if fields.get(b"kind") == wanted:
                 ev = decode_fields(fields)
                 if ev.ts_event >= t0_ns:

@@ -31,6 +31,7 @@ import orjson
 import zmq
 
 from pipelines.adapters.bridge import protocol as P
+from pipelines.model.clock import NS_PER_S
 from pipelines.model.settings import SYMBOL_RE
 from pipelines.model.messages import Event
 
@@ -187,7 +188,7 @@ class BridgeServer:
             if self._pending_n and (self._pending_n >= max_events or now_ns - self._pending_since >= self.batch_max_ns
                                     or self._exhausted):
                 self._flush()
-            now = now_ns / 1e9
+            now = now_ns / NS_PER_S
             if now >= next_hb:
                 self._heartbeat()
                 next_hb = now + self.heartbeat_s

@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipelines.model.messages import BookSnapshot, Event, Trade, TradeType
 from pipelines.adapters.files.recorder import write_events
-from pipelines.model.clock import to_ns
+from pipelines.model.clock import NS_PER_MS, NS_PER_US, to_ns
 
 ES_TICK = 0.25
 DOM_LEVELS = 40
@@ -94,7 +94,7 @@ def parse_es_time(date_str: str, time_str: str, tz: str = "UTC") -> int:
             f"bad ES time fraction {time_str!r}: expected 4-6 digits (milliseconds unpadded + 3-digit counter)"
         )
     ms, counter = int(frac[:-3]), int(frac[-3:])
-    return to_ns(second) + ms * 1_000_000 + counter * 1_000
+    return to_ns(second) + ms * NS_PER_MS + counter * NS_PER_US
 
 
 def _dom_snapshot(symbol: str, ts: int, row: dict[str, str]) -> tuple[BookSnapshot | None, str | None]:

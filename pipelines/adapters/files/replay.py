@@ -42,7 +42,7 @@ from pipelines.adapters.config import ReplayConfig
 from pipelines.model.messages import Event
 from pipelines.adapters.base import MIN_WAIT_S
 from pipelines.adapters.files.recorder import MESSAGE_TYPES
-from pipelines.model.clock import SAO_PAULO, day_bounds_ns, parse_time, to_ns
+from pipelines.model.clock import NS_PER_S, SAO_PAULO, day_bounds_ns, parse_time, to_ns
 
 log = logging.getLogger("quantumtrader.replay")
 
@@ -219,7 +219,7 @@ class ReplaySource:
             time.sleep(timeout_s)  # finished: the feed stops polling once it sees that
             return
         due_ns = self._anchor_wall_ns + (ev.ts_event - self._anchor_event_ns) / speed - time.monotonic_ns()
-        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / 1e9)))
+        time.sleep(max(MIN_WAIT_S, min(timeout_s, due_ns / NS_PER_S)))
 
     @property
     def exhausted(self) -> bool:
