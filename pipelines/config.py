@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from pipelines.adapters.config import FeedConfig, RecorderConfig, ReplayConfig
-from pipelines.alpha.base import MIN_CONFIDENCE
+from pipelines.alpha.base import COST_TICKS, MIN_CONFIDENCE
 from pipelines.alpha.registry import AGENTS
 from pipelines.data.config import BufferConfig
 from pipelines.edges.config import ZmqConfig
@@ -82,7 +82,7 @@ class HmarlConfig:
     min_confidence: float = field(default=MIN_CONFIDENCE, metadata=bounded(0, 1))
     # Round-trip trading cost (ticks of the instrument) the agents charge their act and fade arms, so
     # they abstain where a rule's edge does not pay for it: spread once plus B3 fees (pipelines.alpha.base).
-    agent_cost_ticks: float = field(default=1.0, metadata=bounded(0, 100))
+    agent_cost_ticks: float = field(default=COST_TICKS, metadata=bounded(0, 100))
     ml_enabled: bool = True
     model_dir: str = "models"  # XGBoost model + metadata; none there = the ML voter abstains
     # The ML voter abstains when its model was trained on another market than the symbol it

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from pipelines.model.settings import INT32_MAX, bounded
 
+VPIN_BUCKET_VOLUME = 500
+
 
 @dataclass(frozen=True)
 class FeaturesConfig:
@@ -19,5 +21,6 @@ class FeaturesConfig:
     flow_state_ttl_s: int = field(default=3600, metadata=bounded(1, INT32_MAX))
     flow_history_maxlen: int = field(default=100_000, metadata=bounded(1, None))
     restore_minutes: float = field(default=60.0, metadata=bounded(0, 24 * 60))  # warm-up read after a restart
-    vpin_bucket_volume: int = field(default=500, metadata=bounded(1, None))
+    # Contracts per VPIN bucket (about a minute of WDO at a quiet pace).
+    vpin_bucket_volume: int = field(default=VPIN_BUCKET_VOLUME, metadata=bounded(1, None))
     max_inflight: int = field(default=16, metadata=bounded(1, 10_000))

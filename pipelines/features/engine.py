@@ -23,6 +23,7 @@ updates all state but builds no output.
 
 from __future__ import annotations
 
+from pipelines.features.config import VPIN_BUCKET_VOLUME
 from pipelines.features.core import FEATURE_NAMES, FeatureEngineCore
 from pipelines.features.flow import VPIN
 from pipelines.features.flow_set import FLOW_FEATURE_NAMES, FlowFeatures
@@ -41,7 +42,6 @@ from pipelines.model.messages import (
 )
 
 VECTOR_NAMES: tuple[str, ...] = FEATURE_NAMES + FLOW_FEATURE_NAMES
-VPIN_BUCKET_VOLUME = 500  # contracts per VPIN bucket (about a minute of WDO at a quiet pace)
 VPIN_BUCKETS = 50
 
 
