@@ -28,7 +28,11 @@ Order of work for one market event (``on_market`` takes a batch and runs each in
 
 Every order a policy makes passes :meth:`RiskEngine.check` before the venue; a denied one is
 not sent, its :class:`RiskEvent` is in the Step and the policy is told it was rejected.
-Cancels pass :meth:`RiskEngine.check_cancel`. Event time only: ``now`` is the highest event
+Cancels pass :meth:`RiskEngine.check_cancel`; one refused by the cancel rate is asked again
+once the rate window (1 s of event time) has passed: by the policy that follows the order
+(told with ``on_cancel_denied``), else by the engine itself. A policy sends an order that
+replaces others only when the venue has ended them (see :mod:`pipelines.execution.policy`),
+so every order event of an order it still expects is routed to it. Event time only: ``now`` is the highest event
 time seen (market events, decisions, commands), never the wall clock.
 
 Bad input (not a decision, another symbol, a malformed event, a bad time) is counted by
@@ -70,6 +74,7 @@ from pipelines.risk.config import RiskConfig
 from pipelines.risk.engine import RiskEngine
 
 STATE_VERSION = 1
+RATE_WINDOW_NS = NS_PER_S  # the risk engine's rate limits count per second of event time
 VenueResult = tuple[Sequence[OrderEvent], Sequence[Fill]]
 
 
@@ -160,6 +165,7 @@ class ExecutionEngine:
         self._books: dict[str, BookSnapshot] = {}
         self._working: dict[str, Order] = {}  # sent and not terminal, by client order id
         self._cancelling: set[str] = set()
+        self._cancel_retry: dict[str, int] = {}  # the engine's own refused cancels -> when to ask again
         self._trips: dict[str, float] = {}  # symbol -> net P&L of the open round trip so far
         self._flatten: dict[str, int] = {}  # symbol waiting to be closed -> when its last close was sent
         self._flatten_n = 0  # the engine's own flatten orders, for their ids
@@ -283,7 +289,18 @@ class ExecutionEngine:
                 if qty and sym in self.policies:
                     self._flatten.setdefault(sym, -INT64_MAX)
             self.risk.acknowledge_flatten()
+        self._retry_cancels(w)
         self._close_positions(w)
+
+    def _retry_cancels(self, w: _Work) -> None:
+        for coid, at in list(self._cancel_retry.items()):
+            order = self._working.get(coid)
+            if order is None:
+                del self._cancel_retry[coid]  # ended meanwhile
+            elif self._now >= at:
+                del self._cancel_retry[coid]
+                self.counts["cancel_retries"] += 1
+                self._cancel(order.symbol, coid, w)
 
     def _close_positions(self, w: _Work) -> None:
         for sym in list(self._flatten):
@@ -332,8 +349,15 @@ class ExecutionEngine:
         if coid in self._cancelling:
             return
         if self.risk.check_cancel(symbol, coid, self._now) is not None:
+            # refused by the cancel rate: asked again once the rate window has passed, by the
+            # policy that follows the order, else by the engine (its own closes)
             self.counts["cancel_denied"] += 1
+            retry = self._now + RATE_WINDOW_NS
+            policy = self.policies.get(symbol)
+            if policy is None or not policy.on_cancel_denied(coid, retry):
+                self._cancel_retry[coid] = retry
             return
+        self._cancel_retry.pop(coid, None)
         self._cancelling.add(coid)
         self.counts["cancels"] += 1
         self._venue_result((self.venue.cancel(coid, self._now), ()), w)
@@ -388,9 +412,9 @@ class ExecutionEngine:
             self.counts[f"event_{e.status.lower()}"] += 1
         self.risk.on_order_event(e)
         policy = self.policies[order.symbol]
-        # Only orders the policy still follows: not the engine's own closes, nor an order its
-        # last fill already completed (the FILLED that follows tells it nothing new).
-        if any(o.client_order_id == e.client_order_id for o in policy.working()):
+        # Only orders the policy follows (not the engine's own closes): an order its fills
+        # completed still ends with this event, which may release an order waiting for it.
+        if policy.expects(e.client_order_id):
             self._route(policy.on_order_event(e), w)
 
     def _finish(self, w: _Work) -> Step:
@@ -409,7 +433,8 @@ class ExecutionEngine:
             "books": {s: [b.symbol, b.ts_event, b.ts_recv, b.seq, list(b.bid_px), list(b.bid_qty), list(b.ask_px),
                           list(b.ask_qty)] for s, b in self._books.items()},
             "working": [{k: _none(v) for k, v in o._asdict().items()} for o in self._working.values()],
-            "cancelling": sorted(self._cancelling), "trips": dict(self._trips),
+            "cancelling": sorted(self._cancelling), "cancel_retry": dict(self._cancel_retry),
+            "trips": dict(self._trips),
             "flatten": dict(self._flatten), "flatten_n": self._flatten_n,
             "counts": dict(self.counts), "ignored": dict(self.ignored),
         }
@@ -437,6 +462,7 @@ class ExecutionEngine:
             order = Order(**{**o, "price": _nan(o["price"]), "stop_price": _nan(o["stop_price"])})
             self._working[order.client_order_id] = order
         self._cancelling = set(d["cancelling"])
+        self._cancel_retry = {k: int(v) for k, v in d.get("cancel_retry", {}).items()}
         self._trips = {s: float(v) for s, v in d["trips"].items()}
         self._flatten = {s: int(v) for s, v in d["flatten"].items()}
         self._flatten_n = int(d["flatten_n"])

@@ -11,8 +11,20 @@ Rules
   with ``hold_flattens``, targets 0). The order is for ``target - position``: position +2
   and SELL 1 sell 3. It is ``reduce_only`` when it only brings the position toward zero.
   ``position`` is what is filled; a decision with another target cancels the working entry
-  orders of earlier decisions first, and one with the same target as the working entry
-  leaves it alone (a passive order keeps its place in the queue).
+  orders of earlier decisions first, and one with the same target as the working (or
+  waiting) entry leaves it alone (a passive order keeps its place in the queue).
+- **Replacements wait for their cancels.** Until the venue ends an order the risk engine
+  counts it as working (worst case, so two orders in flight can't pass one at a time), and
+  until then it may still fill. So an order that replaces others (a decision's entry while
+  earlier entries are being cancelled, a close while the brackets rest, the flatten) is held
+  back until the venue has ended every order it waits for (CANCELLED, or FILLED / EXPIRED /
+  REJECTED) and no order of ours on its side is working: such orders (the stop-loss and
+  take-profit of a close) are cancelled first. It is then sized from the position as filled
+  meanwhile, once, under the decision's client order id; a newer decision replaces a waiting
+  one, and the flatten replaces both.
+- **Refused cancels are asked again.** A cancel the caller could not send (the risk engine's
+  cancel rate) is reported with :meth:`ExecutionPolicy.on_cancel_denied` and re-requested at
+  the first call at or after the time given there.
 - **Idempotent.** Client order ids come from the decision id and the order's role
   (:func:`pipelines.model.orders.client_order_id`); a decision id already seen, or an order
   id already sent, makes nothing; :meth:`ExecutionPolicy.state` and ``load_state`` carry
@@ -36,7 +48,9 @@ Rules
   adds re-prices it; a fill of one leg, even partial, cancels the other and re-sends it for
   what is left; a flat position cancels both. The pair is re-sent (cancel and a new order;
   roles ``sl`` and ``tp`` the first time, then ``sl.<n>``, ``tp.<n>`` with n counting the
-  policy's placements, so no id is used twice) because orders are not modified in place.
+  policy's placements, so no id is used twice) because orders are not modified in place; the
+  new legs go once the old ones are ended and no other order on their side is working (a
+  close that did not fill puts them back).
 - **Session** (Sao Paulo, :mod:`pipelines.model.clock` and :mod:`pipelines.model.contracts`):
   a session runs 09:00-18:00 on B3 business days (13:00-18:00 on Ash Wednesday, B3's late
   open); weekends and B3 holidays have none (``calendar: weekdays`` ignores holidays, for the
@@ -46,8 +60,9 @@ Rules
   or after the close. Orders that only reduce are still sent; a flip is cut to a close.
 - **Flatten** at ``flatten_before_close_min`` before the close (17:55 by default): working
   orders are cancelled and the position is closed by a reduce-only market order (role
-  ``flat``, decision id ``<account>:<symbol>:<date>``); if a position is still open
-  ``flatten_retry_s`` later, again (``flat.2`` ...). Entries resume at the next session.
+  ``flat``, decision id ``<account>:<symbol>:<date>``), at once when nothing was working, else
+  when the venue has confirmed those cancels; if a position is still open ``flatten_retry_s``
+  later, again (``flat.2`` ...). Entries resume at the next session.
 
 Time moves only with the event time the calls carry (``now_ns``, and the times of fills and
 order events), never the wall clock: the caller calls ``on_time`` on every book or trade, so
@@ -149,7 +164,7 @@ class _Working:
     """One of our orders the venue may still fill."""
 
     __slots__ = ("order", "role", "target", "deadline", "filled", "value", "reported", "cancelling",
-                 "cross_on_cancel")
+                 "cross_on_cancel", "retry_at")
 
     def __init__(self, order: Order, role: str, target: int, deadline: int | None) -> None:
         self.order = order
@@ -161,11 +176,29 @@ class _Working:
         self.reported = 0  # cumulative filled quantity the venue reported in events
         self.cancelling = False
         self.cross_on_cancel = False
+        self.retry_at: int | None = None  # a refused cancel is asked again from this event time
 
     @property
     def leaves(self) -> int:
         # fills and events may arrive in either order; each counts what it knows
         return self.order.quantity - max(self.filled, self.reported)
+
+
+class _Pending:
+    """An order held back until the venue has ended the orders in ``waits`` (a cancel confirmed,
+    or the terminal event of an order its fills completed): until then the risk engine still
+    counts them as working, and their fills still move the position the order is sized from."""
+
+    __slots__ = ("role", "target", "decision_id", "style", "cap", "waits")
+
+    def __init__(self, role: str, target: int, decision_id: str, style: str, cap: int | None,
+                 waits: set[str]) -> None:
+        self.role, self.target, self.decision_id, self.style, self.cap = role, target, decision_id, style, cap
+        self.waits = waits
+
+    def state(self) -> dict:
+        return {"role": self.role, "target": self.target, "decision_id": self.decision_id, "style": self.style,
+                "cap": self.cap, "waits": sorted(self.waits)}
 
 
 def _is_int(x: Any) -> bool:
@@ -225,6 +258,9 @@ class ExecutionPolicy:
         self._bracket_long = True
         self._sl = (math.nan, math.nan)  # stop trigger, limit
         self._tp = math.nan
+        self._legs_due = False  # the stop-loss and take-profit are to be (re)placed when nothing is in their way
+        self._pending: _Pending | None = None  # the order waiting for the venue to end others first
+        self._unsettled: dict[str, str] = {}  # completed by fills, no terminal event yet: id -> side
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -244,15 +280,25 @@ class ExecutionPolicy:
             self.rejected["hold"] += 1
             return out
         target = {BUY: decision.size, SELL: -decision.size}.get(decision.action, 0)
+        p = self._pending
+        if p is not None and p.role == FLATTEN:
+            self.rejected["flattening"] += 1  # the flatten closes the position once its cancels are confirmed
+            return out
         toward = [w for w in self._working.values()
                   if w.role in (ENTRY, CROSS) and (not w.cancelling or w.cross_on_cancel)]
-        if any(w.target == target for w in toward):
+        if any(w.target == target for w in toward) or (p is not None and p.target == target):
             self.rejected["target_working"] += 1
             return out
         for w in toward:
             w.cross_on_cancel = False
             self._cancel(w, out)
-        self._send_toward(target, decision.decision_id, ENTRY, self.cfg.style, None, out)
+        # every earlier entry must be over (cancelled now or before) before this one is sized
+        waits = {cid for cid, w in self._working.items() if w.role in (ENTRY, CROSS)}
+        if p is not None:
+            self.counts["superseded"] += 1
+            waits |= p.waits
+        self._pending = _Pending(ENTRY, target, decision.decision_id, self.cfg.style, None, waits)
+        self._release(out)
         return out
 
     def on_time(self, now_ns: int, book: BookSnapshot | None = None,
@@ -292,12 +338,15 @@ class ExecutionPolicy:
             w.value += fill.quantity * fill.price
             if w.leaves <= 0:
                 del self._working[fill.client_order_id]
+                self._unsettle(fill.client_order_id, w.order.side)
         self.position = pos
         if pos == 0:
             for leg in self._legs():
                 self._cancel(leg, out)
         elif self.cfg.brackets and not self._flattening():
-            self._bracket(fill, w, position, out)
+            self._bracket(fill, w, position)
+        self._retry_cancels(out)
+        self._release(out)
         return out
 
     def on_order_event(self, event: OrderEvent) -> PolicyOutput:
@@ -308,24 +357,59 @@ class ExecutionPolicy:
                 or event.filled_qty < 0 or not _time_ok(event.ts_event):
             self.rejected["bad_order_event"] += 1
             return out
-        w = self._working.get(event.client_order_id)
-        if w is None:
+        cid = event.client_order_id
+        w = self._working.get(cid)
+        if w is None and cid not in self._unsettled:
             self.rejected["event_unknown_order"] += 1
             return out
         self._now = max(self._now, event.ts_event)
-        w.reported = max(w.reported, event.filled_qty)
-        if event.status == REJECTED:
-            self.counts[f"venue_rejected_{w.role}"] += 1
-        if event.status in TERMINAL or w.leaves <= 0:
-            del self._working[event.client_order_id]
-            if event.status in (CANCELLED, EXPIRED) and w.cross_on_cancel and w.leaves > 0:
-                self.counts["crossed"] += 1
-                self._send_toward(w.target, w.order.decision_id, CROSS, MARKETABLE_LIMIT_STYLE, w.leaves, out)
+        if w is None:  # the end of an order its fills completed: the venue no longer counts it
+            if event.status in TERMINAL:
+                del self._unsettled[cid]
+                self._settled(cid)
+        else:
+            w.reported = max(w.reported, event.filled_qty)
+            if event.status == REJECTED:
+                self.counts[f"venue_rejected_{w.role}"] += 1
+            if event.status in TERMINAL or w.leaves <= 0:
+                del self._working[cid]
+                if event.status in TERMINAL:
+                    self._settled(cid)
+                else:
+                    self._unsettle(cid, w.order.side)
+                if event.status in (CANCELLED, EXPIRED) and w.cross_on_cancel and w.leaves > 0:
+                    if self._pending is None:
+                        self.counts["crossed"] += 1
+                        self._pending = _Pending(CROSS, w.target, w.order.decision_id, MARKETABLE_LIMIT_STYLE,
+                                                 w.leaves, set())
+                    else:
+                        self.rejected["cross_superseded"] += 1
+        self._retry_cancels(out)
+        self._release(out)
         return out
+
+    def on_cancel_denied(self, client_order_id: str, retry_ns: int) -> bool:
+        """The cancel of ``client_order_id`` was refused (the risk engine's cancel rate): it is
+        asked again at the first call at or after event time ``retry_ns``. False: not ours."""
+        w = self._working.get(client_order_id) if isinstance(client_order_id, str) else None
+        if w is None or not _time_ok(retry_ns):
+            self.rejected["cancel_denied_unknown"] += 1
+            return False
+        if not w.cancelling:  # a cancel the policy did not ask for (a flatten of the risk engine's)
+            w.cross_on_cancel = False
+        w.cancelling = True
+        w.retry_at = retry_ns
+        self.counts["cancel_denied"] += 1
+        return True
 
     def working(self) -> list[Order]:
         """Our orders the venue may still fill (cancels pending included)."""
         return [w.order for w in self._working.values()]
+
+    def expects(self, client_order_id: str) -> bool:
+        """Whether the venue's events for ``client_order_id`` are of use here: the order is
+        working, or its fills completed it and its terminal event has not come yet."""
+        return client_order_id in self._working or client_order_id in self._unsettled
 
     # -- the rules ------------------------------------------------------------------------
 
@@ -351,38 +435,74 @@ class ExecutionPolicy:
                 self.counts["timeout"] += 1
                 w.cross_on_cancel = self.cfg.on_timeout == ON_TIMEOUT_CROSS
                 self._cancel(w, out)
+        self._retry_cancels(out)
+        self._release(out)
         return True
 
-    def _send_toward(self, target: int, decision_id: str, role: str, style: str, cap: int | None,
-                     out: PolicyOutput) -> None:
-        """Order toward ``target`` (at most ``cap`` contracts), within the entry rules."""
+    def _release(self, out: PolicyOutput) -> None:
+        """Send the pending order once the venue has ended what it waits for and nothing of
+        ours on its side is left working; then the brackets, if due."""
+        p = self._pending
+        if p is not None:
+            if p.waits:
+                return
+            qty = -self.position if p.role == FLATTEN else self._plan(p.target, p.cap)
+            if qty:
+                side = BUY if qty > 0 else SELL
+                # the risk engine counts these with the order (worst case): cancel them, send after
+                busy = {cid for cid, s in self._unsettled.items() if s == side}
+                for cid, w in self._working.items():
+                    if w.order.side == side:
+                        busy.add(cid)
+                        if w.role in (STOP_LOSS, TAKE_PROFIT):
+                            self._legs_due = True  # put back for what is left once the order is done
+                        self._cancel(w, out)
+                if busy:
+                    p.waits = busy
+                    return
+            self._pending = None
+            if qty and p.role == FLATTEN:
+                self._flatten_v += 1
+                role = FLATTEN if self._flatten_v == 1 else f"{FLATTEN}.{self._flatten_v}"
+                order = Order(client_order_id(p.decision_id, role), self.account, self.symbol, self._now,
+                              SELL if qty < 0 else BUY, abs(qty), MARKET, decision_id=p.decision_id,
+                              reduce_only=True)
+                self._submit(order, FLATTEN, 0, None, out)
+                self._flatten_ns = self._now
+            elif qty:
+                self._send(qty, p, out)
+        self._sync_legs(out)
+
+    def _plan(self, target: int, cap: int | None) -> int:
+        """Signed contracts toward ``target`` (at most ``cap``) within the entry rules; 0: none."""
         pos = self.position
         qty = target - pos
         if cap is not None:
             qty = max(-cap, min(cap, qty))
         if qty == 0:
             self.rejected["no_change"] += 1
-            return
+            return 0
         reduces = pos != 0 and (qty > 0) != (pos > 0)
         blocked = self._entry_block()
         if blocked:
             self.rejected[f"no_entry_{blocked}"] += 1
             if not reduces:
-                return
+                return 0
             if self._flattening() and any(w.role == FLATTEN and not w.cancelling for w in self._working.values()):
                 self.rejected["flattening"] += 1  # the flatten order already closes the position
-                return
+                return 0
             qty = max(-abs(pos), min(abs(pos), qty))  # a flip is cut to a close
-        reduce_only = reduces and abs(qty) <= abs(pos)
-        if reduces and not reduce_only:  # a flip: the brackets protect a position that is going away
-            for leg in self._legs():
-                self._cancel(leg, out)
-        order = self._priced(client_order_id(decision_id, role), qty, reduce_only, decision_id, style)
+        return qty
+
+    def _send(self, qty: int, p: _Pending, out: PolicyOutput) -> None:
+        pos = self.position
+        reduce_only = pos != 0 and (qty > 0) != (pos > 0) and abs(qty) <= abs(pos)
+        order = self._priced(client_order_id(p.decision_id, p.role), qty, reduce_only, p.decision_id, p.style)
         if order is None:
             self.rejected["no_book"] += 1
             return
         passive = order.order_type == LIMIT and order.time_in_force == DAY
-        self._submit(order, role, target, self._now + self._timeout_ns if passive else None, out)
+        self._submit(order, p.role, p.target, self._now + self._timeout_ns if passive else None, out)
 
     def _priced(self, cid: str, qty: int, reduce_only: bool, decision_id: str, style: str) -> Order | None:
         side = BUY if qty > 0 else SELL
@@ -404,7 +524,7 @@ class ExecutionPolicy:
         if w is None or not w.flatten_ns <= self._now < w.close_ns:
             return
         first = self._flattened != self._day.day
-        retry = self.position != 0 and self._now - self._flatten_ns >= self._retry_ns \
+        retry = self.position != 0 and self._now - self._flatten_ns >= self._retry_ns and self._pending is None \
             and not any(x.role == FLATTEN and not x.cancelling for x in self._working.values())
         if not (first or retry):
             return
@@ -416,14 +536,14 @@ class ExecutionPolicy:
             if x.role != FLATTEN or x.order.decision_id != day_id:  # an earlier session's flatten is stale
                 x.cross_on_cancel = False
                 self._cancel(x, out)
-        if self.position:
-            self._flatten_v += 1
-            role = FLATTEN if self._flatten_v == 1 else f"{FLATTEN}.{self._flatten_v}"
-            order = Order(client_order_id(day_id, role), self.account, self.symbol, self._now,
-                          SELL if self.position > 0 else BUY, abs(self.position), MARKET, decision_id=day_id,
-                          reduce_only=True)
-            self._submit(order, FLATTEN, 0, None, out)
-            self._flatten_ns = self._now
+        # the close is sized and sent once these cancels are confirmed (_release)
+        waits = {cid for cid, x in self._working.items() if x.cancelling}
+        if self._pending is not None:
+            self.counts["superseded"] += 1
+            waits |= self._pending.waits
+        self._pending = _Pending(FLATTEN, 0, day_id, MARKET_STYLE, None, waits) if self.position or waits else None
+        self._legs_due = False
+        self._flatten_ns = self._now
 
     def _window_now(self) -> _Window | None:
         """The session of the current event time's Sao Paulo day (computed once a day)."""
@@ -458,8 +578,8 @@ class ExecutionPolicy:
             return "auction_print"
         return None
 
-    def _bracket(self, fill: Fill, w: _Working | None, position: int | Position, out: PolicyOutput) -> None:
-        """Make the stop-loss and take-profit match the open position."""
+    def _bracket(self, fill: Fill, w: _Working | None, position: int | Position) -> None:
+        """The stop-loss and take-profit are to match the open position (re-priced on a fill that adds)."""
         long = self.position > 0
         added = (side_sign(fill.side) > 0) == long
         if added or long != self._bracket_long or math.isnan(self._tp):
@@ -470,7 +590,20 @@ class ExecutionPolicy:
             self._bracket_prices(ref, long)
             self._bracket_decision = (w.order.decision_id if w is not None else "") or fill.decision_id \
                 or fill.client_order_id
-        side, qty = (SELL if long else BUY), abs(self.position)
+        self._legs_due = True
+
+    def _sync_legs(self, out: PolicyOutput) -> None:
+        """Cancel the legs that no longer match the position; send the missing ones once no order
+        of ours on their side is working or being cancelled (the risk engine would count it with
+        them and refuse them as not reducing)."""
+        pos = self.position
+        if not self._legs_due or self._pending is not None:
+            return  # a pending order's fill brings them back up to date
+        if pos == 0 or not self.cfg.brackets or self._flattening() or math.isnan(self._tp) \
+                or (pos > 0) != self._bracket_long:
+            self._legs_due = False
+            return
+        side, qty = (SELL if pos > 0 else BUY), abs(pos)
         wanted = ((STOP_LOSS, STOP_LIMIT, self._sl[1], self._sl[0]), (TAKE_PROFIT, LIMIT, self._tp, math.nan))
         stale = []
         for role, kind, price, stop in wanted:
@@ -478,12 +611,18 @@ class ExecutionPolicy:
             if leg is None or leg.order.side != side or leg.leaves != qty or not _same(leg.order.price, price) \
                     or not _same(leg.order.stop_price, stop):
                 stale.append((leg, role, kind, price, stop))
-        if not stale:
-            return
-        self._bracket_v += 1
-        for leg, role, kind, price, stop in stale:
+        for leg, *_ in stale:
             if leg is not None:
                 self._cancel(leg, out)
+        if not stale:
+            self._legs_due = False
+            return
+        if side in self._unsettled.values() or any(x.order.side == side and (x.cancelling or x.role not in (
+                STOP_LOSS, TAKE_PROFIT)) for x in self._working.values()):
+            return
+        self._legs_due = False
+        self._bracket_v += 1
+        for leg, role, kind, price, stop in stale:
             name = role if self._bracket_v == 1 else f"{role}.{self._bracket_v}"
             order = Order(client_order_id(self._bracket_decision, name), self.account, self.symbol, self._now, side,
                           qty, kind, price, stop, DAY, self._bracket_decision, reduce_only=True,
@@ -532,6 +671,22 @@ class ExecutionPolicy:
             w.cancelling = True
             self.counts["cancel"] += 1
             out.cancels.append(w.order.client_order_id)
+
+    def _retry_cancels(self, out: PolicyOutput) -> None:
+        for cid, w in self._working.items():
+            if w.retry_at is not None and self._now >= w.retry_at:
+                w.retry_at = None
+                self.counts["cancel_retry"] += 1
+                out.cancels.append(cid)
+
+    def _unsettle(self, cid: str, side: str) -> None:
+        self._unsettled[cid] = side
+        if len(self._unsettled) > self.cfg.remember_ids:  # a venue that never ends them: bounded memory
+            del self._unsettled[next(iter(self._unsettled))]
+
+    def _settled(self, cid: str) -> None:
+        if self._pending is not None:
+            self._pending.waits.discard(cid)
 
     def _see_book(self, book: Any) -> None:
         if not isinstance(book, BookSnapshot) or book.symbol != self.symbol:
@@ -593,6 +748,8 @@ class ExecutionPolicy:
             "working": [{"order": order(w.order), **{k: getattr(w, k) for k in _Working.__slots__[1:]}}
                         for w in self._working.values()],
             "decisions": self._decisions.ids(), "orders": self._orders.ids(), "fills": self._fills.ids(),
+            "pending": self._pending and self._pending.state(), "unsettled": dict(self._unsettled),
+            "legs_due": self._legs_due,
         }
 
     def load_state(self, d: dict) -> None:
@@ -612,8 +769,13 @@ class ExecutionPolicy:
             order = Order(**{**o, "price": _nan(o["price"]), "stop_price": _nan(o["stop_price"])})
             x = _Working(order, w["role"], w["target"], w["deadline"])
             for k in _Working.__slots__[4:]:
-                setattr(x, k, w[k])
+                setattr(x, k, w.get(k, getattr(x, k)))  # a key added later keeps its default
             self._working[order.client_order_id] = x
+        p = d.get("pending")
+        self._pending = p and _Pending(p["role"], p["target"], p["decision_id"], p["style"], p["cap"],
+                                       set(p["waits"]))
+        self._unsettled = dict(d.get("unsettled", {}))
+        self._legs_due = bool(d.get("legs_due", False))
         n = self.cfg.remember_ids
         self._decisions, self._orders, self._fills = (_Recent(n, d["decisions"]), _Recent(n, d["orders"]),
                                                       _Recent(n, d["fills"]))

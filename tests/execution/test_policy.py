@@ -103,6 +103,8 @@ def test_marketable_limit_is_n_ticks_through_the_touch_ioc():
     p = policy()  # the default style, 1 tick through
     (buy,) = p.on_decision(decision("d1", "BUY"), 0, book(5400.0, 5400.5), T0).orders
     assert (buy.order_type, buy.price, buy.time_in_force) == (LIMIT, 5401.0, IOC)  # 5400.5 + 1 x 0.5
+    p.on_fill(fill(buy, 1, 5400.5), 1)
+    p.on_order_event(event(buy, FILLED, 1))
     (sell,) = p.on_decision(decision("d2", "SELL"), 1, book(), T0).orders  # +1 -> -1: sell 2
     assert (sell.side, sell.quantity, sell.price) == ("SELL", 2, 5399.5)  # 5400.0 - 0.5
     w = policy(WIN, marketable_ticks=2)
@@ -114,7 +116,7 @@ def test_passive_joins_the_own_side_best_day():
     p = policy(style="passive")
     (buy,) = p.on_decision(decision("d1", "BUY"), 0, book(5400.0, 5400.5), T0).orders
     assert (buy.price, buy.time_in_force) == (5400.0, DAY)  # best bid
-    (sell,) = p.on_decision(decision("d2", "SELL"), 0, book(5400.0, 5400.5), T0).orders
+    (sell,) = policy(style="passive").on_decision(decision("d2", "SELL"), 0, book(5400.0, 5400.5), T0).orders
     assert (sell.price, sell.time_in_force) == (5400.5, DAY)  # best ask
 
 
@@ -183,11 +185,13 @@ def test_same_target_keeps_the_working_order_another_target_replaces_it():
     (o,) = p.on_decision(decision("d1", "BUY", 2), 0, book(), T0).orders
     assert p.on_decision(decision("d2", "BUY", 2), 0, book(), T0 + S) == ([], [])  # same target, keeps its place
     assert p.rejected["target_working"] == 1
-    out = p.on_decision(decision("d3", "SELL", 1), 0, book(), T0 + 2 * S)  # target -1: cancel and sell 1
-    assert out.cancels == ["d1:entry"] and [(x.client_order_id, x.side, x.quantity) for x in out.orders] == \
-        [("d3:entry", "SELL", 1)]
-    # the cancelled order does not cross (it was replaced, not timed out)
-    assert p.on_order_event(event(o, CANCELLED, 0, T0 + 2 * S)).orders == []
+    out = p.on_decision(decision("d3", "SELL", 1), 0, book(), T0 + 2 * S)  # target -1: cancel, then sell 1
+    assert out == ([], ["d1:entry"])  # the sell waits for the venue to confirm the cancel
+    # confirmed with nothing filled: sell -1 - 0 = 1 at the ask 5400.5; the cancelled order does
+    # not cross (it was replaced, not timed out)
+    out = p.on_order_event(event(o, CANCELLED, 0, T0 + 2 * S))
+    assert [(x.client_order_id, x.side, x.quantity, x.price) for x in out.orders] == [("d3:entry", "SELL", 1, 5400.5)]
+    assert out.cancels == [] and p.counts["crossed"] == 0
 
 
 # -- brackets ------------------------------------------------------------------------------
@@ -213,15 +217,21 @@ def test_brackets_follow_partial_fills_and_a_partial_leg_fill_reduces_the_other(
     assert [(x.client_order_id, x.quantity) for x in first.orders] == [("d1:sl", 1), ("d1:tp", 1)]
     # the second contract at 5400.5: average (5400.0 + 5400.5) / 2 = 5400.25
     out = p.on_fill(fill(o, 1, 5400.5, 2), position(2, 5400.25))
+    # the pair is re-sent for 2 once the venue confirms both cancels (until then the risk engine
+    # counts the old pair with the new one)
+    assert out == ([], ["d1:sl", "d1:tp"])
+    sl1, tp1 = first.orders
+    assert p.on_order_event(event(sl1, CANCELLED, 0)) == ([], [])
+    out = p.on_order_event(event(tp1, CANCELLED, 0))
     # stop 5400.25 - 5 = 5395.25, down to the grid 5395.0 (limit 5394.0); target 5410.25, up to 5410.5
-    assert out.cancels == ["d1:sl", "d1:tp"]
     assert [(x.client_order_id, x.quantity, x.stop_price, x.price) for x in out.orders][0] == \
         ("d1:sl.2", 2, 5395.0, 5394.0)
     assert (out.orders[1].client_order_id, out.orders[1].quantity, out.orders[1].price) == ("d1:tp.2", 2, 5410.5)
-    sl = out.orders[0]
+    sl, tp = out.orders
     # the stop fills 1 of 2: the take-profit is re-sent for the 1 left, the stop keeps working for 1
     out = p.on_fill(fill(sl, 1, 5394.5), position(1, 5400.25))
-    assert out.cancels == ["d1:tp.2"]
+    assert out == ([], ["d1:tp.2"])
+    out = p.on_order_event(event(tp, CANCELLED, 0))
     assert [(x.client_order_id, x.quantity, x.price) for x in out.orders] == [("d1:tp.3", 1, 5410.5)]
 
 
@@ -230,8 +240,11 @@ def test_short_brackets_mirror_and_a_flip_cancels_them():
     (o,) = p.on_decision(decision("d1", "SELL"), 0, book(), T0).orders
     sl, tp = p.on_fill(fill(o, 1, 5400.0), 1 * -1).orders  # a number: the fill's price is the reference
     assert (sl.side, sl.stop_price, sl.price, tp.side, tp.price) == ("BUY", 5405.0, 5406.0, "BUY", 5390.0)
-    out = p.on_decision(decision("d2", "BUY"), -1, book(), T0 + S)  # -1 -> +1: buy 2
-    assert sorted(out.cancels) == ["d1:sl", "d1:tp"] and shape(out.orders[0]) == ("BUY", 2, MARKET, False)
+    out = p.on_decision(decision("d2", "BUY"), -1, book(), T0 + S)  # -1 -> +1: buy 2 once both are gone
+    assert sorted(out.cancels) == ["d1:sl", "d1:tp"] and out.orders == []
+    assert p.on_order_event(event(sl, CANCELLED, 0, T0 + S)) == ([], [])
+    (o,) = p.on_order_event(event(tp, CANCELLED, 0, T0 + S)).orders
+    assert shape(o) == ("BUY", 2, MARKET, False)
 
 
 # -- session: auctions, weekends, holidays -------------------------------------------------
@@ -280,6 +293,7 @@ def test_auction_prints_hold_entries_back_and_reductions_still_go():
     # +2 -> -1 while held back: the flip is cut to closing the 2
     (o,) = p.on_decision(decision("d2", "SELL", 1), 2, book(), T0 + 10 * S).orders
     assert shape(o) == ("SELL", 2, MARKET, True) and p.rejected["no_entry_auction_print"] == 2
+    p.on_fill(fill(o, 2, 5400.0, ts=T0 + 10 * S), 0)
     assert len(p.on_decision(decision("d3", "BUY"), 0, book(), T0 + 30 * S).orders) == 1  # 30 s on: entries again
 
 
@@ -291,18 +305,27 @@ def test_flatten_five_minutes_before_the_close():
     day = (2026, 3, 10)
     p.on_decision(decision("d1", "SELL", 1), 2, book(), at(*day, 17, 50))  # passive sell 3 working
     assert p.on_time(at(*day, 17, 55) - 1, position=2) == ([], [])
-    out = p.on_time(at(*day, 17, 55))
-    assert out.cancels == ["d1:entry"]
+    (entry,) = p.working()
+    assert p.on_time(at(*day, 17, 55)) == ([], ["d1:entry"])  # the close waits for the sell's cancel
+    # 1 of the sell 3 fills before the cancel is confirmed: +2 - 1 = +1 left to close
+    assert p.on_fill(fill(entry, 1, 5400.5, ts=at(*day, 17, 55)), 1) == ([], [])
+    out = p.on_order_event(event(entry, CANCELLED, 1, at(*day, 17, 55)))
     (f,) = out.orders
-    assert (f.client_order_id, f.side, f.quantity, f.order_type, f.reduce_only) == \
-        ("acc:WDOZ26:2026-03-10:flat", "SELL", 2, MARKET, True)
+    assert (f.client_order_id, f.side, f.quantity, f.order_type, f.reduce_only, f.ts_event) == \
+        ("acc:WDOZ26:2026-03-10:flat", "SELL", 1, MARKET, True, at(*day, 17, 55))
     assert p.on_time(at(*day, 17, 56)) == ([], [])  # once
     assert p.on_decision(decision("d2", "BUY"), 0, book(), at(*day, 17, 56)).orders == []
     assert p.rejected["no_entry_closing"] == 1
     # the flatten order rejected and the position still open 5 s later: again
     p.on_order_event(event(f, REJECTED, 0, at(*day, 17, 56)))
-    (again,) = p.on_time(at(*day, 17, 56, 1), position=2).orders  # 17:55:00 + 5 s has passed
-    assert (again.client_order_id, again.quantity) == ("acc:WDOZ26:2026-03-10:flat.2", 2)
+    (again,) = p.on_time(at(*day, 17, 56, 1), position=1).orders  # 17:55:00 + 5 s has passed
+    assert (again.client_order_id, again.quantity) == ("acc:WDOZ26:2026-03-10:flat.2", 1)
+
+
+def test_the_flatten_without_working_orders_goes_at_once():
+    p = policy(style="market")
+    (f,) = p.on_time(at(2026, 3, 10, 17, 55), position=-3).orders
+    assert (f.side, f.quantity, f.ts_event) == ("BUY", 3, at(2026, 3, 10, 17, 55))
 
 
 def test_flatten_around_a_holiday_and_entries_resume_next_session():
@@ -312,13 +335,14 @@ def test_flatten_around_a_holiday_and_entries_resume_next_session():
     assert (f.client_order_id, f.side, f.quantity) == ("acc:WDOZ26:2026-04-02:flat", "BUY", 1)
     assert p.on_decision(decision("g", "BUY"), 0, book(), at(2026, 4, 3, 10)).orders == []  # Good Friday
     assert p.on_time(at(2026, 4, 3, 17, 55), position=1) == ([], [])  # no session, nothing to flatten into
+    p.on_order_event(event(f, "EXPIRED", 0, at(2026, 4, 3, 10)))  # Thursday's flatten ended with its day
     # Monday 2026-04-06, the session after the holiday: entries from 09:05, flatten at 17:55 again
-    assert len(p.on_decision(decision("m", "BUY"), 0, book(), at(2026, 4, 6, 9, 5)).orders) == 1
-    out = p.on_time(at(2026, 4, 6, 17, 55), position=1)
-    (f,) = out.orders
+    (m,) = p.on_decision(decision("m", "BUY"), 0, book(), at(2026, 4, 6, 9, 5)).orders
+    # no venue answered Monday's entry: it is cancelled, and the close sent once that is confirmed
+    assert p.on_time(at(2026, 4, 6, 17, 55), position=1) == ([], ["m:entry"])
+    (f,) = p.on_order_event(event(m, CANCELLED, 0, at(2026, 4, 6, 17, 55))).orders
     assert (f.client_order_id, f.side, f.quantity) == ("acc:WDOZ26:2026-04-06:flat", "SELL", 1)
-    # no venue answered in this test: Thursday's flatten is stale now and Monday's entry is cancelled
-    assert out.cancels == ["acc:WDOZ26:2026-04-02:flat", "m:entry"]
+    p.on_order_event(event(f, "EXPIRED", 0, at(2026, 4, 7, 10)))
     # Wednesday 2026-04-22, the day after Tiradentes (Tuesday)
     assert p.on_time(at(2026, 4, 21, 17, 55), position=1) == ([], [])
     (f,) = p.on_time(at(2026, 4, 22, 17, 55), position=1).orders
@@ -410,6 +434,9 @@ def test_state_round_trip_sends_nothing_twice():
     assert sorted(x.client_order_id for x in q.working()) == ["d1:entry", "d1:sl", "d1:tp"]
     assert q.on_time(T0 + 5 * S).cancels == ["d1:entry"]  # its timeout survived
     out = q.on_fill(fill(o, 1, 5400.5, 2), position(2, 5400.25))
+    assert out.cancels == ["d1:sl", "d1:tp"]
+    q.on_order_event(OrderEvent("d1:sl", ACC, WDO, T0 + 5 * S, CANCELLED, 0, 0, math.nan))
+    out = q.on_order_event(OrderEvent("d1:tp", ACC, WDO, T0 + 5 * S, CANCELLED, 0, 0, math.nan))
     assert [x.client_order_id for x in out.orders] == ["d1:sl.2", "d1:tp.2"]  # versions continue
     with pytest.raises(ValueError):
         policy(WIN).load_state(saved)
@@ -422,7 +449,7 @@ def test_random_sessions_never_raise_nor_repeat_an_order_id():
     rng = random.Random(13)
     for style in ("market", "marketable_limit", "passive"):
         p = policy(style=style, brackets=True, passive_timeout_s=2.0)
-        now, pos, sent, n = at(2026, 4, 2, 8, 50), 0, set(), 0
+        now, pos, sent, n, orders = at(2026, 4, 2, 8, 50), 0, set(), 0, []
         for _ in range(3000):
             now += rng.choice((S // 10, S, 20 * S, 600 * S))
             mid = 5400.0 + 0.5 * rng.randrange(-20, 20)
@@ -438,8 +465,8 @@ def test_random_sessions_never_raise_nor_repeat_an_order_id():
                 n += 1
                 pos += q if o.side == "BUY" else -q
                 out = p.on_fill(fill(o, q, mid, n, now), position(pos, mid))
-            elif k < 0.85 and p.working():
-                o = rng.choice(p.working())
+            elif k < 0.85 and any(p.expects(x.client_order_id) for x in orders):
+                o = rng.choice([x for x in orders if p.expects(x.client_order_id)])
                 out = p.on_order_event(event(o, rng.choice((CANCELLED, REJECTED, FILLED, "ACCEPTED")), 0, now))
             else:
                 if rng.random() < 0.1:
@@ -448,4 +475,83 @@ def test_random_sessions_never_raise_nor_repeat_an_order_id():
             for o in out.orders:
                 assert o.client_order_id not in sent
                 sent.add(o.client_order_id)
+                orders.append(o)
         assert len(sent) > 50
+
+
+# -- replacements wait for the cancels they depend on -----------------------------------------
+# The risk engine counts an order as working until the venue ends it, so an order sent with the
+# cancel of the one it replaces could be refused; it is sent on the terminal event instead.
+
+
+def test_a_flip_of_a_working_entry_is_sent_on_the_cancelled_event_sized_by_the_racing_fill():
+    p = policy(style="passive")
+    (o,) = p.on_decision(decision("d1", "BUY", 4), 0, book(), T0).orders  # buy 4 @ 5400.0
+    assert p.on_decision(decision("d2", "SELL", 1), 0, book(), T0 + S) == ([], ["d1:entry"])
+    assert p.on_decision(decision("d3", "SELL", 1), 0, book(), T0 + S) == ([], [])  # the same target: waits once
+    assert p.rejected["target_working"] == 1
+    assert p.on_fill(fill(o, 1, 5400.0, ts=T0 + S + 1), 1) == ([], [])  # 1 filled before the cancel arrived
+    out = p.on_order_event(event(o, CANCELLED, 1, T0 + S + 2))
+    # position +1, target -1: sell -1 - 1 = 2 at the ask 5400.5, sent at the CANCELLED's time
+    assert [(x.client_order_id, x.side, x.quantity, x.price, x.ts_event) for x in out.orders] == \
+        [("d2:entry", "SELL", 2, 5400.5, T0 + S + 2)]
+    assert p.on_order_event(event(o, CANCELLED, 1, T0 + S + 3)) == ([], [])  # a repeat sends nothing
+    assert p.on_time(T0 + 2 * S) == ([], [])
+
+
+def test_a_close_with_brackets_working_waits_for_their_cancels_and_they_come_back_for_the_rest():
+    p = policy(style="market", brackets=True)
+    (o,) = p.on_decision(decision("d1", "BUY", 2), 0, book(), T0).orders
+    sl, tp = p.on_fill(fill(o, 2, 5400.0), position(2, 5400.0)).orders
+    p.on_order_event(event(o, FILLED, 2))
+    out = p.on_decision(decision("d2", "BUY", 1), 2, book(), T0 + S)  # +2 -> +1: sell 1, reduce-only
+    assert out == ([], ["d1:sl", "d1:tp"])
+    assert p.on_order_event(event(sl, CANCELLED, 0, T0 + S)) == ([], [])
+    (c,) = p.on_order_event(event(tp, CANCELLED, 0, T0 + S)).orders
+    assert (c.client_order_id, c.side, c.quantity, c.reduce_only) == ("d2:entry", "SELL", 1, True)
+    # filled: the legs return for the +1 left once the sell has ended (its FILLED)
+    assert p.on_fill(fill(c, 1, 5400.0, ts=T0 + S), position(1, 5400.0)) == ([], [])
+    out = p.on_order_event(event(c, FILLED, 1, T0 + S))
+    # same prices as before (the fill reduced): stop 5395.0 / 5394.0, target 5410.0, for 1
+    assert [(x.client_order_id, x.quantity, x.stop_price, x.price) for x in out.orders][0] == \
+        ("d1:sl.2", 1, 5395.0, 5394.0)
+    assert (out.orders[1].client_order_id, out.orders[1].quantity, out.orders[1].price) == ("d1:tp.2", 1, 5410.0)
+
+
+def test_a_close_that_does_not_fill_puts_the_brackets_back():
+    p = policy(brackets=True)  # marketable limit, IOC
+    (o,) = p.on_decision(decision("d1", "BUY", 1), 0, book(), T0).orders
+    sl, tp = p.on_fill(fill(o, 1, 5400.5), position(1, 5400.5)).orders
+    p.on_order_event(event(o, FILLED, 1))
+    assert p.on_decision(decision("d2", "SELL", 1), 1, book(), T0 + S).cancels == ["d1:sl", "d1:tp"]
+    p.on_order_event(event(sl, CANCELLED, 0, T0 + S))
+    (c,) = p.on_order_event(event(tp, CANCELLED, 0, T0 + S)).orders  # +1 -> -1: sell 2 at 5400.0 - 0.5
+    assert (c.side, c.quantity, c.price) == ("SELL", 2, 5399.5)
+    out = p.on_order_event(event(c, CANCELLED, 0, T0 + S))  # the IOC missed: still +1, protected again
+    assert [(x.client_order_id, x.side, x.quantity) for x in out.orders] == [("d1:sl.2", "SELL", 1),
+                                                                           ("d1:tp.2", "SELL", 1)]
+
+
+def test_a_refused_cancel_is_asked_again_after_the_retry_time_and_once():
+    p = policy(style="passive")
+    (o,) = p.on_decision(decision("d1", "BUY", 1), 0, book(), T0).orders
+    assert p.on_time(T0 + 5 * S).cancels == ["d1:entry"]  # the passive timeout
+    assert p.on_cancel_denied("d1:entry", T0 + 6 * S) is True  # refused by the cancel rate
+    assert p.on_time(T0 + 6 * S - 1) == ([], [])
+    assert p.on_time(T0 + 6 * S) == ([], ["d1:entry"])  # 1 s on: asked again
+    assert p.on_time(T0 + 7 * S) == ([], [])  # once
+    (x,) = p.on_order_event(event(o, CANCELLED, 0, T0 + 7 * S)).orders  # then it crosses as before
+    assert (x.client_order_id, x.quantity) == ("d1:cross", 1)
+    assert p.on_cancel_denied("nope", T0) is False and p.on_cancel_denied("d1:cross", -1) is False
+    assert p.rejected["cancel_denied_unknown"] == 2 and p.counts["cancel_retry"] == 1
+
+
+def test_a_pending_order_survives_a_restart():
+    p = policy(style="passive")
+    (o,) = p.on_decision(decision("d1", "BUY", 2), 0, book(), T0).orders
+    p.on_decision(decision("d2", "SELL", 2), 0, book(), T0 + S)  # waits for d1:entry's cancel
+    q = policy(style="passive")
+    q.load_state(json.loads(json.dumps(p.state(), allow_nan=False)))
+    assert q.on_time(T0 + S, book()) == ([], [])  # the book is not state: the next one comes with the time
+    (x,) = q.on_order_event(event(o, CANCELLED, 0, T0 + S)).orders
+    assert (x.client_order_id, x.side, x.quantity) == ("d2:entry", "SELL", 2)
