@@ -238,8 +238,10 @@ class CoordinatorActor(_HmarlActor):
     """Consensus on the event-time decision clock; decisions to ZeroMQ 5561 and Valkey, and
     returned for the feedback system."""
 
-    def __init__(self, config: ActorConfig[HmarlConfig], *, voters: tuple[str, ...], publisher: str | None = None):
-        """``voters``: the agent ids (and "ml") it weighs; ``publisher``: the actor that publishes decisions."""
+    def __init__(self, config: ActorConfig[HmarlConfig], *, voters: tuple[str, ...], publisher: str | None = None,
+                 execution: str | None = None):
+        """``voters``: the agent ids (and "ml") it weighs; ``publisher``: the actor that publishes decisions;
+        ``execution``: the account's execution actor, which makes them orders (None: no orders)."""
         super().__init__(config)
         cfg, symbol = config.domain, config.symbol
         from pipelines.execution.paper import paper_coordinator
@@ -253,6 +255,7 @@ class CoordinatorActor(_HmarlActor):
         self._restore()
         self.market: dict[str, float] = {}
         self.publisher = self._peer(publisher) if publisher else None
+        self.execution = self._peer(execution) if execution else None
         self.decisions = 0
         self.skipped = 0  # boundaries of a slot already decided (a re-submitted round, a restarted engine)
         self.actions: dict[str, int] = {}
@@ -320,6 +323,13 @@ class CoordinatorActor(_HmarlActor):
                 self.store.store_decision(d)
         if self.publisher is not None:
             self.publisher.call("publish", decisions)
+        if self.execution is not None:
+            self.execution.call("on_decisions", decisions)
+
+    def close(self, timeout_s: float = 10.0) -> dict:
+        if self.execution is not None:  # the last decisions reach the orders before the shutdown goes on
+            self.execution.drain(timeout_s)
+        return super().close(timeout_s)
 
     def weights(self) -> dict:
         return dict(self.coordinator.weights)
@@ -328,7 +338,8 @@ class CoordinatorActor(_HmarlActor):
         return {**self.coordinator.stats(), "decisions": self.decisions, "actions": dict(self.actions),
                 "skipped": self.skipped, "absent": dict(self.absent), "run_id": self.run_id,
                 "last": explain(self.last) if self.last is not None else None,
-                "weights": dict(self.coordinator.weights), "restored": self.restored, "restore_error": self.restore_error}
+                "weights": dict(self.coordinator.weights), "restored": self.restored, "restore_error": self.restore_error,
+                **({"execution": self.execution.stats()} if self.execution is not None else {})}
 
 
 def explain(d: Decision, top: int = 2) -> str:

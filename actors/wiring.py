@@ -9,6 +9,8 @@ and restartable (``max_restarts``). The graph for N symbols:
               ──> FeatureEngine:<SYM>                      (ticks + book of SYM)
               ──> ValkeyWriter, ZmqPublisher, Recorder     (everything)
     FeatureEngine:<SYM> ──> AnalyticsPublisher (ZeroMQ 5557-5560), Valkey flow state
+    (execution.enabled)  FeedActor ──> ExecutionActor execution:<account>  (ticks + book of every symbol)
+                         CoordinatorActor:<SYM> ──> execution:<account>     (decisions)
 
 :class:`MarketDataGraph` creates, supervises and tears the graph down; the
 launcher and the tests drive it.
@@ -28,6 +30,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from actors.buffers import BookBuffer, CandleBuffer, TradeBuffer
 from actors.config import ActorConfig
+from actors.execution import ExecutionActor, execution_name
 from actors.edges import AnalyticsPublisher, MarketDataPublisher, Recorder, ValkeyWriter
 from actors.features import FeatureEngine
 from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor, agent_name, coordinator_name, feedback_name, ml_name
@@ -133,7 +136,20 @@ class MarketDataGraph:
                                        dict(tick_size=self._tick_size(sym), publisher=ANALYTICS_PUBLISHER, rounds=plan),
                                        kinds=FeatureEngine.KINDS, symbols=one))
                 specs.extend(hmarl)
+        if cfg.execution.enabled:
+            specs.append(self._execution_spec())
         self.specs = {s.name: s for s in specs}
+
+    def _execution_spec(self) -> ActorSpec:
+        """One ExecutionActor per account, on every symbol: the account's risk limits span them all."""
+        cfg = self.cfg
+        # A call lost to a restart (a decision) is run again once it is back; the policy dedupes
+        # decision ids and the sequence gate market data, so a re-run sends nothing twice.
+        return ActorSpec(execution_name(cfg.execution.account), ExecutionActor, self.run.with_domain(cfg.execution),
+                         dict(risk=cfg.risk, symbols=tuple(cfg.symbols),
+                              tick_sizes={s: self._tick_size(s) for s in cfg.symbols}),
+                         kinds=ExecutionActor.KINDS, symbols=frozenset(cfg.symbols),
+                         options={"max_task_retries": -1})
 
     def _tick_size(self, sym: str) -> float:
         """The simulator prices on its own grid; recorded and live data on the contract's."""
@@ -163,8 +179,10 @@ class MarketDataGraph:
                                    dict(model_dir=str(model_dir), feed_source=self.cfg.feed.source),
                                    options=dict(placement)))
             voters += (ML_VOTER,)
-        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, config,
-                               dict(voters=voters, publisher=ANALYTICS_PUBLISHER), options=dict(retry)))
+        coordinator = dict(voters=voters, publisher=ANALYTICS_PUBLISHER)
+        if self.cfg.execution.enabled:
+            coordinator["execution"] = execution_name(self.cfg.execution.account)
+        specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, config, coordinator, options=dict(retry)))
         specs.append(ActorSpec(feedback_name(sym), FeedbackActor, config, dict(tick_size=self._tick_size(sym)),
                                options=dict(retry)))
         return specs
@@ -351,6 +369,9 @@ class MarketDataGraph:
             final[features_name(sym)] = call(features_name(sym), "close", timeout_s / 4)
         for name, spec in self.specs.items():
             if spec.cls in (AgentActor, MLActor, CoordinatorActor, FeedbackActor):
+                final[name] = call(name, "close", timeout_s / 4)
+        for name, spec in self.specs.items():  # after the coordinators: their last decisions are in
+            if spec.cls is ExecutionActor:
                 final[name] = call(name, "close", timeout_s / 4)
         final[ANALYTICS_PUBLISHER] = call(ANALYTICS_PUBLISHER, "close")
         final[VALKEY_WRITER] = call(VALKEY_WRITER, "close", timeout_s / 2)

@@ -29,6 +29,7 @@ from pipelines.alpha.base import COST_TICKS, MIN_CONFIDENCE
 from pipelines.alpha.registry import AGENTS
 from pipelines.data.config import BufferConfig
 from pipelines.edges.config import ZmqConfig
+from pipelines.execution.config import ExecutionConfig
 from pipelines.features.config import FeaturesConfig
 from pipelines.model.settings import INT32_MAX, INT64_MAX, SYMBOL_RE, bounded, choices
 from pipelines.persistence.config import ValkeyConfig
@@ -129,6 +130,7 @@ class AppConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     hmarl: HmarlConfig = field(default_factory=HmarlConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)  # the risk engine and kill switch (scripts/ctl.py)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)  # orders on the simulated exchange
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
 
@@ -206,6 +208,9 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
         if name in raw:
             key = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _coerce(key, hints[name], raw[name], dict(f.metadata))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            # a section written in part (execution.exchange.costs.wdo: {currency: USD}) must name the key it lacks
+            raise ConfigError(f"{prefix}.{name}" if prefix else name, "required in this section")
     return cls(**kwargs)
 
 
@@ -347,6 +352,13 @@ def _check_cross_fields(cfg: AppConfig) -> None:
     problem = account_problem(cfg.risk.account)
     if problem is not None:
         raise ConfigError("risk.account", problem)
+    problem = account_problem(cfg.execution.account)
+    if problem is not None:
+        raise ConfigError("execution.account", problem)
+    if cfg.execution.enabled and cfg.execution.account != cfg.risk.account:
+        # one risk engine per account: ctl.py (risk.account) must reach the one the orders pass
+        raise ConfigError("execution.account", f"must equal risk.account ({cfg.risk.account!r}), "
+                                               f"got {cfg.execution.account!r}")
     if cfg.hmarl.enabled and not cfg.features.enabled:
         raise ConfigError("hmarl.enabled", "the agents read the FeatureEngine's output: set features.enabled: true")
     if cfg.feed.simulator.start is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from pipelines.execution.costs import CostsConfig
 from pipelines.execution.policy_config import PolicyConfig
-from pipelines.model.settings import INT64_MAX, bounded, choices
+from pipelines.model.settings import INT32_MAX, INT64_MAX, bounded, choices
 
 CONSTANT, LOGNORMAL, EMPIRICAL = "constant", "lognormal", "empirical"
 CANCEL_REMAINDER, REST_REMAINDER = "cancel", "rest"
@@ -66,6 +66,12 @@ class ExecutionConfig:
     decisions become orders (``policy``) and the venue they are sent to (``exchange``: the
     simulated one, for paper trading and backtests)."""
 
+    # False (the default): no execution actor; decisions stay with the coordinator's paper account.
+    enabled: bool = False
     account: str = "paper"  # the account's name, one Valkey key part (hmarl:position:<account>:<SYM>)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    # Valkey expiry of hmarl:order:<id> (orders outlive their session, for restarts and reports)
+    # and of hmarl:position:<account>:<SYM> (null: kept, it is the account's state).
+    ttl_order_s: int = field(default=7 * 86_400, metadata=bounded(1, INT32_MAX))
+    ttl_position_s: int | None = field(default=None, metadata=bounded(1, INT32_MAX))

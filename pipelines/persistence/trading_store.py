@@ -13,6 +13,8 @@ Keys (JSON is ``orjson.dumps(to_dict(msg))``, NaN stored as ``null``):
   one field ``json``, trimmed to about ``stream_maxlen`` (``MAXLEN ~``)
 - ``hmarl:position:<account>:<SYM>`` STRING, the latest Position, TTL ``position_s`` (none by default)
 - ``hmarl:positions:<account>``      SET of the symbols with a stored position; no TTL
+- ``hmarl:execution:<account>``      STRING, the account's execution engine state (JSON), no TTL:
+  what a restarted execution actor continues from (a plain SET, one writer per account)
 
 Stream ids are ``<ms>-<n>`` with ``ms = ts_event // 1_000_000``, raised to the stream's last id
 when event time steps backwards (two actors whose clocks differ write one stream): ids follow
@@ -75,8 +77,8 @@ from pipelines.persistence.write_behind import WriteBehind
 log = logging.getLogger("quantumtrader.trading.store")
 
 __all__ = [
-    "FILLS_STREAM", "ORDERS_STREAM", "BadKeyPart", "TradingStore", "TradingTTL", "open_orders_key", "order_key",
-    "position_key", "positions_key", "trading_from_dict",
+    "FILLS_STREAM", "ORDERS_STREAM", "BadKeyPart", "TradingStore", "TradingTTL", "engine_state_key", "open_orders_key",
+    "order_key", "position_key", "positions_key", "trading_from_dict",
 ]
 
 ORDERS_STREAM = "hmarl:orders:stream"
@@ -129,6 +131,12 @@ def positions_key(account: str) -> str:
     """The SET of the symbols the account has a stored position in."""
     account = _checked(account, ACCOUNT_RE, "account")
     return f"hmarl:positions:{account}"
+
+
+def engine_state_key(account: str) -> str:
+    """The account's execution engine state."""
+    account = _checked(account, ACCOUNT_RE, "account")
+    return f"hmarl:execution:{account}"
 
 
 # -- config ---------------------------------------------------------------------------
@@ -375,6 +383,35 @@ class TradingStore:
         expiry = () if self.ttl.position_s is None else ("EX", self.ttl.position_s)
         self._wb.submit([("SET", position_key(position.account, position.symbol), blob, *expiry),
                          ("SADD", positions_key(position.account), position.symbol)])
+
+    def save_engine_state(self, account: str, state: dict) -> None:
+        """SET ``hmarl:execution:<account>`` (no TTL) to ``state`` as JSON, queued."""
+        try:
+            key = engine_state_key(account)
+            _require(isinstance(state, dict), "not_a_dict")
+            blob = orjson.dumps(state)
+        except (BadKeyPart, _Rejected, TypeError, orjson.JSONEncodeError) as e:
+            reason = getattr(e, "reason", None) or (str(e) if isinstance(e, _Rejected) else "not_json")
+            return self._count("rejected", f"engine state: {reason}", "engine state not stored: %s", e)
+        self._wb.submit([("SET", key, blob)])
+
+    def load_engine_state(self, account: str) -> dict | None:
+        """The stored engine state; {} when none is stored; None when Valkey is unreachable or the
+        key holds no JSON object (counted): "unknown", never "nothing"."""
+        key = self._valid(engine_state_key, account)
+        if key is None:
+            return None
+        found = self._read("engine state", lambda: [self._client.get(key)])
+        if found is None:
+            return None
+        if found[0] is None:
+            return {}
+        d = self._json("engine state", found[0])
+        if not isinstance(d, dict):
+            if d is not None:
+                self._count("bad_records", "engine state", "a stored %s is no JSON object", "engine state")
+            return None
+        return d
 
     def commit(self, timeout_s: float = 2.0) -> bool:
         """Wait for the writes queued so far while Valkey is reachable; return False at once when

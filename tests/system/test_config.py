@@ -17,6 +17,9 @@ def test_default_config_loads_with_the_documented_defaults():
                                  "decision": 5561}
     assert cfg.features.enabled and cfg.features.vector_every_ms == 0 and cfg.features.flow_state_ttl_s == 3600
     assert cfg.hmarl.ml_allow_other_market is False
+    # the execution section is off by default and the file's keys equal the embedded defaults
+    assert cfg.execution.enabled is False and cfg.execution.account == cfg.risk.account == "paper"
+    assert (cfg.execution.ttl_order_s, cfg.execution.ttl_position_s) == (7 * 86_400, None)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,12 @@ def test_default_config_loads_with_the_documented_defaults():
         ({"risk": {"reducing_at": 0}}, "risk.reducing_at", "must be >= 0.01"),
         ({"risk": {"calendar": "nyse"}}, "risk.calendar", "must be one of b3, weekdays"),
         ({"hmarl": {"retention_days": -1}}, "hmarl.retention_days", "must be >= 0"),
+        ({"execution": {"enabled": "on"}}, "execution.enabled", "true or false"),
+        ({"execution": {"ttl_order": 60}}, "execution.ttl_order", "did you mean ttl_order_s"),
+        ({"execution": {"exchange": {"queue_model": "fifo"}}}, "execution.exchange.queue_model", "must be one of"),
+        ({"execution": {"account": "a:b"}}, "execution.account", "letters, digits"),
+        ({"execution": {"enabled": True, "account": "other"}}, "execution.account", "must equal risk.account"),
+        ({"execution": {"exchange": {"costs": {"wdo": {}}}}}, "execution.exchange.costs.wdo.single_fee", "required"),
     ],
 )
 def test_bad_values_name_the_key(raw, key, fragment):

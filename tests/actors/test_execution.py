@@ -1,0 +1,192 @@
+"""The execution actor as a plain object on the session Valkey: a decision and market data in,
+the order, its events, the fill and the position in Valkey; the kill switch through the risk
+command stream; a restart on the same Valkey."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from actors.config import ActorConfig, ValkeyLink
+from actors.execution import ExecutionActor
+from pipelines.execution.config import ExecutionConfig
+from pipelines.execution.policy_config import PolicyConfig
+from pipelines.model.messages import BookSnapshot, Decision, Trade
+from pipelines.model.orders import client_order_id
+from pipelines.persistence.connection import connect
+from pipelines.persistence.risk_store import read_state, send_command
+from pipelines.persistence.trading_store import (FILLS_STREAM, ORDERS_STREAM, TradingStore, engine_state_key,
+                                                 open_orders_key, order_key, position_key)
+from pipelines.risk.config import RiskConfig
+from tests.helpers import FAST_RECONNECT
+
+SYM = "WDOZ26"  # a known contract: tick 0.5, R$10 per point
+MS = 1_000_000
+# Monday 2025-11-24 10:01 Sao Paulo (13:01 UTC): inside the session, past the opening auction, and
+# before the event times the trading store's tests write: the orders and fills streams of the
+# session Valkey are shared, and their ids never go back in event time.
+T = int(datetime(2025, 11, 24, 13, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+# B3's WDO fee per contract (pipelines/execution/costs.py defaults): US$0.97 x 0.25 (mini) x
+# (1 - 0.16 day-trade reduction) = US$0.2037, at R$5.40 per US$ = R$1.09998
+FEE = 0.97 * 0.25 * (1 - 0.16) * 5.40
+
+
+def book(seq: int, ts: int, asks=((5400.0, 3), (5400.5, 10))) -> BookSnapshot:
+    return BookSnapshot(SYM, ts, ts, seq, (5399.5, 5399.0), (10, 10), tuple(p for p, _ in asks),
+                        tuple(q for _, q in asks))
+
+
+def trade(seq: int, ts: int, price: float, qty: int = 1, aggressor: int = 2) -> Trade:
+    return Trade(SYM, ts, ts, seq, price, qty, aggressor)
+
+
+# Decision ids carry the test's account: client order ids derive from decision ids alone, and
+# hmarl:order:<client order id> is one key space for every account.
+def decision(did: str, ts: int, action: str = "BUY", size: int = 2) -> Decision:
+    return Decision(did, SYM, ts, 1, action, size, 0.5, 0.5, 5400.0, 10 * 1_000_000_000, (), {}, {})
+
+
+@pytest.fixture()
+def account():
+    return f"x{uuid.uuid4().hex[:12]}"
+
+
+def make(url: str | None, account: str, style: str = "marketable_limit") -> ExecutionActor:
+    cfg = ActorConfig(ExecutionConfig(account=account, policy=PolicyConfig(style=style)), symbols=(SYM,),
+                      valkey=ValkeyLink(url))
+    return ExecutionActor(cfg, risk=RiskConfig(account=account), symbols=(SYM,), tick_sizes={SYM: 0.5})
+
+
+def feed(actor: ExecutionActor, events: list) -> None:
+    """The feed's side: each batch with the seq before it."""
+    for ev in events:
+        r = actor.on_batch([ev], {SYM: ev.seq - 1})
+        assert r.accepted == 1 and r.resync_from is None
+
+
+def opening(actor: ExecutionActor) -> None:
+    feed(actor, [book(1, T), trade(2, T + 1 * MS, 5400.0)])
+
+
+def test_decision_to_order_fill_and_position_in_valkey(valkey_server, account):
+    url = valkey_server[1]
+    actor = make(url, account)
+    opening(actor)
+    # BUY 2: a marketable limit one tick through the best ask (5400.0 + 0.5 = 5400.5), IOC
+    assert actor.on_decisions([decision(f"{account}.d1", T + 2 * MS)]) == 1
+    # it reaches the exchange after 5 ms of entry latency and takes 2 of the 3 lots at 5400.0
+    feed(actor, [book(3, T + 10 * MS), trade(4, T + 20 * MS, 5401.0)])
+    actor.close()
+
+    coid = client_order_id(f"{account}.d1", "entry")
+    client = connect(url)
+    try:
+        h = client.hgetall(order_key(coid))
+        order = orjson.loads(h[b"order"])
+        assert (order["side"], order["quantity"], order["price"], order["decision_id"]) == ("BUY", 2, 5400.5, f"{account}.d1")
+        event = orjson.loads(h[b"event"])
+        assert (event["status"], event["filled_qty"], event["leaves_qty"], event["avg_fill_price"]) == \
+            ("FILLED", 2, 0, 5400.0)
+        statuses = [orjson.loads(f[b"json"])["status"] for _i, f in client.xrange(ORDERS_STREAM)
+                    if orjson.loads(f[b"json"])["client_order_id"] == coid]
+        assert statuses[0] == "SUBMITTED" and statuses[-1] == "FILLED"
+        fills = [orjson.loads(f[b"json"]) for _i, f in client.xrange(FILLS_STREAM)]
+        fills = [f for f in fills if f["account"] == account]
+        assert [(f["quantity"], f["price"], f["liquidity"]) for f in fills] == [(2, 5400.0, "taker")]
+        assert fills[0]["fees"] == pytest.approx(2 * FEE)  # R$2.19996
+        pos = orjson.loads(client.get(position_key(account, SYM)))
+        # marked to the last trade: (5401.0 - 5400.0) points x 2 contracts x R$10 = R$20.00
+        assert (pos["quantity"], pos["avg_price"], pos["last_price"]) == (2, 5400.0, 5401.0)
+        assert pos["unrealized_pnl"] == pytest.approx(20.0)
+        assert pos["realized_pnl"] == 0.0 and pos["fees"] == pytest.approx(2 * FEE)
+        assert not client.smembers(open_orders_key(account))  # filled: no open order left
+        assert client.exists(engine_state_key(account))
+    finally:
+        client.close()
+
+
+def test_halt_through_the_command_stream_denies_the_next_decision(valkey_server, account):
+    url = valkey_server[1]
+    actor = make(url, account)
+    opening(actor)
+    client = connect(url)
+    try:
+        cid = send_command(client, account, "halt", "tester", "news")
+        feed(actor, [book(3, T + 5 * MS)])  # commands are served before every batch
+        state = read_state(client, account)
+        assert state["state"] == "HALTED" and state["command_cursor"] == cid
+        assert actor.on_decisions([decision(f"{account}.d2", T + 6 * MS)]) == 0
+        assert actor.stats()["counts"]["denied"] == 1
+        assert not client.exists(order_key(client_order_id(f"{account}.d2", "entry")))
+        actor.close()
+        # a restarted actor comes back HALTED; a resume sent meanwhile is served by the next ping
+        again = make(url, account)
+        assert again.stats()["trading_state"] == "HALTED"
+        rid = send_command(client, account, "resume", "tester")
+        again.ping()
+        state = read_state(client, account)
+        assert state["state"] == "ACTIVE" and state["command_cursor"] == rid
+        # the kill switch by an actor call too
+        assert again.command("halt", "tester", "by call")["state"] == "HALTED"
+        assert read_state(client, account)["state"] == "HALTED"
+        again.close()
+    finally:
+        actor.close()
+        client.close()
+
+
+def test_restart_restores_open_orders_and_position_and_sends_nothing_twice(valkey_server, account):
+    url = valkey_server[1]
+    first = make(url, account, style="passive")
+    opening(first)
+    # BUY 2 passive: a DAY limit at the best bid 5399.5, behind the 10 lots displayed there
+    assert first.on_decisions([decision(f"{account}.d1", T + 2 * MS)]) == 1
+    feed(first, [book(3, T + 10 * MS)])  # arrived (5 ms), queued behind 10
+    # a sell of 11 at 5399.5: 10 take the queue ahead, 1 fills ours -> 1 filled, 1 still working
+    feed(first, [trade(4, T + 20 * MS, 5399.5, qty=11, aggressor=3)])
+    coid = client_order_id(f"{account}.d1", "entry")
+    assert [o.client_order_id for o in first.engine.working()] == [coid]
+    assert first.engine.positions.position(SYM).quantity == 1
+    first.close()  # every step was committed as it happened: what a crash would leave too
+
+    again = make(url, account, style="passive")
+    assert again.restored and again.position() == {SYM: 4}
+    assert [o.client_order_id for o in again.engine.working()] == [coid]
+    pos = again.engine.positions.position(SYM)
+    assert (pos.quantity, pos.avg_price) == (1, 5399.5)
+    assert again.on_decisions([decision(f"{account}.d1", T + 2 * MS)]) == 0  # the same decision: nothing sent
+    assert again.stats()["counts"]["orders"] == 1  # the one order of the first life
+    r = again.on_batch([trade(4, T + 20 * MS, 5399.5, qty=11, aggressor=3)], {SYM: 3})  # re-sent: a duplicate
+    assert (r.accepted, r.duplicates) == (0, 1)
+    # the rest of the order fills after the restart: a sell of 1 more at 5399.5
+    feed(again, [trade(5, T + 30 * MS, 5399.5, qty=1, aggressor=3)])
+    assert again.engine.positions.position(SYM).quantity == 2 and not again.engine.working()
+    again.close()
+    store = TradingStore(url, **FAST_RECONNECT)
+    try:
+        fills = store.fills_since(0, account=account)
+        assert [(f.quantity, f.price) for f in fills] == [(1, 5399.5), (1, 5399.5)]
+        assert store.load_open_orders(account) == []
+        (p,) = store.load_positions(account)
+        assert (p.quantity, p.avg_price) == (2, 5399.5)
+    finally:
+        store.close()
+
+
+def test_without_valkey_it_runs_in_memory(account):
+    actor = make(None, account)
+    opening(actor)
+    assert actor.on_decisions([decision(f"{account}.d1", T + 2 * MS)]) == 1
+    feed(actor, [book(3, T + 10 * MS)])
+    assert actor.engine.positions.position(SYM).quantity == 2
+    assert actor.on_decisions("not a list") == 0 and actor.stats()["bad_calls"] == {"decisions_not_a_list": 1}
+    assert actor.on_decisions([object()]) == 0 and actor.stats()["ignored"]["not_a_decision"] == 1
+    for batch, prev in (([object()], {SYM: 3}), (b"not a pickle", {SYM: 3}), ([book(4, T + 11 * MS)], None)):
+        assert actor.on_batch(batch, prev).accepted == 0
+    assert actor.stats()["bad_calls"]["bad_batch"] == 3
+    assert actor.engine.positions.position(SYM).quantity == 2  # nothing changed
+    actor.close()
+
