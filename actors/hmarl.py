@@ -129,7 +129,7 @@ class _HmarlActor:
     def _report(self, ts_event: int | None) -> None:
         """Every ``metrics_every_s`` of event time, this actor's stats go to ``hmarl:metrics:<owner>``
         (with a TTL): what status pages and alerts read without calling the actor."""
-        if self.store is None or ts_event is None or ts_event < self._next_metrics_ns:
+        if self.store is None or type(ts_event) is not int or ts_event < self._next_metrics_ns:
             return
         self._next_metrics_ns = (ts_event // self._metrics_every_ns + 1) * self._metrics_every_ns
         self.store.store_metrics(self._owner(), {"ts_event": ts_event, "run_id": self.run_id, **self.stats()})
@@ -179,7 +179,7 @@ class _VoterActor(_HmarlActor):
             if self.store is not None:
                 for s in signals:
                     self.store.store_signal(s)
-        self._report(messages[-1].ts_event if messages else None)
+        self._report(getattr(messages[-1], "ts_event", None) if messages else None)
         return signals
 
     def _learn(self, outcomes: list) -> None:

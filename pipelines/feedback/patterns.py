@@ -45,15 +45,21 @@ class Pattern(NamedTuple):
         return f"{self.symbol}-{self.ts_event}-{self.seq}-{side}"
 
 
-def patterns_in(messages: Iterable, tick_size: float, profile: ProfileRule = ProfileRule()) -> list[Pattern]:
-    """The patterns in a stream of engine output (TapeSignals and closed footprint bars)."""
+def patterns_in(messages: Iterable, tick_size: float, profile: ProfileRule = ProfileRule(),
+                malformed: list | None = None) -> list[Pattern]:
+    """The patterns in a stream of engine output (TapeSignals and closed footprint bars). A
+    message that cannot be read is skipped (and appended to ``malformed`` when given)."""
     out: list[Pattern] = []
     for m in messages:
-        if type(m) is TapeSignal and m.side in (1, -1):
-            out.append(Pattern(m.pattern, m.symbol, m.ts_event, m.seq, m.side, m.price,
-                               {"confidence": m.confidence, **m.details}))
-        elif type(m) is FootprintState and m.closed:
-            out.extend(_bar_patterns(m, tick_size, profile))
+        try:
+            if type(m) is TapeSignal and m.side in (1, -1):
+                out.append(Pattern(m.pattern, m.symbol, m.ts_event, m.seq, m.side, m.price,
+                                   {"confidence": m.confidence, **m.details}))
+            elif type(m) is FootprintState and m.closed:
+                out.extend(_bar_patterns(m, tick_size, profile))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            if malformed is not None:
+                malformed.append(m)
     return out
 
 
@@ -85,9 +91,13 @@ class PatternOutcomes:
         self.system = FeedbackSystem(symbol)
         self._open: dict[tuple[str, int, int], Pattern] = {}
         self.detected = 0
+        self.malformed = 0
 
     def track(self, messages: Iterable) -> None:
-        for p in patterns_in(messages, self.tick_size, self.profile):
+        bad: list = []
+        found = patterns_in(messages, self.tick_size, self.profile, bad)
+        self.malformed += len(bad)
+        for p in found:
             voter = f"{VOTER_PREFIX}{p.kind}:{p.direction:+d}"
             if (voter, p.seq, p.ts_event) in self._open:
                 continue  # the same pattern seen again (a re-sent round)
@@ -98,15 +108,22 @@ class PatternOutcomes:
 
     def on_prices(self, prices: Iterable[tuple[int, float]]) -> list[tuple[Pattern, dict]]:
         """(pattern, record to store) for every pattern whose horizon elapsed."""
+        prices = list(prices)
         out = []
         for fb in self.system.on_prices(prices):
             p = self._open.pop((fb.voter, fb.seq, fb.signal_ts), None)
             if p is not None:
                 out.append((p, record(p, fb)))
+        if prices and self._open:
+            last = prices[-1][0]
+            # A pattern due with no price at or before its horizon is dropped by the feedback
+            # system (counted as missing_price): forget it here too, or it would be kept forever.
+            self._open = {k: p for k, p in self._open.items() if p.ts_event + self.horizon_ns > last}
         return out
 
     def stats(self) -> dict:
         return {"patterns_detected": self.detected, "patterns_open": len(self._open),
+                "patterns_malformed": self.malformed,
                 "patterns_missing_price": self.system.stats().get("missing_price", 0)}
 
 

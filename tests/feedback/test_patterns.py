@@ -91,3 +91,14 @@ def test_a_pattern_seen_twice_is_tracked_once():
     tracker.track([sweep])
     done = tracker.on_prices([(T0 + HORIZON, 5401.0)])
     assert [(p.kind, rec["outcome"]["points"], rec["outcome"]["hit"]) for p, rec in done] == [("sweep", 1.0, True)]
+
+
+def test_a_malformed_bar_is_counted_and_a_pattern_without_a_price_is_not_kept_forever():
+    tracker = PatternOutcomes(SYM, TICK, HORIZON)
+    broken = FootprintState(SYM, T0, T0, 1, True, {"high": 5401.0})  # no levels, no absorption field
+    tracker.track([broken, TapeSignal(SYM, T0, T0, 2, "sweep", 1, 5400.0, 1.0, {})])
+    assert tracker.stats()["patterns_malformed"] == 1 and tracker.stats()["patterns_detected"] == 1
+    # The first price comes after the horizon: no trade at or before it, so no outcome (the
+    # feedback system counts a missing price) and the pattern is not kept open either.
+    assert tracker.on_prices([(T0 + HORIZON + 1, 5401.0)]) == []
+    assert tracker.stats()["patterns_open"] == 0 and tracker.stats()["patterns_missing_price"] == 1
