@@ -24,14 +24,40 @@ deterministic, so the replay makes the same orders and fills, which the stores k
 decision already seen makes nothing (the policy remembers decision ids, and client order ids
 are derived from them). The risk state stored under ``hmarl:risk:<account>`` is the authority
 for the trading state: a restarted system comes back HALTED if it was halted.
+
+Sequencing decisions with market data (``decided``: the symbols whose coordinator sends
+decisions). Market data comes from the feed and decisions from the coordinators, two callers
+with their own delays; an engine that simply applied each as it came would meet a decision
+with whatever book had arrived by then, and a replay at another speed or on a loaded machine
+would fill differently. So a decision is applied exactly after the market event it was made on
+(the decision's ``seq`` is that of the trade its feature vector closed on) and before the next
+one: market data of such a symbol is held until the coordinator has said what it decided up to
+it (``on_decisions(decisions, through)``: ``through`` = the last event seq its round covered),
+and a decision that comes before its market data waits for it. Fills are then the same whatever
+the timing. Held events are bounded (``execution.max_held_events``): past the bound, when a
+coordinator has stopped answering, the oldest are processed without waiting (``overrun``) and
+a decision that comes after its market data was processed is applied at once (``late``); both
+are counted, and only then can fills depend on timing. The feed position saved for a restart
+is that of the events the engine processed, and the decisions still waiting are saved with it,
+so a restart loses neither (the feed re-sends the held events).
+
+Each decision's realized outcome, from its fills and its exit net of B3 costs
+(``DecisionOutcome``, :mod:`pipelines.execution.attribution`), is stored
+(``hmarl:outcomes:stream``) and sent to its symbol's feedback actor for the per-decision report.
+
+Everything the engine does is published on ZeroMQ 5561 beside the decisions (topics
+``order.<SYM>``, ``fill.<SYM>``, ``position.<SYM>``, ``risk.<SYM|ACCOUNT>``,
+``account.<ACCOUNT>``, ``outcome.<SYM>``) through the publisher that owns the port.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from actors.config import ActorConfig
@@ -39,12 +65,13 @@ from pipelines.data.sequencing import BatchReply, SeqGate
 from pipelines.execution.config import ExecutionConfig
 from pipelines.execution.engine import ExecutionEngine, Step
 from pipelines.model.clock import NS_PER_S
-from pipelines.model.messages import Event
+from pipelines.model.messages import Decision, Event, from_dict, to_dict
+from pipelines.model.orders import CANCELLED, OrderEvent, Position
 from pipelines.risk.config import RiskConfig
 
 log = logging.getLogger("quantumtrader.execution")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the processed feed position and the decisions waiting for their market data
 STATE_EVERY_S = 1.0  # event time between state saves when nothing happened to an order
 RESTORE_RETRY_S = 10.0  # how long the constructor keeps trying Valkey
 COMMIT_S = 2.0  # how long a step waits for its writes (returns at once during an outage)
@@ -59,12 +86,39 @@ class ExecutionActor:
     BACKPRESSURE = False  # orders are made from the data it has; the feed never waits on Valkey writes
 
     def __init__(self, config: ActorConfig[ExecutionConfig], *, risk: RiskConfig, symbols: tuple[str, ...],
-                 tick_sizes: dict[str, float] | None = None):
+                 tick_sizes: dict[str, float] | None = None, decided: tuple[str, ...] = (),
+                 publisher: str | None = None, feedback: dict[str, str] | None = None):
+        """``decided``: the symbols whose coordinator sends decisions (their market data waits for
+        them); ``publisher``: the actor that owns ZeroMQ 5561 (None: nothing published);
+        ``feedback``: symbol -> its feedback actor, which reports each decision's outcome."""
         cfg = config.domain
         self.account = cfg.account
+        self.run_id = config.run_id
         self.incarnation = uuid.uuid4().hex
-        self.engine = ExecutionEngine(cfg, risk, tuple(symbols), tick_sizes=tick_sizes)
+        # Client order ids name the account and the run: hmarl:order:<id> is one key space for all
+        # accounts, and a new run numbers its decisions from 1 again.
+        scope = f"{self.account}/{self.run_id}/" if self.run_id else f"{self.account}/"
+        self._new_engine = lambda: ExecutionEngine(cfg, risk, tuple(symbols), tick_sizes=tick_sizes, id_scope=scope)
+        self.engine = self._new_engine()
         self.gate = SeqGate()
+        self.decided = frozenset(decided)
+        self.max_held = cfg.max_held_events
+        self.held: deque[Event] = deque()  # admitted, not yet processed (waiting for decisions)
+        self.waiting: dict[str, deque[Decision]] = {}  # decisions waiting for their market data
+        self.through: dict[str, int] = {}  # per symbol, the last seq the coordinator has decided up to
+        self.processed: dict[str, int] = {}  # per symbol, the seq of the last event the engine processed
+        self.overrun = 0
+        self.late = 0
+        self.publisher = None
+        self.feedback: dict = {}
+        if publisher or feedback:
+            import ray
+
+            from actors.peers import Peer
+
+            self.publisher = Peer(ray, publisher, config.namespace) if publisher else None
+            self.feedback = {sym: Peer(ray, name, config.namespace) for sym, name in (feedback or {}).items()}
+        self.published = 0
         self.accepted = 0
         self.decisions = 0
         self.bad_calls: dict[str, int] = {}
@@ -110,19 +164,33 @@ class ExecutionActor:
                     self.engine.risk.halt("execution", f"state unavailable at start: {e}", self.engine.now)
                     return
                 time.sleep(0.2)
-        if saved:
+        same_run = bool(saved) and saved.get("run_id") == self.run_id
+        if saved and not same_run:
+            # A new run is a new session of the market (the simulator starts its day again, a
+            # replay its file): the paper account starts flat; the kill switch carries over.
+            log.info("execution %s: new run %s: the paper account starts flat", self.account, self.run_id)
+            self._end_previous_run()
+        elif saved:
             try:
                 if saved.get("version") != STATE_VERSION:
                     raise ValueError(f"unknown state version {saved.get('version')!r}")
                 self.engine.load_state(saved["engine"])
-                self.gate.position.update({s: int(q) for s, q in saved["gate"].items()})
+                self.processed = {s: int(q) for s, q in saved["processed"].items()}
+                self.gate.position.update(self.processed)
+                self.through = {s: int(q) for s, q in saved["through"].items()}
+                for d in saved["waiting"]:
+                    self.waiting.setdefault(d["symbol"], deque()).append(from_dict(d))
                 self._saved_at = self.engine.now
                 self.restored = True
             except (ValueError, KeyError, TypeError, AttributeError) as e:  # another symbol set, an old layout
                 self.restore_error = f"{type(e).__name__}: {e}"
                 log.error("execution %s: saved state ignored: %s", self.account, self.restore_error)
+                self.engine = self._new_engine()  # nothing half-loaded
+                self.processed, self.through, self.waiting = {}, {}, {}
+                self.gate = SeqGate()
         if risk is not None:
-            self.engine.risk.load_state(risk)  # the kill switch's record wins (a bad one halts: its own rule)
+            # the kill switch's record wins (a bad one halts: its own rule); the day's limits only in the same run
+            self.engine.risk.load_state(risk, daily=same_run)
         elif not self.restored:
             self.engine.risk.command_cursor = self.risk_store.command_tail(self.account)
         self._save(commit=True, ack=True)
@@ -130,13 +198,31 @@ class ExecutionActor:
             log.info("execution %s restored: %d working orders, positions %s", self.account,
                      len(self.engine.working()), dict(self.engine.positions.quantities()))
 
+    def _end_previous_run(self) -> None:
+        """The records the previous run left: its working orders end (their simulated exchange is
+        gone) and its positions are stored flat, so the stores describe this run's account."""
+        for order, last in self.trading.load_open_orders(self.account) or ():
+            ts = last.ts_event if last is not None else order.ts_event
+            filled = last.filled_qty if last is not None else 0
+            avg = last.avg_fill_price if last is not None else math.nan
+            self.trading.store_order_event(OrderEvent(order.client_order_id, self.account, order.symbol, ts, CANCELLED,
+                                                      filled, 0, avg, f"run ended; new run {self.run_id}"))
+        for p in self.trading.load_positions(self.account) or ():
+            if p.quantity or p.realized_pnl or p.fees:
+                self.trading.store_position(Position(self.account, p.symbol, p.ts_event, 0, 0.0, p.last_price,
+                                                     0.0, 0.0, 0.0))
+
     def _save(self, commit: bool, ack: bool = False) -> None:
         if self.trading is None:
             return
         self.saves += 1
         self._saved_at = self.engine.now
-        self.trading.save_engine_state(self.account, {"version": STATE_VERSION, "engine": self.engine.state(),
-                                                      "gate": dict(self.gate.position)})
+        # The position of what the engine processed, not of what was admitted: a restart has the
+        # feed re-send the held events.
+        self.trading.save_engine_state(self.account, {
+            "version": STATE_VERSION, "run_id": self.run_id, "engine": self.engine.state(),
+            "processed": dict(self.processed),
+            "through": dict(self.through), "waiting": [to_dict(d) for q in self.waiting.values() for d in q]})
         self.risk_store.save_state(self.account, self.engine.risk.state())
         # The trading store's commit returns at once during an outage; the risk store's waits it
         # out, which only a command's acknowledgement is worth (ctl waits for the stored state).
@@ -147,33 +233,86 @@ class ExecutionActor:
 
     def on_batch(self, events: list[Event] | bytes, prev: dict[str, int | None]) -> BatchReply:
         ack = self._serve_commands()
-        changed = ack
         try:
             good, resync = self.gate.admit(events, prev)
         except Exception:  # not a batch of events (the gate reads seq and symbol of each), or not picklable
             self._bad("bad_batch")
             good, resync = [], None
-        if good:
-            self.accepted += len(good)
-            changed = self._store(self.engine.on_market(good)) or changed
-        self._after(changed, ack)
+        self.accepted += len(good)
+        self.held.extend(good)
+        changed, _sent = self._release()
+        self._after(changed or ack, ack)
         return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
 
-    def on_decisions(self, decisions: Any) -> int:
-        """The coordinator's decisions, in order; returns how many orders they sent."""
+    def on_decisions(self, decisions: Any, through: Any = None) -> int:
+        """A coordinator's decisions, in order, and ``through`` ({symbol: seq}): it has decided on
+        every market event up to that seq. Returns how many orders were sent in this call (a
+        decision whose market data has not come yet sends its orders later)."""
         ack = self._serve_commands()
-        sent = 0
         if not isinstance(decisions, (list, tuple)):
             self._bad("decisions_not_a_list")
             decisions = ()
+        sent = 0
         for d in decisions:
             self.decisions += 1
-            step = self.engine.on_decision(d)
-            sent += len(step.orders)
-            self._store(step)
-        # a decision seen must be remembered (its id), even one that sent nothing
-        self._after(bool(decisions) or ack, ack)
-        return sent
+            sym = getattr(d, "symbol", None)
+            if type(d) is not Decision or sym not in self.decided or type(d.seq) is not int:
+                sent += self._apply(d)  # not sequenced: the engine applies (or counts) it at once
+            elif d.seq <= self.processed.get(sym, 0) and not self.waiting.get(sym):
+                self.late += d.seq < self.processed.get(sym, 0)  # its market data went on without it
+                sent += self._apply(d)
+            else:
+                self.waiting.setdefault(sym, deque()).append(d)
+        if isinstance(through, dict):
+            for sym, seq in through.items():
+                if sym in self.decided and type(seq) is int and seq > self.through.get(sym, 0):
+                    self.through[sym] = seq
+        elif through is not None:
+            self._bad("bad_through")
+        released, more = self._release()
+        # a decision seen must be remembered (its id, or its place in the queue), even one that sent nothing
+        self._after(bool(decisions) or released or ack, ack)
+        return sent + more
+
+    def _apply(self, d: Any) -> int:
+        step = self.engine.on_decision(d)
+        self._store(step)
+        return len(step.orders)
+
+    def _release(self, everything: bool = False) -> tuple[bool, int]:
+        """Process the held market data as far as the decisions are known (``everything``: all of
+        it), each decision right after the event it was made on. Returns whether an order, fill
+        or risk state changed, and how many orders the decisions applied here sent."""
+        held, waiting, decided = self.held, self.waiting, self.decided
+        run: list[Event] = []
+        changed = False
+        sent = applied = 0
+        while held:
+            ev = held[0]
+            sym = ev.symbol
+            q = waiting.get(sym)
+            if q and q[0].seq < ev.seq:  # decided on an earlier event: before this one
+                changed = self._market(run) or changed
+                run = []
+                sent += self._apply(q.popleft())
+                applied += 1
+                continue
+            if sym in decided and ev.seq > self.through.get(sym, 0) and not everything:
+                if len(held) <= self.max_held:
+                    break
+                self.overrun += 1  # the coordinator is not keeping up: on without its decisions
+            run.append(held.popleft())
+            self.processed[sym] = ev.seq
+        changed = self._market(run) or changed
+        for sym, q in waiting.items():  # made on an event already processed (or, at the end, any): now
+            while q and (everything or q[0].seq <= self.processed.get(sym, 0)):
+                self.late += q[0].seq < self.processed.get(sym, 0)  # later market data went on without it
+                sent += self._apply(q.popleft())
+                applied += 1
+        return changed or applied > 0, sent
+
+    def _market(self, events: list[Event]) -> bool:
+        return bool(events) and self._store(self.engine.on_market(events))
 
     def command(self, kind: str, who: str, reason: str = "") -> dict:
         """The kill switch by an actor call (``halt`` | ``resume`` | ``flatten``); the risk status after it."""
@@ -209,9 +348,22 @@ class ExecutionActor:
                 self.trading.store_fill(f)
             for p in step.positions:
                 self.trading.store_position(p)
+            for o in step.outcomes:
+                self.trading.store_outcome(o)
             if step.risk_events:
                 self.risk_store.publish(step.risk_events)
-        return bool(step.orders or step.order_events or step.fills or step.risk_events)
+        if self.publisher is not None:
+            out = [*step.orders, *step.order_events, *step.fills, *step.positions, *step.risk_events, *step.outcomes]
+            if step.account is not None:
+                out.append(step.account)
+            if out:
+                self.publisher.call("publish", out)
+                self.published += len(out)
+        for o in step.outcomes:  # each decision's result net of costs, for the per-decision report
+            fb = self.feedback.get(o.symbol)
+            if fb is not None:
+                fb.call("on_outcomes", [o])
+        return bool(step.orders or step.order_events or step.fills or step.risk_events or step.outcomes)
 
     def _after(self, changed: bool, ack: bool = False) -> None:
         if changed or self.engine.now - self._saved_at >= self._state_every_ns:
@@ -220,7 +372,7 @@ class ExecutionActor:
     # -- queries and control ----------------------------------------------------------
 
     def position(self) -> dict[str, int]:
-        return dict(self.gate.position)
+        return dict(self.processed)
 
     def ping(self) -> dict:
         # Serving the command stream here too: the supervisor's ping comes every second, market data or not.
@@ -237,8 +389,16 @@ class ExecutionActor:
             "bad_calls": dict(self.bad_calls),
             "duplicates": self.gate.duplicates,
             "gaps": self.gate.gaps,
-            "feed_position": dict(self.gate.position),
+            "feed_position": dict(self.processed),
+            "held": len(self.held),
+            "waiting_decisions": sum(len(q) for q in self.waiting.values()),
+            "overrun": self.overrun,
+            "late_decisions": self.late,
+            "published": self.published,
+            "publisher": self.publisher.stats() if self.publisher is not None else None,
             "trading_state": self.engine.risk.trading_state,
+            "risk_reason": self.engine.risk.status().reason,
+            "account_summary": self.engine.positions.summary(self.engine.now)._asdict(),
             "saves": self.saves,
             "unsaved": self.unsaved,
             "restored": self.restored,
@@ -248,7 +408,9 @@ class ExecutionActor:
         }
 
     def close(self, timeout_s: float = 10.0) -> dict:
-        """Save the state, flush the writes, close the stores; may be called again."""
+        """Process what is still held (the coordinators have stopped before this), save the state,
+        flush the writes, close the stores; may be called again."""
+        self._release(everything=True)
         if self.trading is not None:
             self._save(commit=False)
             self.trading.close(timeout_s)

@@ -14,7 +14,7 @@ depends on event time only.
 
 Each class wraps plain logic from the ``pipelines`` domain packages. A restarted actor re-runs
 ``__init__`` and reloads its learned state (agent learning tables, coordinator
-weights and paper account) from Valkey; Ray re-submits the round that was in flight
+weights) from Valkey; Ray re-submits the round that was in flight
 (``max_task_retries``), and the coordinator skips a decision slot it already decided.
 The feedback system mirrors its pending outcomes in Valkey
 (``hmarl:agent:feedback:<SYM>:pending``) as they are tracked and resolved; a restarted
@@ -22,9 +22,11 @@ one tracks them again and replays the trade prices since the oldest of them from
 Valkey tick stream, so outcomes whose horizon passed while it was down still get their
 price. Without Valkey they are lost with the process; none is invented.
 
-A run (``run_id``) is one session of the system: the paper account (position, average
-price, realized P&L) belongs to the run and starts flat in a new one, while what the
-voters learned carries over (``scripts/launch.py --resume`` continues a run).
+A run (``run_id``) is one session of the system: the coordinator's decision clock and latest
+signals belong to the run, while what the voters learned carries over (``scripts/launch.py
+--resume`` continues a run). Positions are the execution actor's (``actors.execution``): the
+coordinator says what the consensus is, the account's execution policy and risk engine decide
+what that means in orders.
 """
 
 from __future__ import annotations
@@ -235,8 +237,8 @@ class MLActor(_VoterActor):
 
 
 class CoordinatorActor(_HmarlActor):
-    """Consensus on the event-time decision clock; decisions to ZeroMQ 5561 and Valkey, and
-    returned for the feedback system."""
+    """Consensus on the event-time decision clock; decisions to ZeroMQ 5561, Valkey and the
+    account's execution actor, and returned for the feedback system."""
 
     def __init__(self, config: ActorConfig[HmarlConfig], *, voters: tuple[str, ...], publisher: str | None = None,
                  execution: str | None = None):
@@ -244,12 +246,9 @@ class CoordinatorActor(_HmarlActor):
         ``execution``: the account's execution actor, which makes them orders (None: no orders)."""
         super().__init__(config)
         cfg, symbol = config.domain, config.symbol
-        from pipelines.execution.paper import paper_coordinator
-        from pipelines.portfolio.consensus import ConsensusConfig
-        from pipelines.risk.limits import RiskLimits
+        from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
 
-        self.coordinator = paper_coordinator(symbol, list(voters), ConsensusConfig.from_hmarl(cfg),
-                                             limits=RiskLimits.from_hmarl(cfg))
+        self.coordinator = Coordinator(symbol, list(voters), ConsensusConfig.from_hmarl(cfg))
         self.every_ns = int(cfg.decision_every_ms * NS_PER_MS)
         self.slots = SlotGate()  # decision-clock slots (ts // every_ns) decided, once each
         self._restore()
@@ -260,12 +259,13 @@ class CoordinatorActor(_HmarlActor):
         self.skipped = 0  # boundaries of a slot already decided (a re-submitted round, a restarted engine)
         self.actions: dict[str, int] = {}
         self.last: Decision | None = None
+        self.through = 0  # the seq of the last feature vector decided on (or skipped): for the execution actor
 
     def _owner(self) -> str:
         return f"coordinator:{self.symbol}"
 
     def _restore(self) -> None:
-        """Weights always; the paper account and the decision clock only within the same run."""
+        """Weights always; the decision clock and the latest signals only within the same run."""
         state = self.store.load_agent_state(self._owner(), "state") if self.store is not None else None
         if not state:
             return
@@ -278,8 +278,8 @@ class CoordinatorActor(_HmarlActor):
         if state.get("run_id") == self.run_id:
             self.slots.load_state(state)
         else:
-            self.coordinator.new_account()
-            log.info("%s: new run %s: weights restored, paper account starts flat", self._owner(), self.run_id)
+            self.coordinator.new_run()
+            log.info("%s: new run %s: weights restored", self._owner(), self.run_id)
         self.restored = True
 
     def on_round(self, payload, voter_refs: list = (), feedback_refs: list = ()) -> list[Decision]:
@@ -289,6 +289,7 @@ class CoordinatorActor(_HmarlActor):
         for signals in self._resolve(voter_refs, "voter"):
             self.coordinator.on_signals(signals)
         made = []
+        through = 0
         for m in _messages(payload):
             t = type(m)
             if t is FlowState:
@@ -298,15 +299,20 @@ class CoordinatorActor(_HmarlActor):
                 v = m.values
                 self.market.update({k: v.get(k) for k in ("spread_ticks", "depth", "book_imbalance", "liquidity_score")})
             elif t is FeatureVector:
+                through = max(through, m.seq)
                 if not self.slots.admit(m.ts_event // self.every_ns):
                     self.skipped += 1
                     continue
-                d = self.coordinator.decide(m.ts_event, m.seq, m.price, dict(self.market))._replace(ts_recv=m.ts_recv)
-                self.coordinator.apply_decision(d)
-                made.append(d)
+                made.append(self.coordinator.decide(m.ts_event, m.seq, m.price,
+                                                    dict(self.market))._replace(ts_recv=m.ts_recv))
         if made:
             self._emit(made)
             self._report(made[-1].ts_event)
+        if self.execution is not None and (made or through > self.through):
+            # every round, decisions or not: the execution actor holds market data until it knows
+            # what was decided on it
+            self.through = max(self.through, through)
+            self.execution.call("on_decisions", made, {self.symbol: self.through})
         if self.store is not None:
             self.store.store_agent_state(self._owner(), "state",
                                          {**self.coordinator.state(), "run_id": self.run_id, **self.slots.state()})
@@ -323,8 +329,6 @@ class CoordinatorActor(_HmarlActor):
                 self.store.store_decision(d)
         if self.publisher is not None:
             self.publisher.call("publish", decisions)
-        if self.execution is not None:
-            self.execution.call("on_decisions", decisions)
 
     def close(self, timeout_s: float = 10.0) -> dict:
         if self.execution is not None:  # the last decisions reach the orders before the shutdown goes on
@@ -354,13 +358,15 @@ class FeedbackActor(_HmarlActor):
     """Realized outcomes on event time: each round's trade prices resolve the horizons of the
     signals and decisions tracked before them; the outcomes go back as the round's result."""
 
-    def __init__(self, config: ActorConfig[HmarlConfig], *, tick_size: float):
-        """``tick_size``: the price grid the FeatureEngine detects patterns on."""
+    def __init__(self, config: ActorConfig[HmarlConfig], *, tick_size: float, round_trip_cost: float = 0.0):
+        """``tick_size``: the price grid the FeatureEngine detects patterns on; ``round_trip_cost``:
+        R$ per contract in and out (B3's fees), taken off the outcomes' P&L."""
         super().__init__(config)
         from pipelines.feedback.patterns import PatternOutcomes
-        from pipelines.feedback.system import FeedbackSystem
+        from pipelines.feedback.system import DecisionResults, FeedbackSystem
 
-        self.system = FeedbackSystem(self.symbol, journal=self.store is not None)
+        self.system = FeedbackSystem(self.symbol, journal=self.store is not None, round_trip_cost=round_trip_cost)
+        self.results = DecisionResults()  # the decisions' results from their fills (the execution actor's)
         # Detected patterns are judged like signals, on the same prices, and kept with their outcome.
         self.patterns = PatternOutcomes(self.symbol, tick_size, int(self.cfg.horizon_s * NS_PER_S))
         self.sent = 0
@@ -453,6 +459,10 @@ class FeedbackActor(_HmarlActor):
         credits = [c for fb in outcomes if fb.voter == "coordinator" for c in self.system.voter_credits(fb)]
         return outcomes, credits
 
+    def on_outcomes(self, outcomes) -> int:
+        """Decisions' realized outcomes from their fills, net of costs (from the execution actor)."""
+        return self.results.add(outcomes if isinstance(outcomes, (list, tuple)) else ())
+
     def performance(self) -> dict:
         return self.system.all_performance()
 
@@ -461,4 +471,5 @@ class FeedbackActor(_HmarlActor):
                 "performance": self.system.all_performance(), "absent": dict(self.absent),
                 "restored_pending": self.restored_pending, "replayed_prices": self.replayed_prices,
                 "other_run_pending": self.other_run_pending, **self.patterns.stats(),
+                "decisions_from_fills": self.results.summary(),
                 "restored": self.restored, "restore_error": self.restore_error}

@@ -9,8 +9,10 @@ and restartable (``max_restarts``). The graph for N symbols:
               ──> FeatureEngine:<SYM>                      (ticks + book of SYM)
               ──> ValkeyWriter, ZmqPublisher, Recorder     (everything)
     FeatureEngine:<SYM> ──> AnalyticsPublisher (ZeroMQ 5557-5560), Valkey flow state
-    (execution.enabled)  FeedActor ──> ExecutionActor execution:<account>  (ticks + book of every symbol)
-                         CoordinatorActor:<SYM> ──> execution:<account>     (decisions)
+    With execution.enabled and hmarl.enabled (trading):
+    FeedActor ──> ExecutionActor execution:<account>    (ticks + book of every symbol)
+    CoordinatorActor:<SYM> ──> execution:<account>      (decisions, every round)
+    execution:<account> ──> AnalyticsPublisher          (orders, fills, positions: ZeroMQ 5561)
 
 :class:`MarketDataGraph` creates, supervises and tears the graph down; the
 launcher and the tests drive it.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,7 @@ from actors.rounds import RoundPlan
 from pipelines.adapters.sources import make_source
 from pipelines.alpha.registry import ML_VOTER
 from pipelines.config import AppConfig
+from pipelines.execution.costs import CostModel
 from pipelines.model.instruments import tick_size_for
 from pipelines.persistence.runs import new_run_id, stage_totals
 
@@ -104,6 +107,12 @@ class MarketDataGraph:
         self.run = ActorConfig.for_run(cfg, valkey_url, self.run_id)
         self._build_specs()
 
+    @property
+    def trading(self) -> bool:
+        """Whether the graph trades: an execution actor needs decisions to make orders of."""
+        cfg = self.cfg
+        return cfg.execution.enabled and cfg.features.enabled and cfg.hmarl.enabled
+
     def _build_specs(self) -> None:
         cfg, run = self.cfg, self.run
         specs = []
@@ -136,18 +145,25 @@ class MarketDataGraph:
                                        dict(tick_size=self._tick_size(sym), publisher=ANALYTICS_PUBLISHER, rounds=plan),
                                        kinds=FeatureEngine.KINDS, symbols=one))
                 specs.extend(hmarl)
-        if cfg.execution.enabled:
+        if self.trading:
             specs.append(self._execution_spec())
         self.specs = {s.name: s for s in specs}
 
     def _execution_spec(self) -> ActorSpec:
         """One ExecutionActor per account, on every symbol: the account's risk limits span them all."""
         cfg = self.cfg
+        execution = cfg.execution
+        if cfg.feed.source == "simulator" and execution.policy.calendar != "weekdays":
+            # The simulator lays its sessions out on every weekday, holidays included: its market's
+            # calendar, or the policy would refuse entries on a B3 holiday the simulator trades.
+            log.info("execution: the simulator trades every weekday; the policy uses its calendar (weekdays)")
+            execution = replace(execution, policy=replace(execution.policy, calendar="weekdays"))
         # A call lost to a restart (a decision) is run again once it is back; the policy dedupes
         # decision ids and the sequence gate market data, so a re-run sends nothing twice.
-        return ActorSpec(execution_name(cfg.execution.account), ExecutionActor, self.run.with_domain(cfg.execution),
+        return ActorSpec(execution_name(execution.account), ExecutionActor, self.run.with_domain(execution),
                          dict(risk=cfg.risk, symbols=tuple(cfg.symbols),
-                              tick_sizes={s: self._tick_size(s) for s in cfg.symbols}),
+                              tick_sizes={s: self._tick_size(s) for s in cfg.symbols}, decided=tuple(cfg.symbols),
+                              publisher=ANALYTICS_PUBLISHER, feedback={s: feedback_name(s) for s in cfg.symbols}),
                          kinds=ExecutionActor.KINDS, symbols=frozenset(cfg.symbols),
                          options={"max_task_retries": -1})
 
@@ -180,10 +196,13 @@ class MarketDataGraph:
                                    options=dict(placement)))
             voters += (ML_VOTER,)
         coordinator = dict(voters=voters, publisher=ANALYTICS_PUBLISHER)
-        if self.cfg.execution.enabled:
+        if self.trading:
             coordinator["execution"] = execution_name(self.cfg.execution.account)
         specs.append(ActorSpec(coordinator_name(sym), CoordinatorActor, config, coordinator, options=dict(retry)))
-        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, config, dict(tick_size=self._tick_size(sym)),
+        costs = CostModel(self.cfg.execution.exchange.costs) if self.trading else None
+        specs.append(ActorSpec(feedback_name(sym), FeedbackActor, config,
+                               dict(tick_size=self._tick_size(sym),
+                                    round_trip_cost=costs.fees(sym, 2) if costs is not None else 0.0),
                                options=dict(retry)))
         return specs
 

@@ -102,8 +102,6 @@ class HmarlConfig:
     # earlier one: this bounds that wait (the resend window must cover it, 20k events).
     round_timeout_s: float = field(default=5.0, metadata=bounded(0.01, 3600))
     base_size: int = field(default=1, metadata=bounded(1, 10_000))
-    max_position: int = field(default=5, metadata=bounded(0, 100_000))
-    max_loss: float = field(default=2000.0, metadata=bounded(0, None))  # realized, instrument currency
     scheduling: str = field(default="default", metadata=choices("default", "spread"))  # agents across nodes
     agent_resource: str | None = None  # custom resource the agents require (place them on nodes offering it)
     ttl_decision_s: int = field(default=86_400, metadata=bounded(1, INT32_MAX))

@@ -13,7 +13,7 @@ class SimulatorConfig:
     seed: int = field(default=42)
     rate: float = field(default=2000.0, metadata=bounded(1, 1_000_000))  # events/s of event time
     speed: float = field(default=1.0, metadata=bounded(0, 10_000))  # event time per wall time; 0 = max
-    start: str | None = field(default=None, metadata={"iso_time": True})  # first event; None = today's 09:00 Sao Paulo
+    start: str | None = field(default=None, metadata={"iso_time": True})  # first event; None = today's 10:00 Sao Paulo
     base_price: float = field(default=5400.0, metadata=bounded(1, 1e7))
     tick_size: float = field(default=0.5, metadata=bounded(1e-6, 1e6))
     book_depth: int = field(default=5, metadata=bounded(5, 50))

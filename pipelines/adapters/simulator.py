@@ -114,9 +114,15 @@ def _session_at(t: int) -> tuple[int, int]:
     return max(t, open_ns), close_ns
 
 
+DEFAULT_START = 10  # hour (Sao Paulo) of the default first event: past the opening auction, so orders flow at once
+
+
 def default_start_ns() -> int:
-    """09:00 Sao Paulo today, or of the next weekday when today is a weekend."""
-    return _session_at(to_ns(datetime.now(SAO_PAULO).replace(hour=0, minute=0, second=0, microsecond=0)))[0]
+    """10:00 Sao Paulo today, or of the next weekday when today is a weekend. An hour into the
+    session: the execution policy makes no entries in the opening auction, and a first run
+    should show trading from its first minute (``start`` at 09:00 shows the open)."""
+    return _session_at(to_ns(datetime.now(SAO_PAULO).replace(hour=DEFAULT_START, minute=0, second=0,
+                                                            microsecond=0)))[0]
 
 
 class _Prices(dict):

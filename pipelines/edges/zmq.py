@@ -23,7 +23,8 @@ import zmq
 from pipelines.model.messages import Event, to_dict
 
 # Port -> stream, the whole system. Owners: 5555-5556 ZmqPublisher (market data);
-# 5557-5560 AnalyticsPublisher (the FeatureEngine's output); 5561 the Coordinator's decisions.
+# 5557-5560 AnalyticsPublisher (the FeatureEngine's output); 5561 the Coordinator's decisions
+# and the execution actors' orders, fills and positions.
 PORTS: dict[str, int] = {
     "tick": 5555,
     "book": 5556,
@@ -35,20 +36,27 @@ PORTS: dict[str, int] = {
 }
 
 # Which socket carries which message kind.
-# Feature vectors ride the flow socket (topic ``features.<SYM>``); every other
-# kind has a socket of its own name.
-SOCKET_FOR_KIND = {"tick": "tick", "book": "book", "book_update": "book", "features": "flow"}
+# Feature vectors ride the flow socket (topic ``features.<SYM>``); the trading messages
+# (``pipelines.model.orders``) ride the decision socket beside the decisions that caused
+# them; every other kind has a socket of its own name.
+TRADING_KINDS = ("order", "order_event", "fill", "position", "account", "risk", "outcome")
+SOCKET_FOR_KIND = {"tick": "tick", "book": "book", "book_update": "book", "features": "flow",
+                   **{k: "decision" for k in TRADING_KINDS}}
+# An order and the events of its life share one topic, ``order.<SYM>`` (the JSON ``kind`` tells
+# them apart), so a subscriber to one order's symbol sees its whole life in sequence.
+TOPIC_FOR_KIND = {"order_event": "order"}
 ANALYTICS_STREAMS = ("flow", "footprint", "liquidity", "tape", "decision")
 
 
 def topic(kind: str, symbol: str) -> bytes:
     """Topic frame, e.g. ``tick.WDOZ26``. Subscribe to a prefix (``tick.``) for all symbols."""
-    return f"{kind}.{symbol}".encode("ascii")
+    return f"{TOPIC_FOR_KIND.get(kind, kind)}.{symbol}".encode("ascii")
 
 
 def encode(ev: object) -> list[bytes]:
-    """The two frames for one message."""
-    return [topic(ev.KIND, ev.symbol), orjson.dumps(to_dict(ev))]
+    """The two frames for one message. An account summary has no symbol: its topic names the
+    account (``account.<ACCOUNT>``), as does an account-wide risk event (``risk.<ACCOUNT>``)."""
+    return [topic(ev.KIND, getattr(ev, "symbol", "") or ev.account), orjson.dumps(to_dict(ev))]
 
 
 def decode(frames: list[bytes]) -> tuple[str, dict]:
@@ -97,8 +105,10 @@ class ZmqPublisher:
                 continue
             sock.send_multipart(encode(ev), flags=zmq.NOBLOCK)
             sent += 1
-            lat[n % cap] = now - ev.ts_recv
-            n += 1
+            recv = getattr(ev, "ts_recv", None)  # trading messages carry event time only
+            if recv is not None:
+                lat[n % cap] = now - recv
+                n += 1
         self._lat_n = n
         self.sent += sent
         return sent

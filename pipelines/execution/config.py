@@ -66,8 +66,8 @@ class ExecutionConfig:
     decisions become orders (``policy``) and the venue they are sent to (``exchange``: the
     simulated one, for paper trading and backtests)."""
 
-    # False (the default): no execution actor; decisions stay with the coordinator's paper account.
-    enabled: bool = False
+    # False: no execution actor; the coordinators' decisions are published and stored, nothing is traded.
+    enabled: bool = True
     account: str = "paper"  # the account's name, one Valkey key part (hmarl:position:<account>:<SYM>)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
@@ -75,3 +75,7 @@ class ExecutionConfig:
     # and of hmarl:position:<account>:<SYM> (null: kept, it is the account's state).
     ttl_order_s: int = field(default=7 * 86_400, metadata=bounded(1, INT32_MAX))
     ttl_position_s: int | None = field(default=None, metadata=bounded(1, INT32_MAX))
+    # Market events the execution actor holds while it waits for the coordinators' decisions on
+    # them (so fills do not depend on timing); past this, the oldest go on without them. It must
+    # cover how far the rounds may lag the feed: the feed's resend window plus a few rounds.
+    max_held_events: int = field(default=100_000, metadata=bounded(1, 10_000_000))

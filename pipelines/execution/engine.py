@@ -1,22 +1,25 @@
-"""The execution kernel of one account: policy, risk, venue and positions wired in one place.
+"""The execution kernel of one account: policy, risk, venue, positions and attribution wired in one place.
 
 :class:`ExecutionEngine` is what the live execution actor and the backtest both run, unchanged;
 only the venue differs (the :class:`Venue` Protocol: the simulated exchange here, a broker
 gateway later). It is told what happens (market data, decisions, kill-switch commands) and
 answers each call with a :class:`Step`: what it sent, what the venue said, the fills, the
-positions they changed, the risk events and the account summary, for the caller to store and
-publish.
+positions they changed, the risk events, the account summary and the decision outcomes, for the
+caller to store and publish.
 
 Order of work for one market event (``on_market`` takes a batch and runs each in turn):
 
 1. the clock moves to the event's time (never back); a new Sao Paulo day expires the working
    orders at the venue and starts a new P&L day (``PositionBook.new_day``);
 2. the venue applies it, then ``advance`` (market data up to now has been seen): its order
-   events and fills. Each fill goes to the positions, then to its symbol's policy (brackets
-   follow the position); a position that returns to flat or flips closes a round trip, whose
-   net P&L (gross realized minus the fees of its fills, the flipping fill's fee shared by
-   quantity) goes to the risk engine's consecutive-loss rule. Each order event goes to the
-   risk engine (working orders) and the policy (timeouts, crosses);
+   events and fills. Each fill goes to the positions, then to the decision ledger
+   (:class:`~pipelines.execution.attribution.DecisionLedger`: FIFO lots by decision; a decision
+   none of whose contracts is open any more is a ``DecisionOutcome`` in the Step, net of its
+   share of the fees), then to its symbol's policy (brackets follow the position); a position
+   that returns to flat or flips closes a round trip, whose net P&L (gross realized minus the
+   fees of its fills, the flipping fill's fee shared by quantity) goes to the risk engine's
+   consecutive-loss rule. Each order event goes to the risk engine (working orders) and the
+   policy (timeouts, crosses);
 3. a trade marks the position, the risk engine's last price and the policy's tape;
 4. the risk engine re-evaluates the account; a flatten it asks for (daily loss, drawdown, the
    kill switch) is carried out at once: every working order cancelled, and for every open
@@ -46,6 +49,7 @@ import math
 from collections import Counter
 from typing import Any, Iterable, NamedTuple, Protocol, Sequence
 
+from pipelines.execution.attribution import DecisionLedger
 from pipelines.execution.config import ExecutionConfig
 from pipelines.execution.exchange import SimulatedExchange
 from pipelines.execution.policy import ExecutionPolicy, PolicyOutput
@@ -61,6 +65,7 @@ from pipelines.model.orders import (
     SUBMITTED,
     TERMINAL,
     AccountSummary,
+    DecisionOutcome,
     Fill,
     Order,
     OrderEvent,
@@ -116,17 +121,19 @@ class Step(NamedTuple):
     positions: list[Position]  # one per symbol a fill or a mark of an open position changed
     risk_events: list[RiskEvent]  # denials and trading-state changes
     account: AccountSummary | None  # when a position changed or a new P&L day began
+    outcomes: list[DecisionOutcome]  # decisions whose every contract the fills closed, in order
 
 
 class _Work:
     """What the current call collects."""
 
-    __slots__ = ("orders", "events", "fills", "touched", "new_day")
+    __slots__ = ("orders", "events", "fills", "outcomes", "touched", "new_day")
 
     def __init__(self) -> None:
         self.orders: list[Order] = []
         self.events: list[OrderEvent] = []
         self.fills: list[Fill] = []
+        self.outcomes: list[DecisionOutcome] = []
         self.touched: set[str] = set()
         self.new_day = False
 
@@ -147,7 +154,8 @@ class ExecutionEngine:
     """One account on several symbols: policies, risk engine, venue and positions (module doc)."""
 
     def __init__(self, cfg: ExecutionConfig, risk: RiskConfig, symbols: tuple[str, ...], *,
-                 tick_sizes: dict[str, float] | None = None, venue: Venue | None = None):
+                 tick_sizes: dict[str, float] | None = None, venue: Venue | None = None, id_scope: str = ""):
+        """``id_scope``: the prefix of every client order id (``pipelines.model.orders.client_order_id``)."""
         symbols = tuple(symbols)
         if not symbols or not all(isinstance(s, str) and s for s in symbols) or len(set(symbols)) != len(symbols):
             raise ValueError(f"symbols must be distinct non-empty strings, got {symbols!r}")
@@ -156,9 +164,12 @@ class ExecutionEngine:
         self.symbols = symbols
         self.venue: Venue = SimulatedExchange(cfg.exchange) if venue is None else venue
         self.positions = PositionBook(cfg.account)
+        self.ledger = DecisionLedger(cfg.account)
         self.risk = RiskEngine(self.positions, risk, account_id=cfg.account)
         ticks = tick_sizes or {}
-        self.policies = {s: ExecutionPolicy(cfg.account, s, cfg.policy, tick_size=ticks.get(s)) for s in symbols}
+        self.id_scope = id_scope
+        self.policies = {s: ExecutionPolicy(cfg.account, s, cfg.policy, tick_size=ticks.get(s), id_scope=id_scope)
+                         for s in symbols}
         self._retry_ns = round(cfg.policy.flatten_retry_s * NS_PER_S)
         self._now = 0
         self._clock = SessionDay()
@@ -232,7 +243,7 @@ class ExecutionEngine:
         return {"account": self.account, "now": self._now, "counts": dict(self.counts),
                 "ignored": dict(self.ignored), "working_orders": len(self._working),
                 "positions": dict(self.positions.quantities()), "day_pnl_net": self.positions.day_pnl_net(),
-                "risk": self.risk.stats(), "exchange": self.venue.stats(),
+                "risk": self.risk.stats(), "exchange": self.venue.stats(), "attribution": self.ledger.stats(),
                 "policies": {s: {"rejected": dict(p.rejected), "counts": dict(p.counts)}
                              for s, p in self.policies.items()}}
 
@@ -316,7 +327,7 @@ class ExecutionEngine:
             self._flatten[sym] = self._now
             self._flatten_n += 1
             did = f"{self.account}:{sym}:risk.{self._flatten_n}"
-            order = Order(client_order_id(did, FLATTEN), self.account, sym, self._now, closing, abs(qty), MARKET,
+            order = Order(client_order_id(did, FLATTEN, self.id_scope), self.account, sym, self._now, closing, abs(qty), MARKET,
                           decision_id=did, reduce_only=True)
             self._send(order, w, None)
 
@@ -383,6 +394,9 @@ class ExecutionEngine:
         w.fills.append(fill)
         w.touched.add(sym)
         self.counts["fills"] += 1
+        outcomes = self.ledger.on_fill(fill)
+        self.counts["outcomes"] += len(outcomes)
+        w.outcomes.extend(outcomes)
         self._round_trip(before, after, fill)
         self._route(self.policies[sym].on_fill(fill, after), w)
 
@@ -420,7 +434,7 @@ class ExecutionEngine:
     def _finish(self, w: _Work) -> Step:
         positions = [self.positions.position(s) for s in sorted(w.touched)]
         account = self.positions.summary(self._now) if positions or w.new_day else None
-        return Step(w.orders, w.events, w.fills, positions, self.risk.drain_events(), account)
+        return Step(w.orders, w.events, w.fills, positions, self.risk.drain_events(), account, w.outcomes)
 
     # -- restart ----------------------------------------------------------------------------
 
@@ -428,7 +442,8 @@ class ExecutionEngine:
         """JSON-able (NaN as None): everything a restarted engine needs to continue."""
         return {
             "version": STATE_VERSION, "account": self.account, "symbols": list(self.symbols), "now": self._now,
-            "venue": self.venue.state(), "positions": self.positions.state(), "risk": self.risk.state(),
+            "venue": self.venue.state(), "positions": self.positions.state(), "ledger": self.ledger.state(),
+            "risk": self.risk.state(),
             "policies": {s: p.state() for s, p in self.policies.items()},
             "books": {s: [b.symbol, b.ts_event, b.ts_recv, b.seq, list(b.bid_px), list(b.bid_qty), list(b.ask_px),
                           list(b.ask_qty)] for s, b in self._books.items()},
@@ -449,6 +464,9 @@ class ExecutionEngine:
                              f"not {self.account!r} {list(self.symbols)!r}")
         self.venue.load_state(d["venue"])
         self.positions.load_state(d["positions"])
+        self.ledger = DecisionLedger(self.account)  # a state saved before the ledger existed: no open lots
+        if "ledger" in d:
+            self.ledger.load_state(d["ledger"])
         self.risk.load_state(d["risk"])
         for s, p in self.policies.items():
             p.load_state(d["policies"][s])

@@ -227,12 +227,14 @@ class ExecutionPolicy:
     """One account's execution policy on one symbol (see the module docstring for the rules)."""
 
     def __init__(self, account: str, symbol: str, cfg: PolicyConfig = PolicyConfig(), *,
-                 tick_size: float | None = None) -> None:
+                 tick_size: float | None = None, id_scope: str = "") -> None:
+        """``id_scope``: the prefix of every client order id it makes (see ``client_order_id``)."""
         if tick_size is None:
             tick_size = instrument_for(symbol).tick_size  # unknown contract: a wiring error, raised here
         if not _price_ok(tick_size):
             raise ValueError(f"tick_size must be a positive number, got {tick_size!r}")
         self.account, self.symbol, self.cfg, self.tick = account, symbol, cfg, float(tick_size)
+        self.id_scope = id_scope
         self.position = 0  # signed contracts filled, as last told
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -464,7 +466,7 @@ class ExecutionPolicy:
             if qty and p.role == FLATTEN:
                 self._flatten_v += 1
                 role = FLATTEN if self._flatten_v == 1 else f"{FLATTEN}.{self._flatten_v}"
-                order = Order(client_order_id(p.decision_id, role), self.account, self.symbol, self._now,
+                order = Order(client_order_id(p.decision_id, role, self.id_scope), self.account, self.symbol, self._now,
                               SELL if qty < 0 else BUY, abs(qty), MARKET, decision_id=p.decision_id,
                               reduce_only=True)
                 self._submit(order, FLATTEN, 0, None, out)
@@ -497,7 +499,7 @@ class ExecutionPolicy:
     def _send(self, qty: int, p: _Pending, out: PolicyOutput) -> None:
         pos = self.position
         reduce_only = pos != 0 and (qty > 0) != (pos > 0) and abs(qty) <= abs(pos)
-        order = self._priced(client_order_id(p.decision_id, p.role), qty, reduce_only, p.decision_id, p.style)
+        order = self._priced(client_order_id(p.decision_id, p.role, self.id_scope), qty, reduce_only, p.decision_id, p.style)
         if order is None:
             self.rejected["no_book"] += 1
             return
@@ -624,9 +626,9 @@ class ExecutionPolicy:
         self._bracket_v += 1
         for leg, role, kind, price, stop in stale:
             name = role if self._bracket_v == 1 else f"{role}.{self._bracket_v}"
-            order = Order(client_order_id(self._bracket_decision, name), self.account, self.symbol, self._now, side,
+            order = Order(client_order_id(self._bracket_decision, name, self.id_scope), self.account, self.symbol, self._now, side,
                           qty, kind, price, stop, DAY, self._bracket_decision, reduce_only=True,
-                          oco_group=client_order_id(self._bracket_decision, "oco"))
+                          oco_group=client_order_id(self._bracket_decision, "oco", self.id_scope))
             self._submit(order, role, 0, None, out)
 
     def _bracket_prices(self, ref: float, long: bool) -> None:

@@ -8,7 +8,9 @@ at or before ``ts_event + horizon_ns`` with the entry price (``signal.price`` or
   signal. ``scale`` defaults to 4 ticks of the instrument (WDO 2.0 points, WIN 20
   points), so a 4-tick move in the called direction at full confidence earns 1;
 - ``pnl``: money in the instrument's currency (R$ for WDO/WIN) for one contract
-  in the signal's direction, or ``size`` contracts for a decision;
+  in the signal's direction, or ``size`` contracts for a decision, net of
+  ``round_trip_cost`` per contract traded (B3's fees in and out: what the move
+  would have earned after costs; the reward stays the move's, the learning signal);
 - ``hit``: whether the sign was right; None when there was no direction or no move.
 
 Prices advance the clock (:meth:`FeedbackSystem.on_price`); the wall clock is
@@ -34,6 +36,7 @@ from pipelines.alpha.learning import REWARD_SCALE_TICKS
 from pipelines.model.clock import NS_PER_MIN
 from pipelines.model.instruments import UnknownInstrument, instrument_for, point_value_for
 from pipelines.model.messages import Decision, Feedback, Signal, signal_problem
+from pipelines.model.orders import DecisionOutcome
 
 COORDINATOR = "coordinator"  # the voter name of a decision's feedback
 DECISION_DIRECTION = {"BUY": 1, "SELL": -1, "HOLD": 0}
@@ -95,6 +98,49 @@ class _RunningStats:
         }
 
 
+class DecisionResults:
+    """The decisions' realized results from their fills (``DecisionOutcome``, net of costs, from
+    the execution actor): count, wins, losses, gross, fees and net sums, mean net per decision.
+    Reporting only: learning stays on the horizon outcomes, which event time alone decides."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.count = self.wins = self.losses = 0
+        self.gross = self.fees = self.net = 0.0
+        self.duplicates = self.bad = 0
+        self._seen: dict[tuple[str, int], None] = {}  # (decision id, ts_open), insertion ordered
+        self._keep = keep
+
+    def add(self, outcomes: Iterable[object]) -> int:
+        """Take each outcome once (a re-sent one is counted in ``duplicates``); returns how many were new."""
+        new = 0
+        for o in outcomes:
+            if type(o) is not DecisionOutcome or not all(
+                    isinstance(x, (int, float)) and math.isfinite(x) for x in (o.gross_pnl, o.fees, o.net_pnl)):
+                self.bad += 1
+                continue
+            key = (o.decision_id, o.ts_open)
+            if key in self._seen:
+                self.duplicates += 1
+                continue
+            self._seen[key] = None
+            if len(self._seen) > self._keep:
+                self._seen.pop(next(iter(self._seen)))
+            new += 1
+            self.count += 1
+            self.wins += o.net_pnl > 0
+            self.losses += o.net_pnl < 0
+            self.gross += o.gross_pnl
+            self.fees += o.fees
+            self.net += o.net_pnl
+        return new
+
+    def summary(self) -> dict:
+        return {"count": self.count, "wins": self.wins, "losses": self.losses,
+                "win_rate": self.wins / self.count if self.count else None, "gross_pnl": self.gross,
+                "fees": self.fees, "net_pnl": self.net, "mean_net_pnl": self.net / self.count if self.count else None,
+                "duplicates": self.duplicates, "bad": self.bad}
+
+
 class FeedbackSystem:
     """Evaluates tracked signals and decisions of one symbol against later trade prices.
 
@@ -115,6 +161,7 @@ class FeedbackSystem:
         min_history_ns: int = NS_PER_MIN,
         max_history: int = 1_000_000,
         journal: bool = False,
+        round_trip_cost: float = 0.0,
     ) -> None:
         if reward_scale_points is None:
             try:
@@ -125,6 +172,9 @@ class FeedbackSystem:
             raise ValueError(f"reward_scale_points must be a positive number, got {reward_scale_points!r}")
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
+        if not (math.isfinite(round_trip_cost) and round_trip_cost >= 0):
+            raise ValueError(f"round_trip_cost must be a number >= 0, got {round_trip_cost!r}")
+        self.round_trip_cost = float(round_trip_cost)
         self.symbol = symbol
         self.scale = float(reward_scale_points)
         self.point_value = point_value_for(symbol, point_value)
@@ -199,7 +249,7 @@ class FeedbackSystem:
             d, c = float(v["direction"]), float(v["confidence"])
             out.append(fb._replace(
                 voter=v["agent"], direction=d, confidence=c,
-                pnl=_sign(d) * fb.points * self.point_value,
+                pnl=self._net(_sign(d), fb.points, 1),
                 reward=min(1.0, max(-1.0, d * c * fb.points / self.scale)),
                 hit=None if d == 0 or fb.points == 0 else _sign(d) == _sign(fb.points),
             ))
@@ -333,7 +383,7 @@ class FeedbackSystem:
             entry_price=item.entry,
             exit_price=exit_price,
             points=points,
-            pnl=_sign(item.direction) * points * self.point_value * item.size,
+            pnl=self._net(_sign(item.direction), points, item.size),
             reward=min(1.0, max(-1.0, item.direction * item.confidence * points / self.scale)),
             hit=None if item.direction == 0 or points == 0 else _sign(item.direction) == _sign(points),
             decision_id=item.decision_id,
@@ -341,6 +391,10 @@ class FeedbackSystem:
         self._counts["evaluated"] += 1
         self._perf.setdefault(item.voter, _RunningStats()).add(fb)
         out.append(fb)
+
+    def _net(self, sign: int, points: float, size: int) -> float:
+        """R$ of ``size`` contracts on ``sign``'s side over a move of ``points``, after the round trip's costs."""
+        return sign * points * self.point_value * size - (self.round_trip_cost * size if sign else 0.0)
 
     # -- reporting ------------------------------------------------------------------
 
@@ -362,5 +416,6 @@ class FeedbackSystem:
             "history": len(self._ts) - self._start,
             "reward_scale_points": self.scale,
             "point_value": self.point_value,
+            "round_trip_cost": self.round_trip_cost,
             **{k: v for k, v in self._counts.items() if k not in ("tracked", "evaluated", "missing_price", "late")},
         }

@@ -312,7 +312,7 @@ class Decision(NamedTuple):
     signals: tuple[dict, ...]  # agent, direction, confidence, weight, reasons of each contributing voter
     weights: dict[str, float]  # every voter's weight at decision time
     market: dict[str, float]  # market state the decision saw
-    risk: str = ""  # why the risk check reduced or blocked it ("" = passed)
+    risk: str = ""  # "" from the coordinator; "invalid price" on the HOLD of a bad price (orders are risk-checked by the execution actor)
     ts_recv: int = 0  # receive time of the market event that triggered it (latency measurement only)
 
     KIND = "decision"

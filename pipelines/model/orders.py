@@ -1,10 +1,10 @@
-"""The trading messages: orders, their lifecycle, fills, positions and the account.
+"""The trading messages: orders, their lifecycle, fills, positions, the account and decision outcomes.
 
 This module owns them, as :mod:`pipelines.model.messages` owns market data and decisions.
 Each is an immutable ``NamedTuple`` with a ``KIND`` (the ``kind`` of its JSON form), stamped
 with event time; they are what the execution and risk actors exchange, what Valkey keeps
 (``hmarl:order:<id>``, ``hmarl:orders:stream``, ``hmarl:fills:stream``,
-``hmarl:position:<account>:<SYM>``) and what ZeroMQ 5561 carries beside decisions.
+``hmarl:position:<account>:<SYM>``, ``hmarl:outcomes:stream``) and what ZeroMQ 5561 carries beside decisions.
 
 A client order id is derived from the decision that caused the order and the order's role
 (:func:`client_order_id`), never drawn at random: a decision re-sent after a restart makes
@@ -40,9 +40,11 @@ MAKER, TAKER = "maker", "taker"
 ENTRY, STOP_LOSS, TAKE_PROFIT, FLATTEN, CROSS = "entry", "sl", "tp", "flat", "cross"
 
 
-def client_order_id(decision_id: str, role: str = ENTRY) -> str:
-    """The id of the order a decision causes in ``role``: the same decision, the same id."""
-    return f"{decision_id}:{role}"
+def client_order_id(decision_id: str, role: str = ENTRY, scope: str = "") -> str:
+    """The id of the order a decision causes in ``role``: the same decision, the same id.
+    ``scope`` (the account and the run, ``<account>/<run>/``) keeps the ids of two accounts
+    trading the same decisions, or of two runs numbering their decisions from 1 again, apart."""
+    return f"{scope}{decision_id}:{role}"
 
 
 def side_sign(side: str) -> int:
@@ -157,7 +159,32 @@ class RiskEvent(NamedTuple):
     KIND = "risk"
 
 
-TRADING_TYPES: dict[str, type] = {t.KIND: t for t in (Order, OrderEvent, Fill, Position, AccountSummary, RiskEvent)}
+class DecisionOutcome(NamedTuple):
+    """What one decision earned, once every contract it opened is closed again (FIFO lots, see
+    :mod:`pipelines.execution.attribution`). Money in the instrument's currency (R$ on B3):
+    ``gross_pnl`` is ``quantity x (exit_price - entry_price) x point value``, negated for a short;
+    ``fees`` are its opening fills' fees pro rata to the contracts it opened plus, pro rata, the
+    closing fills' fees for the contracts of this decision they closed."""
+
+    account: str
+    symbol: str
+    decision_id: str
+    ts_event: int  # when its last open contract was closed
+    ts_open: int  # its first opening fill
+    side: str  # BUY: it opened a long; SELL: a short
+    quantity: int  # contracts it opened, all closed now
+    entry_price: float  # volume-weighted open price
+    exit_price: float  # volume-weighted close price
+    gross_pnl: float
+    fees: float
+    net_pnl: float  # gross_pnl - fees
+    closed_by: str  # the decision ids of the closing fills, comma-joined, first seen first
+
+    KIND = "outcome"
+
+
+TRADING_TYPES: dict[str, type] = {t.KIND: t for t in (Order, OrderEvent, Fill, Position, AccountSummary, RiskEvent,
+                                                      DecisionOutcome)}
 
 
 def order_problem(order: Any) -> str | None:

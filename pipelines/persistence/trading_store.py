@@ -1,4 +1,5 @@
-"""Orders, fills and positions in Valkey: their key layout and the client, :class:`TradingStore`.
+"""Orders, fills, positions and decision outcomes in Valkey: their key layout and the client,
+:class:`TradingStore`.
 
 Keys (JSON is ``orjson.dumps(to_dict(msg))``, NaN stored as ``null``):
 
@@ -10,7 +11,10 @@ Keys (JSON is ``orjson.dumps(to_dict(msg))``, NaN stored as ``null``):
 - ``hmarl:orders:open:<account>``    SET of the client order ids of the account's orders stored and
   not in a terminal status, kept by the same scripts that store orders and events; no TTL
 - ``hmarl:orders:stream``            STREAM of every OrderEvent, ``hmarl:fills:stream`` of every Fill,
-  one field ``json``, trimmed to about ``stream_maxlen`` (``MAXLEN ~``)
+  ``hmarl:outcomes:stream`` of every DecisionOutcome, one field ``json``, trimmed to about
+  ``stream_maxlen`` (``MAXLEN ~``)
+- ``hmarl:outcome:<account>:<SYM>:<decision id>:<ts_open>`` STRING, the DecisionOutcome (the
+  outcome's dedupe marker and record), TTL ``order_s``: it lives as long as its orders' records
 - ``hmarl:position:<account>:<SYM>`` STRING, the latest Position, TTL ``position_s`` (none by default)
 - ``hmarl:positions:<account>``      SET of the symbols with a stored position; no TTL
 - ``hmarl:execution:<account>``      STRING, the account's execution engine state (JSON), no TTL:
@@ -18,7 +22,8 @@ Keys (JSON is ``orjson.dumps(to_dict(msg))``, NaN stored as ``null``):
 
 Stream ids are ``<ms>-<n>`` with ``ms = ts_event // 1_000_000``, raised to the stream's last id
 when event time steps backwards (two actors whose clocks differ write one stream): ids follow
-event time, so :meth:`TradingStore.fills_since` seeks by event time.
+event time, so :meth:`TradingStore.fills_since` and :meth:`TradingStore.outcomes_since` seek by
+event time.
 
 Writes never block the caller: they are queued on one
 :class:`~pipelines.persistence.write_behind.WriteBehind`, which re-sends whole chunks after a
@@ -30,6 +35,8 @@ lost connection, so each write is one Lua script that makes a replay harmless:
   event is behind the stored one (fewer contracts filled, or an earlier step at the same fill):
   a late replay never moves an order back;
 - a fill: ``HSETNX fill:<fill_id>`` on its order's hash; only a new one is appended to the stream;
+- an outcome: ``SET NX`` of its record; only a new one is appended to the stream (a decision
+  makes one outcome per part it opened, and each part starts at its own ``ts_open``);
 - a position: a plain SET (the latest written is the latest: one writer per account and symbol).
 
 An order is in its account's open set while it is stored and not terminal: the scripts add it
@@ -64,6 +71,7 @@ from pipelines.model.orders import (
     TAKER,
     TERMINAL,
     TRADING_TYPES,
+    DecisionOutcome,
     Fill,
     Order,
     OrderEvent,
@@ -77,14 +85,15 @@ from pipelines.persistence.write_behind import WriteBehind
 log = logging.getLogger("quantumtrader.trading.store")
 
 __all__ = [
-    "FILLS_STREAM", "ORDERS_STREAM", "BadKeyPart", "TradingStore", "TradingTTL", "engine_state_key", "open_orders_key",
-    "order_key", "position_key", "positions_key", "trading_from_dict",
+    "FILLS_STREAM", "ORDERS_STREAM", "OUTCOMES_STREAM", "BadKeyPart", "TradingStore", "TradingTTL", "engine_state_key",
+    "open_orders_key", "order_key", "outcome_key", "position_key", "positions_key", "trading_from_dict",
 ]
 
 ORDERS_STREAM = "hmarl:orders:stream"
 FILLS_STREAM = "hmarl:fills:stream"
+OUTCOMES_STREAM = "hmarl:outcomes:stream"
 
-# A client order id or fill id is the last part of a key and a member of a set: printable ASCII
+# A client order id, fill id or decision id is part of a key and a member of a set: printable ASCII
 # without spaces, bounded (derived ids are short: "<decision id>:<role>#<n>").
 _ID_RE = re.compile(r"^[!-~]{1,200}$")
 _STREAM_ID_RE = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")  # ms-seq, each below 2^64 (fullmatch)
@@ -131,6 +140,15 @@ def positions_key(account: str) -> str:
     """The SET of the symbols the account has a stored position in."""
     account = _checked(account, ACCOUNT_RE, "account")
     return f"hmarl:positions:{account}"
+
+
+def outcome_key(account: str, symbol: str, decision_id: str, ts_open: int) -> str:
+    """The outcome of the part of ``decision_id`` that opened at ``ts_open`` (event time, ns)."""
+    account, symbol = _checked(account, ACCOUNT_RE, "account"), _checked(symbol, SYMBOL_RE, "symbol")
+    decision_id = _checked(decision_id, _ID_RE, "decision_id")
+    if type(ts_open) is not int or not 0 <= ts_open <= INT64_MAX:
+        raise BadKeyPart("ts_open", ts_open)
+    return f"hmarl:outcome:{account}:{symbol}:{decision_id}:{ts_open}"
 
 
 def engine_state_key(account: str) -> str:
@@ -290,6 +308,15 @@ if ARGV[2] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
+# KEYS: outcome, outcomes stream   ARGV: blob, ttl, event ms, maxlen
+_OUTCOME_LUA = _EVENT_ID_LUA + """
+if ARGV[2] ~= '' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], event_id(KEYS[2], ARGV[3]), 'json', ARGV[1])
+return 1
+"""
+
 # How far along its life an event is: 4 x filled + the step's rank. An event is the order's
 # latest unless a stored one is further along (or terminal).
 _RANK = {"SUBMITTED": 0, "ACCEPTED": 1, "PARTIALLY_FILLED": 2}
@@ -383,6 +410,27 @@ class TradingStore:
         expiry = () if self.ttl.position_s is None else ("EX", self.ttl.position_s)
         self._wb.submit([("SET", position_key(position.account, position.symbol), blob, *expiry),
                          ("SADD", positions_key(position.account), position.symbol)])
+
+    def store_outcome(self, outcome: DecisionOutcome) -> None:
+        """The outcome on ``hmarl:outcomes:stream`` and under its key, once per (account, symbol,
+        decision id, ``ts_open``), queued."""
+        try:
+            _check_shape(outcome, DecisionOutcome)
+            _require(outcome.side in SIDES, "bad_side")
+            _require(outcome.quantity > 0, "bad_quantity")
+            _require(outcome.ts_open >= 0, "bad_ts_open")
+            for name in ("entry_price", "exit_price"):
+                _require(math.isfinite(getattr(outcome, name)) and getattr(outcome, name) > 0, f"bad_{name}")
+            for name in ("gross_pnl", "fees", "net_pnl"):
+                _require(math.isfinite(getattr(outcome, name)), f"bad_{name}")
+            key = outcome_key(outcome.account, outcome.symbol, outcome.decision_id, outcome.ts_open)
+            blob = _blob(outcome)
+        except BadKeyPart as e:
+            return self._count("rejected", f"outcome: {e.reason}", "outcome not stored: %s", e)
+        except _Rejected as e:
+            return self._count("rejected", f"outcome: {e}", "outcome not stored: %s", e)
+        self._wb.submit([("EVAL", _OUTCOME_LUA, 2, key, OUTCOMES_STREAM, blob, self._order_ttl, _ms(outcome),
+                          self._maxlen)])
 
     def save_engine_state(self, account: str, state: dict) -> None:
         """SET ``hmarl:execution:<account>`` (no TTL) to ``state`` as JSON, queued."""
@@ -500,23 +548,19 @@ class TradingStore:
         in ns (fills with ``ts_event >= cursor``) or a stream id (the entries after it, e.g. the
         last one a restarted actor had processed). Optionally of one account and symbol. None when
         Valkey is unreachable; [] (counted) for a cursor of neither kind."""
-        if isinstance(cursor, int) and not isinstance(cursor, bool) and cursor >= 0:
-            start, min_ts = f"{cursor // NS_PER_MS}-0", cursor
-        elif isinstance(cursor, str) and _STREAM_ID_RE.fullmatch(cursor):
-            start, min_ts = "(" + cursor, 0
-        else:
-            self._count("rejected", "read: bad cursor", "bad fills cursor: %r", cursor)
-            return []
+        return self._entries_since(FILLS_STREAM, "fill", Fill, cursor, account, symbol)
 
-        def fetch() -> list[tuple[bytes, dict]]:
-            return list(scan_stream(self._client.xrange, FILLS_STREAM, start, "+", count=100,
-                                    max_count=self.PAGE))
+    def outcome_entries_since(self, cursor: int | str, *, account: str | None = None,
+                              symbol: str | None = None) -> list[tuple[str, DecisionOutcome]] | None:
+        """``(stream id, DecisionOutcome)`` of the outcomes stream, from ``cursor`` (an event time
+        in ns, or a stream id), as :meth:`fill_entries_since` reads the fills stream."""
+        return self._entries_since(OUTCOMES_STREAM, "outcome", DecisionOutcome, cursor, account, symbol)
 
-        entries = self._read("fills", fetch)
-        if entries is None:
-            return None
-        return [(i, f) for i, f in self._fills(entries)
-                if f.ts_event >= min_ts and account in (None, f.account) and symbol in (None, f.symbol)]
+    def outcomes_since(self, cursor: int | str, *, account: str | None = None,
+                       symbol: str | None = None) -> list[DecisionOutcome] | None:
+        """The outcomes of :meth:`outcome_entries_since`, without their stream ids."""
+        entries = self.outcome_entries_since(cursor, account=account, symbol=symbol)
+        return None if entries is None else [o for _i, o in entries]
 
     def fills_since(self, cursor: int | str, *, account: str | None = None,
                     symbol: str | None = None) -> list[Fill] | None:
@@ -529,7 +573,7 @@ class TradingStore:
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             return []
         entries = self._read("fills", lambda: self._client.xrevrange(FILLS_STREAM, "+", "-", count=n))
-        return None if entries is None else [f for _i, f in self._fills(entries)]
+        return None if entries is None else [f for _i, f in self._decoded("fill", Fill, entries)]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -602,10 +646,31 @@ class TradingStore:
         self._count("bad_records", what, "a stored %s does not decode (%s)", what, problem)
         return None
 
-    def _fills(self, entries: Iterable[tuple[bytes, dict]]) -> list[tuple[str, Fill]]:
+    def _entries_since(self, stream: str, what: str, cls: type, cursor: Any, account: str | None,
+                       symbol: str | None) -> list[tuple[str, Any]] | None:
+        """The ``cls`` records of ``stream`` from ``cursor`` (see :meth:`fill_entries_since`)."""
+        if isinstance(cursor, int) and not isinstance(cursor, bool) and cursor >= 0:
+            start, min_ts = f"{cursor // NS_PER_MS}-0", cursor
+        elif isinstance(cursor, str) and _STREAM_ID_RE.fullmatch(cursor):
+            start, min_ts = "(" + cursor, 0
+        else:
+            self._count("rejected", "read: bad cursor", f"bad {what}s cursor: %r", cursor)
+            return []
+
+        def fetch() -> list[tuple[bytes, dict]]:
+            return list(scan_stream(self._client.xrange, stream, start, "+", count=100, max_count=self.PAGE))
+
+        entries = self._read(f"{what}s", fetch)
+        if entries is None:
+            return None
+        return [(i, r) for i, r in self._decoded(what, cls, entries)
+                if r.ts_event >= min_ts and account in (None, r.account) and symbol in (None, r.symbol)]
+
+    def _decoded(self, what: str, cls: type, entries: Iterable[tuple[bytes, dict]]) -> list[tuple[str, Any]]:
+        """``(stream id, record)`` of the entries whose ``json`` decodes to a ``cls`` (others counted)."""
         out = []
         for entry_id, fields in entries:
-            f = self._decode("fill", fields.get(b"json"), Fill)
-            if f is not None:
-                out.append((entry_id.decode(), f))
+            r = self._decode(what, fields.get(b"json"), cls)
+            if r is not None:
+                out.append((entry_id.decode(), r))
         return out

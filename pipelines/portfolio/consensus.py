@@ -13,15 +13,16 @@ flow reading. Over the voters present::
 i.e. the absent voters' weight is redistributed over the present ones in
 proportion. ``confidence = |score|`` (the weighted agreement of the present
 voters, in [0, 1]). BUY if ``score >= threshold``, SELL if ``score <= -threshold``,
-else HOLD. The size is ``base_size``, not scaled by confidence: the score already
-decides whether to trade, and a fixed size keeps the risk limits easy to reason about.
+else HOLD. The size is ``base_size`` (0 for HOLD), not scaled by confidence: the score
+already decides whether to trade, and a fixed size keeps the risk limits easy to reason about.
 
-Risk and fills. The coordinator is given a risk check and an account
-(:mod:`pipelines.portfolio.interfaces`; the position and loss limits and the paper
-account are composed by :func:`pipelines.execution.paper.paper_coordinator`). The
-check sees the proposal and the account's position and P&L, and may reduce the
-size, never raise it; size 0 turns the decision into a HOLD carrying the reason.
-The account fills every decision handed to it.
+Orders, fills and risk are not here. The coordinator says what the consensus is
+and keeps no position: the execution actor's
+:class:`~pipelines.execution.engine.ExecutionEngine` turns each decision into a
+target position (BUY size -> +size, SELL size -> -size) and orders, and its
+:class:`~pipelines.risk.engine.RiskEngine` enforces the account's position and
+loss limits before any order. A decision's ``risk`` stays empty, except for the
+HOLD of an invalid price, which says so.
 
 Learning (Hedge, :mod:`pipelines.alpha.learning`). Weights move only with
 REALIZED rewards from the FeedbackSystem, never with agreement with the
@@ -41,10 +42,8 @@ from pipelines.alpha.learning import hedge_update, normalized_with_floor
 from pipelines.alpha.registry import ML_VOTER
 from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import Decision, Feedback, Signal, from_dict, signal_problem, to_dict
-from pipelines.portfolio.interfaces import Account, AccountView, RiskCheck
 
 STATE_VERSION = 1
-FILL_COUNTS = {"filled": "fills", "duplicate": "fill_duplicate", "other_symbol": "fill_other_symbol"}
 
 
 @dataclass(frozen=True)
@@ -106,18 +105,9 @@ def initial_weights(voters: list[str], cfg: ConsensusConfig) -> dict[str, float]
 
 
 class Coordinator:
-    """Consensus and weight learning for one symbol, composed with the risk check and the
-    account it is given. Plain Python, event time only."""
+    """Consensus and weight learning for one symbol. Plain Python, event time only."""
 
-    def __init__(
-        self,
-        symbol: str,
-        voters: list[str],
-        cfg: ConsensusConfig = ConsensusConfig(),
-        *,
-        risk_check: RiskCheck,
-        account: Account,
-    ) -> None:
+    def __init__(self, symbol: str, voters: list[str], cfg: ConsensusConfig = ConsensusConfig()) -> None:
         if not voters or len(set(voters)) != len(voters):
             raise ValueError(f"voters must be a non-empty list of distinct names, got {voters!r}")
         if cfg.weight_floor * len(voters) > 1.0:
@@ -125,8 +115,6 @@ class Coordinator:
         self.symbol = symbol
         self.voters = list(voters)
         self.cfg = cfg
-        self.risk_check = risk_check
-        self.account = account
         self._weights = initial_weights(self.voters, cfg)
         self._latest: dict[str, Signal] = {}
         # Feedback already learned from, so a re-sent batch does not count twice.
@@ -154,7 +142,7 @@ class Coordinator:
                 self._counts["signals"] += 1
 
     def decide(self, ts_event: int, seq: int, price: float, market: dict | None = None) -> Decision:
-        """The consensus at ``ts_event`` (see the module docstring), after the risk check."""
+        """The consensus at ``ts_event`` (see the module docstring)."""
         market = {**(market or {}), "price": price}
         if not (isinstance(price, (int, float)) and math.isfinite(price) and price > 0):
             self._counts["invalid_price"] += 1
@@ -172,50 +160,21 @@ class Coordinator:
         if not present:
             self._counts["no_voter_present"] += 1
         action = "BUY" if score >= self.cfg.threshold else "SELL" if score <= -self.cfg.threshold else "HOLD"
-        proposal = self._decision(ts_event, seq, action, 0 if action == "HOLD" else self.cfg.base_size,
-                                  score, price, tuple(signals), market, "")
-        if action == "HOLD":
-            return self._record(proposal)
-        try:
-            size, reason = self.risk_check(proposal, self.account_view())
-            size = max(0, min(int(size), proposal.size))  # a check may reduce, never enlarge
-        except Exception as e:  # a broken check must block trading, not the coordinator
-            # "risk_hook_error" and "risk hook error" keep the names stats and stored decisions already use.
-            self._counts["risk_hook_error"] += 1
-            size, reason = 0, f"risk hook error: {type(e).__name__}: {e}"
-        if size == 0:
-            return self._record(proposal._replace(action="HOLD", size=0, risk=reason or "risk: size 0"))
-        return self._record(proposal._replace(size=size, risk=reason))
+        return self._decision(ts_event, seq, action, 0 if action == "HOLD" else self.cfg.base_size,
+                              score, price, tuple(signals), market)
 
     def _counts_at(self, s: Signal, ts_event: int) -> bool:
         fresh = s.ts_event <= ts_event <= s.ts_event + (s.valid_ns or self.cfg.signal_ttl_ns)
         return fresh and s.confidence > 0 and s.action != "abstain"
 
-    def _decision(self, ts_event, seq, action, size, score, price, signals, market, risk) -> Decision:
+    def _decision(self, ts_event, seq, action, size, score, price, signals, market, risk="") -> Decision:
+        self._counts[f"decisions_{action}"] += 1
         return Decision(
             decision_id=f"{self.symbol}-{seq}",  # from (symbol, seq): a re-sent decision keeps its id
             symbol=self.symbol, ts_event=ts_event, seq=seq, action=action, size=size, score=score,
             confidence=abs(score), price=price, horizon_ns=self.cfg.horizon_ns, signals=signals,
             weights=dict(self._weights), market=market, risk=risk,
         )
-
-    def _record(self, decision: Decision) -> Decision:
-        self._counts[f"decisions_{decision.action}"] += 1
-        if decision.risk:
-            self._counts["risk_adjusted"] += 1
-        return decision
-
-    # -- fills -----------------------------------------------------------------------------
-
-    def apply_decision(self, decision: Decision) -> None:
-        """Hand ``decision`` to the account (a re-sent one changes nothing)."""
-        outcome = self.account.apply(decision)
-        if outcome in FILL_COUNTS:
-            self._counts[FILL_COUNTS[outcome]] += 1
-
-    def account_view(self) -> AccountView:
-        a = self.account
-        return AccountView(a.position, a.avg_price, a.realized_pnl)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -262,25 +221,24 @@ class Coordinator:
     # -- persistence and reporting ----------------------------------------------------------
 
     def state(self) -> dict:
-        """JSON-able snapshot (weights, the account, latest signals) for Valkey."""
+        """JSON-able snapshot (weights, latest signals) for Valkey."""
         return {
             "version": STATE_VERSION,
             "symbol": self.symbol,
             "weights": dict(self._weights),
-            **self.account.state(),
             "signals": [to_dict(s) for s in self._latest.values()],
         }
 
-    def new_account(self) -> None:
-        """A fresh account (a new run): flat, no P&L, no fill seen, no signal held;
-        the learned weights stay."""
-        self.account.reset()
+    def new_run(self) -> None:
+        """A new run: no signal held (the last run's would not be valid now); the learned weights stay."""
         self._latest.clear()
 
     def load_state(self, d: dict) -> None:
         """Restore :meth:`state`. Saved weights of the same voters are taken as they are.
         Otherwise saved weights of voters no longer configured are dropped, voters new
-        since keep their initial weight, and the result is renormalized and floored."""
+        since keep their initial weight, and the result is renormalized and floored. Other keys
+        are ignored: states saved when the coordinator still kept a paper account carry its
+        position and P&L, which now live in the execution actor."""
         if d.get("version") != STATE_VERSION or d.get("symbol") != self.symbol:
             raise ValueError(f"state is for {d.get('symbol')!r} version {d.get('version')!r}, "
                              f"expected {self.symbol!r} version {STATE_VERSION}")
@@ -298,16 +256,12 @@ class Coordinator:
                 or min(merged.values()) < self.cfg.weight_floor:
             merged = dict(zip(merged, normalized_with_floor(list(merged.values()), self.cfg.weight_floor)))
         self._weights = merged
-        self.account.load_state(d)
         self._latest.clear()
         self.on_signals([from_dict(s) for s in d.get("signals", [])])
 
     def stats(self) -> dict:
         return {
             "weights": dict(self._weights),
-            "position": self.account.position,
-            "avg_price": self.account.avg_price,
-            "realized_pnl": self.account.realized_pnl,
             "latest_signals": len(self._latest),
             **dict(self._counts),
         }

@@ -25,9 +25,7 @@ from tests.helpers import FAST_RECONNECT
 
 SYM = "WDOZ26"  # a known contract: tick 0.5, R$10 per point
 MS = 1_000_000
-# Monday 2025-11-24 10:01 Sao Paulo (13:01 UTC): inside the session, past the opening auction, and
-# before the event times the trading store's tests write: the orders and fills streams of the
-# session Valkey are shared, and their ids never go back in event time.
+# Monday 2025-11-24 10:01 Sao Paulo (13:01 UTC): inside the session, past the opening auction.
 T = int(datetime(2025, 11, 24, 13, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
 # B3's WDO fee per contract (pipelines/execution/costs.py defaults): US$0.97 x 0.25 (mini) x
 # (1 - 0.16 day-trade reduction) = US$0.2037, at R$5.40 per US$ = R$1.09998
@@ -43,8 +41,7 @@ def trade(seq: int, ts: int, price: float, qty: int = 1, aggressor: int = 2) -> 
     return Trade(SYM, ts, ts, seq, price, qty, aggressor)
 
 
-# Decision ids carry the test's account: client order ids derive from decision ids alone, and
-# hmarl:order:<client order id> is one key space for every account.
+# The actor scopes client order ids by its account (and run: none here): ``<account>/<decision id>:<role>``.
 def decision(did: str, ts: int, action: str = "BUY", size: int = 2) -> Decision:
     return Decision(did, SYM, ts, 1, action, size, 0.5, 0.5, 5400.0, 10 * 1_000_000_000, (), {}, {})
 
@@ -81,7 +78,7 @@ def test_decision_to_order_fill_and_position_in_valkey(valkey_server, account):
     feed(actor, [book(3, T + 10 * MS), trade(4, T + 20 * MS, 5401.0)])
     actor.close()
 
-    coid = client_order_id(f"{account}.d1", "entry")
+    coid = client_order_id(f"{account}.d1", "entry", f"{account}/")
     client = connect(url)
     try:
         h = client.hgetall(order_key(coid))
@@ -120,7 +117,7 @@ def test_halt_through_the_command_stream_denies_the_next_decision(valkey_server,
         assert state["state"] == "HALTED" and state["command_cursor"] == cid
         assert actor.on_decisions([decision(f"{account}.d2", T + 6 * MS)]) == 0
         assert actor.stats()["counts"]["denied"] == 1
-        assert not client.exists(order_key(client_order_id(f"{account}.d2", "entry")))
+        assert not client.exists(order_key(client_order_id(f"{account}.d2", "entry", f"{account}/")))
         actor.close()
         # a restarted actor comes back HALTED; a resume sent meanwhile is served by the next ping
         again = make(url, account)
@@ -147,7 +144,7 @@ def test_restart_restores_open_orders_and_position_and_sends_nothing_twice(valke
     feed(first, [book(3, T + 10 * MS)])  # arrived (5 ms), queued behind 10
     # a sell of 11 at 5399.5: 10 take the queue ahead, 1 fills ours -> 1 filled, 1 still working
     feed(first, [trade(4, T + 20 * MS, 5399.5, qty=11, aggressor=3)])
-    coid = client_order_id(f"{account}.d1", "entry")
+    coid = client_order_id(f"{account}.d1", "entry", f"{account}/")
     assert [o.client_order_id for o in first.engine.working()] == [coid]
     assert first.engine.positions.position(SYM).quantity == 1
     first.close()  # every step was committed as it happened: what a crash would leave too
@@ -190,3 +187,115 @@ def test_without_valkey_it_runs_in_memory(account):
     assert actor.engine.positions.position(SYM).quantity == 2  # nothing changed
     actor.close()
 
+
+
+# -- decisions sequenced with market data ------------------------------------------------
+
+
+def sequenced(url: str | None, account: str, **cfg) -> ExecutionActor:
+    """An execution actor whose symbol has a coordinator: its market data waits for the decisions."""
+    config = ActorConfig(ExecutionConfig(account=account, **cfg), symbols=(SYM,), valkey=ValkeyLink(url),
+                         run_id="run-1")
+    return ExecutionActor(config, risk=RiskConfig(account=account), symbols=(SYM,), tick_sizes={SYM: 0.5},
+                          decided=(SYM,))
+
+
+def on_trade(did: str, seq: int, ts: int) -> Decision:
+    """BUY 2, made on the trade with ``seq`` (a decision's seq is its feature vector's, the trade's)."""
+    return Decision(did, SYM, ts, seq, "BUY", 2, 0.5, 0.5, 5400.0, 10 * 1_000_000_000, (), {}, {})
+
+
+def session(actor: ExecutionActor) -> None:
+    # book 1: asks 5400.0 x 3; trade 2 (the decision is made on it); book 3, 9 ms later: the asks
+    # moved up to 5401.0; trade 4
+    feed(actor, [book(1, T), trade(2, T + 1 * MS, 5400.0),
+                 book(3, T + 10 * MS, asks=((5401.0, 3), (5401.5, 10))), trade(4, T + 20 * MS, 5401.0)])
+
+
+def test_a_decision_meets_the_book_it_was_made_on_whatever_arrives_first(account):
+    d = on_trade(f"{account}.d1", 2, T + 1 * MS)
+    # Market data first: all of it is held until the coordinator says what it decided up to seq 2.
+    late = sequenced(None, account)
+    session(late)
+    assert late.stats()["held"] == 4 and not late.engine.positions.quantities()
+    assert late.on_decisions([d], {SYM: 2}) == 1
+    assert late.stats()["held"] == 2  # book 3 and trade 4 wait for the next round
+    late.on_decisions([], {SYM: 4})
+    # Decision first: it waits for the trade it was made on.
+    early = sequenced(None, account)
+    assert early.on_decisions([d], {SYM: 2}) == 0 and early.stats()["waiting_decisions"] == 1
+    session(early)
+    early.on_decisions([], {SYM: 4})
+    # Both: a marketable limit at 5400.0 + 1 tick, sent at T+1ms, at the exchange 5 ms later,
+    # before book 3 moved the asks: 2 lots at 5400.0.
+    for actor in (late, early):
+        pos = actor.engine.positions.position(SYM)
+        assert (pos.quantity, pos.avg_price) == (2, 5400.0)
+        s = actor.stats()
+        assert (s["held"], s["waiting_decisions"], s["late_decisions"], s["overrun"]) == (0, 0, 0, 0)
+    # Without sequencing the same decision, coming after book 3, buys at the asks of book 3.
+    unsequenced = make(None, account)
+    session(unsequenced)
+    unsequenced.on_decisions([d])
+    feed(unsequenced, [book(5, T + 30 * MS, asks=((5401.0, 3), (5401.5, 10)))])
+    pos = unsequenced.engine.positions.position(SYM)
+    assert (pos.quantity, pos.avg_price) == (2, 5401.0)
+
+
+def test_held_market_data_is_bounded_and_a_late_decision_is_counted(account):
+    actor = sequenced(None, account, max_held_events=2)
+    session(actor)  # no coordinator answers: past 2 held events, the oldest go on without it
+    s = actor.stats()
+    assert (s["held"], s["overrun"], s["feed_position"]) == (2, 2, {SYM: 2})
+    assert actor.on_decisions([on_trade(f"{account}.d1", 1, T)], {SYM: 1}) == 1  # made on book 1: trade 2 went by
+    assert actor.stats()["late_decisions"] == 1
+    assert actor.on_decisions("nope", [1]) == 0
+    assert actor.stats()["bad_calls"] == {"decisions_not_a_list": 1, "bad_through": 1}
+
+
+def test_a_decision_waiting_for_its_market_data_survives_a_restart(valkey_server, account):
+    url = valkey_server[1]
+    first = sequenced(url, account)
+    assert first.on_decisions([on_trade(f"{account}.d1", 2, T + 1 * MS)], {SYM: 2}) == 0  # waits; saved
+    feed(first, [book(1, T)])  # processed (seq 1 <= 2): the saved feed position moves to 1
+    # SIGKILL now (no close): a new incarnation on the same Valkey and run
+    again = sequenced(url, account)
+    assert again.restored and again.position() == {SYM: 1}
+    assert again.stats()["waiting_decisions"] == 1
+    feed(again, [trade(2, T + 1 * MS, 5400.0), book(3, T + 10 * MS, asks=((5401.0, 3), (5401.5, 10)))])
+    again.on_decisions([], {SYM: 3})
+    pos = again.engine.positions.position(SYM)
+    assert (pos.quantity, pos.avg_price) == (2, 5400.0) and again.stats()["counts"]["orders"] == 1
+    again.close()
+    # a new run on the same account starts flat (the kill switch would carry over)
+    config = ActorConfig(ExecutionConfig(account=account), symbols=(SYM,), valkey=ValkeyLink(url), run_id="run-2")
+    fresh = ExecutionActor(config, risk=RiskConfig(account=account), symbols=(SYM,), tick_sizes={SYM: 0.5},
+                           decided=(SYM,))
+    assert not fresh.restored and fresh.position() == {} and not fresh.engine.positions.quantities()
+    fresh.close()
+    store = TradingStore(url, **FAST_RECONNECT)
+    try:  # the stores describe the new run's account: the old position stored flat
+        (p,) = store.load_positions(account)
+        assert (p.quantity, p.realized_pnl, p.fees, p.last_price) == (0, 0.0, 0.0, 5400.0)
+    finally:
+        store.close()
+
+
+def test_a_new_run_ends_the_working_orders_the_previous_one_left(valkey_server, account):
+    url = valkey_server[1]
+    first = make(url, account, style="passive")  # run "" (make() gives none)
+    opening(first)
+    assert first.on_decisions([decision(f"{account}.d1", T + 2 * MS)]) == 1  # a passive bid, resting
+    feed(first, [book(3, T + 10 * MS)])
+    first.close()
+    store = TradingStore(url, **FAST_RECONNECT)
+    try:
+        assert [o.client_order_id for o, _e in store.load_open_orders(account)] == \
+            [client_order_id(f"{account}.d1", "entry", f"{account}/")]
+        config = ActorConfig(ExecutionConfig(account=account), symbols=(SYM,), valkey=ValkeyLink(url), run_id="r2")
+        ExecutionActor(config, risk=RiskConfig(account=account), symbols=(SYM,), tick_sizes={SYM: 0.5}).close()
+        assert store.load_open_orders(account) == []
+        event = store.order(client_order_id(f"{account}.d1", "entry", f"{account}/"))["event"]
+        assert (event["status"], event["leaves_qty"], event["reason"]) == ("CANCELLED", 0, "run ended; new run r2")
+    finally:
+        store.close()

@@ -14,8 +14,7 @@ from tests.helpers import FAST_RECONNECT, graph_for, make_cfg, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-# A Monday session before the event times the trading store's tests write: the orders and fills
-# streams of the session Valkey are shared, and their ids never go back in event time.
+# A Monday, an hour into the session (past the opening auction, when the policy makes no entries).
 EARLIER_SESSION = "2025-11-24T10:00:00-03:00"
 
 

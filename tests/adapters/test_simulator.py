@@ -203,11 +203,11 @@ def test_start_is_moved_into_a_session():
     assert first_ts("2026-11-30T07:30:00") == monday_open  # before the open
     assert first_ts("2026-11-27T18:30:00") == monday_open  # after Friday's close
     assert first_ts("2026-11-30T10:15:00-03:00") == to_ns(parse_time("2026-11-30T10:15:00-03:00"))
-    # start=None: today's 09:00 Sao Paulo, or the next weekday's
+    # start=None: today's 10:00 Sao Paulo, or the next weekday's (after the opening auction)
     day = datetime.now(SAO_PAULO).date()
     while day.weekday() >= 5:
         day += timedelta(days=1)
-    assert first_ts(None) == to_ns(datetime.combine(day, dtime(9, 0), tzinfo=SAO_PAULO))
+    assert first_ts(None) == to_ns(datetime.combine(day, dtime(10, 0), tzinfo=SAO_PAULO))
 
 
 def test_deterministic_under_seed():

@@ -24,8 +24,7 @@ from pipelines.alpha.liquidity import LiquidityAgent
 from pipelines.alpha.order_flow import OrderFlowSpecialist
 from pipelines.alpha.registry import AGENTS
 from pipelines.alpha.tape import TapeReadingAgent
-from pipelines.execution.paper import paper_coordinator
-from pipelines.portfolio.consensus import ConsensusConfig
+from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
 from pipelines.model.messages import (
     Feedback,
     FeatureVector,
@@ -635,7 +634,7 @@ def test_state_round_trip():
 def test_the_coordinator_learns_by_the_same_rule():
     """Voters named after the arms, fed the arms' rewards, end with the arms' weights, bit for bit."""
     h = ContextualHedge(eta=0.1, floor=0.02)
-    c = paper_coordinator(SYM, list(ARMS), ConsensusConfig(eta=0.1, weight_floor=0.02))
+    c = Coordinator(SYM, list(ARMS), ConsensusConfig(eta=0.1, weight_floor=0.02))
     for i, r in enumerate([0.5, 0.5, -0.25, 1.0, 0.9] * 20):  # act earns r - COST, fade -r - COST, abstain 0
         h.update("ctx", r, COST)
         rewards = {"act": max(-1.0, r - COST), "fade": max(-1.0, -r - COST), "abstain": 0.0}
@@ -668,7 +667,7 @@ def test_a_footprint_vote_counts_until_the_next_bar_closes():
     agent = FootprintPatternAgent(SYM, learning=False)
     agent.on_analytics([vec(1)])
     sig = one(agent, [closed(2, make_bar(delta=40))])  # delta/volume 0.4 -> buy 0.9
-    coordinator = paper_coordinator(SYM, ["footprint"], ConsensusConfig(signal_ttl_ns=5 * S))
+    coordinator = Coordinator(SYM, ["footprint"], ConsensusConfig(signal_ttl_ns=5 * S))
     coordinator.on_signals([sig])
     # A one-minute bar's vote: 30 s and 60 s (the edge) after it closed it still counts, 61 s after not.
     at = {dt: coordinator.decide(sig.ts_event + dt * S, 10 + dt, PRICE) for dt in (30, 60, 61)}

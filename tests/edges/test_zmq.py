@@ -68,3 +68,42 @@ def test_slow_subscriber_never_blocks_the_publisher():
     sub.close(); ctx.term(); pub.close()
     assert 0 < len(got) < 50_000  # some arrived, the rest were dropped for this slow reader
     assert got == sorted(got)  # what arrives is in order; gaps show in seq
+
+
+def test_orders_fills_and_positions_ride_the_decision_socket():
+    from pipelines.model.orders import AccountSummary, Fill, Order, OrderEvent, Position, RiskEvent
+
+    pub = ZmqPublisher({"decision": 0})
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.endpoints["decision"])
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    t = 1_795_000_000_000_000_000
+    order = Order("acct/run/WDOZ26-7:entry", "acct", "WDOZ26", t, "BUY", 2, "LIMIT", 5400.5)
+    event = OrderEvent(order.client_order_id, "acct", "WDOZ26", t + 5, "ACCEPTED", 0, 2, float("nan"))
+    fill = Fill(order.client_order_id + "#1", order.client_order_id, "acct", "WDOZ26", t + 9, "BUY", 2, 5400.0,
+                "taker", 2.19996, "WDOZ26-7")
+    pos = Position("acct", "WDOZ26", t + 9, 2, 5400.0, 5400.0, 0.0, 0.0, 2.19996)
+    summary = AccountSummary("acct", t + 9, 0.0, 2.19996, -2.19996, 108000.0, 1)
+    halt = RiskEvent("acct", "", t + 10, "state", "HALTED", "manual halt", who="ops@desk")
+    got = []
+
+    def publish_and_read():  # slow joiner: publish until the subscription is live
+        got.clear()
+        pub.publish([order, event, fill, pos, summary, halt])
+        while sub.poll(50):
+            got.append(sub.recv_multipart())
+
+    wait_for(lambda: len(got) >= 6, 5, 0, "the subscription to come up", poll=publish_and_read)
+    stats = pub.stats()
+    sub.close()
+    ctx.term()
+    pub.close()
+    frames = [(f[0], orjson.loads(f[1])) for f in got[:6]]
+    # an order and its events share order.<SYM>; an account-wide message is named by its account
+    assert [(topic, m["kind"]) for topic, m in frames] == [
+        (b"order.WDOZ26", "order"), (b"order.WDOZ26", "order_event"), (b"fill.WDOZ26", "fill"),
+        (b"position.WDOZ26", "position"), (b"account.acct", "account"), (b"risk.acct", "risk")]
+    assert frames[1][1]["avg_fill_price"] is None  # NaN travels as null
+    assert (frames[2][1]["price"], frames[2][1]["fees"]) == (5400.0, 2.19996)
+    assert stats["unroutable"] == 0  # and no latency sample: they carry no receipt time

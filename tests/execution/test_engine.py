@@ -160,6 +160,59 @@ def test_an_order_over_the_position_limit_is_denied_and_not_sent():
     assert e.venue.stats()["submitted"] == 0
 
 
+def test_each_decision_s_outcome_is_its_realized_pnl_less_the_fees_of_its_fills():
+    e = make(policy={"style": "market", "hold_flattens": True})
+    market(e, T, 5400.0, 5400.5, 5400.5)
+    d1 = decision(BUY, 2, T, did="d1")
+    e.on_decision(d1)
+    s = e.on_market([book(T + 5 * MS, 5400.0, 5400.5)])  # at the venue 5 ms later: 2 at the ask
+    [buy] = s.fills
+    assert (buy.side, buy.quantity, buy.price, buy.decision_id) == (BUY, 2, 5400.5, "d1") and s.outcomes == []
+
+    t = T + S
+    market(e, t, 5402.0, 5402.5, 5402.0)
+    e.on_decision(decision(SELL, 1, t, did="d2"))  # +2 -> -1: a market sell of 3
+    s = e.on_market([book(t + 5 * MS, 5402.0, 5402.5)])
+    [sell] = s.fills
+    assert (sell.side, sell.quantity, sell.price, sell.decision_id) == (SELL, 3, 5402.0, "d2")
+    realized = s.positions[0].realized_pnl
+    assert realized == pytest.approx(2 * (5402.0 - 5400.5) * PV)  # 30.00, independently
+    [o1] = s.outcomes
+    # d1 is the 2 contracts the sell closed: their realized P&L, less the buy's fees and 2/3 of the sell's
+    assert (o1.decision_id, o1.side, o1.quantity, o1.entry_price, o1.exit_price, o1.closed_by) == \
+        ("d1", BUY, 2, 5400.5, 5402.0, "d2")
+    assert o1.gross_pnl == pytest.approx(realized)
+    assert o1.net_pnl == pytest.approx(realized - buy.fees - sell.fees * 2 / 3)
+
+    t += S
+    market(e, t, 5401.0, 5401.5, 5401.5)
+    e.on_decision(decision("HOLD", 1, t, did="d3"))  # targets flat: a market buy of 1
+    s = e.on_market([book(t + 5 * MS, 5401.0, 5401.5)])
+    [cover] = s.fills
+    assert (cover.side, cover.quantity, cover.price) == (BUY, 1, 5401.5)
+    closed = s.positions[0].realized_pnl - realized
+    assert closed == pytest.approx(-1 * (5401.5 - 5402.0) * PV)  # short 1 covered 0.5 lower: +5.00
+    [o2] = s.outcomes
+    assert (o2.decision_id, o2.side, o2.quantity, o2.ts_open, o2.ts_event, o2.closed_by) == \
+        ("d2", SELL, 1, sell.ts_event, cover.ts_event, "d3")
+    assert o2.net_pnl == pytest.approx(closed - sell.fees / 3 - cover.fees)
+    assert e.stats()["counts"]["outcomes"] == 2
+    assert e.stats()["attribution"]["open_decisions"] == 0
+
+
+def test_a_state_saved_without_the_ledger_loads_with_none_open():
+    e = make(policy={"style": "market"})
+    market(e, T, 5400.0, 5400.5, 5400.5)
+    e.on_decision(decision(BUY, 1, T))
+    e.on_market([book(T + 5 * MS, 5400.0, 5400.5)])
+    old = e.state()
+    assert e.ledger.open_lots(WDO) != []
+    del old["ledger"]
+    again = make(policy={"style": "market"})
+    again.load_state(json.loads(json.dumps(old, allow_nan=False)))
+    assert again.positions.quantities() == {WDO: 1} and again.ledger.open_lots(WDO) == []
+
+
 # -- 4. the kill switch ------------------------------------------------------------------------
 
 
@@ -167,7 +220,8 @@ def test_halt_flatten_and_resume():
     e = make((WDO, WIN), policy={"style": "passive", "passive_timeout_s": 600})
     market(e, T, 5400.0, 5400.5, 5400.0)
     market(e, T, 120000.0, 120005.0, 120000.0, symbol=WIN)
-    e.on_decision(decision(BUY, 1, T))  # rests at the bid 5400.0 behind 5 lots
+    first = decision(BUY, 1, T)
+    e.on_decision(first)  # rests at the bid 5400.0 behind 5 lots
     e.on_market([trade(T + 10 * MS, 5400.0, 6, SELLER)])  # 6 sold at 5400.0: 5 ahead, then ours
     assert e.positions.quantities() == {WDO: 1}
     t = T + S
@@ -190,6 +244,10 @@ def test_halt_flatten_and_resume():
     assert {(ev.client_order_id == working, ev.status) for ev in s.order_events if ev.status != "ACCEPTED"} == \
         {(True, CANCELLED), (False, FILLED)}
     assert [(f.side, f.quantity, f.price) for f in s.fills] == [(SELL, 1, 5400.0)]
+    # the first decision's contract, closed by the engine's own flatten: 0 points, the two fees
+    assert [(o.decision_id, o.quantity, o.gross_pnl, o.closed_by) for o in s.outcomes] == \
+        [(first.decision_id, 1, 0.0, f"paper:{WDO}:risk.1")]
+    assert s.outcomes[0].net_pnl == pytest.approx(-2 * FEE)
     assert e.positions.quantities() == {} and e.working() == []
     assert e.risk.trading_state == HALTED
 
@@ -261,14 +319,14 @@ def test_the_same_decision_twice_sends_one_order():
     d = decision(BUY, 1, T)
     assert len(e.on_decision(d).orders) == 1
     s = e.on_decision(d)
-    assert s == Step([], [], [], [], [], None)
+    assert s == Step([], [], [], [], [], None, [])
     assert e.policies[WDO].rejected["duplicate_decision"] == 1
 
 
 def test_bad_input_is_counted_and_nothing_raises():
     e = make()
     market(e, T, 5400.0, 5400.5, 5400.5)
-    empty = Step([], [], [], [], [], None)
+    empty = Step([], [], [], [], [], None, [])
     assert e.on_decision("BUY") == empty
     assert e.on_decision(decision(BUY, 1, T, symbol="WDOF27")) == empty
     assert e.on_decision(decision(BUY, 1, T, price=math.nan)) == empty
@@ -344,9 +402,11 @@ def test_state_round_trip_continues_exactly_as_an_uninterrupted_run():
     saved = json.dumps(first.state(), allow_nan=False)
     second = make(policy=RANDOM_POLICY, stale_after_s=0)
     second.load_state(json.loads(saved))
+    assert second.ledger.open_lots(WDO) == first.ledger.open_lots(WDO)
     after = run(second, plan[half:])
     assert repr(before + after) == repr(whole)  # repr: NaN prices compare equal as text
     assert sum(len(s.fills) for s in whole) > 0
+    assert sum(len(s.outcomes) for s in whole) > 0
 
 
 def test_state_of_another_account_is_refused():

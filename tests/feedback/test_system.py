@@ -200,3 +200,39 @@ def test_pending_outcomes_survive_a_restart_through_the_journal():
     assert after.take_journal() == ({}, [f"a:1:{T0}", f"coordinator:9:{T0 + 2 * S}"])
     with pytest.raises(RuntimeError, match="journal=True"):
         FeedbackSystem(WDO).take_journal()
+
+
+def test_pnl_is_net_of_the_round_trip_cost_and_the_reward_is_not():
+    fee = 0.97 * 0.25 * (1 - 0.16) * 5.40  # B3's WDO fee per contract in R$ (1.09998)
+    f = FeedbackSystem(WDO, round_trip_cost=2 * fee)
+    f.track_decision(Decision(f"{WDO}-1", WDO, T0, 1, "BUY", 3, 0.4, 0.4, 5400.0, 60 * S,
+                              ({"agent": "a", "direction": 1, "confidence": 0.5},
+                               {"agent": "b", "direction": 0, "confidence": 0.0}), {}, {}))
+    f.track_decision(Decision(f"{WDO}-2", WDO, T0, 2, "HOLD", 0, 0.0, 0.1, 5400.0, 60 * S, (), {}, {}))
+    buy, hold = f.on_price(T0 + 60 * S, 5401.0)
+    # BUY 3, +1 point: R$10 x 3 = R$30 gross, minus 3 contracts x 2 x R$1.09998 = R$6.59988 -> R$23.40012
+    assert buy.pnl == pytest.approx(30.0 - 6 * fee) and buy.reward == pytest.approx(0.4 * 1.0 / 2.0)
+    assert hold.pnl == 0.0  # nothing traded, nothing paid
+    a, b = f.voter_credits(buy)
+    # voter a: one contract long: R$10 - 2 x R$1.09998; voter b had no direction: no trade, no cost
+    assert (a.pnl, b.pnl) == (pytest.approx(10.0 - 2 * fee), 0.0)
+    with pytest.raises(ValueError, match="round_trip_cost"):
+        FeedbackSystem(WDO, round_trip_cost=float("nan"))
+
+
+def test_decision_results_from_fills_are_summed_once_each():
+    from pipelines.feedback.system import DecisionResults
+    from pipelines.model.orders import DecisionOutcome
+
+    def outcome(did, ts_open, gross, fees):
+        return DecisionOutcome("acct", WDO, did, ts_open + S, ts_open, "BUY", 1, 5400.0, 5400.0 + gross / 10, gross,
+                               fees, gross - fees, "x")
+
+    r = DecisionResults()
+    won, lost = outcome("d1", T0, 20.0, 2.2), outcome("d2", T0 + S, -10.0, 2.2)
+    assert r.add([won, lost, won, "junk", won._replace(net_pnl=float("nan"))]) == 2
+    s = r.summary()
+    # net: (20 - 2.2) + (-10 - 2.2) = 5.6 over 2 decisions, one win, one loss
+    assert (s["count"], s["wins"], s["losses"], s["duplicates"], s["bad"]) == (2, 1, 1, 1, 2)
+    assert (s["net_pnl"], s["gross_pnl"], s["fees"], s["mean_net_pnl"]) == \
+        (pytest.approx(5.6), pytest.approx(10.0), pytest.approx(4.4), pytest.approx(2.8))

@@ -16,19 +16,33 @@ import orjson
 import pytest
 
 from pipelines.model.orders import (ACCEPTED, BUY, CANCELLED, EXPIRED, FILLED, IOC, LIMIT, MAKER, MARKET,
-                                     PARTIALLY_FILLED, REJECTED, SELL, STOP_LIMIT, SUBMITTED, TAKER, Fill, Order,
-                                     OrderEvent, Position, RiskEvent, client_order_id)
+                                     PARTIALLY_FILLED, REJECTED, SELL, STOP_LIMIT, SUBMITTED, TAKER, DecisionOutcome,
+                                     Fill, Order, OrderEvent, Position, RiskEvent, client_order_id)
 from pipelines.persistence.connection import connect
 from pipelines.persistence.server import free_port
-from pipelines.persistence.trading_store import (FILLS_STREAM, ORDERS_STREAM, BadKeyPart, TradingStore, TradingTTL,
-                                                 open_orders_key, order_key, position_key, positions_key,
-                                                 trading_from_dict)
+from pipelines.persistence.trading_store import (FILLS_STREAM, ORDERS_STREAM, OUTCOMES_STREAM, BadKeyPart, TradingStore,
+                                                 TradingTTL, open_orders_key, order_key, outcome_key, position_key,
+                                                 positions_key, trading_from_dict)
 from tests.helpers import FAST_RECONNECT, T0, unique_name, wait_for
 
 MS = 1_000_000
 SEC = 1_000 * MS
 NAN = math.nan
 T0_MS = 1_767_225_600_000  # T0 // 1_000_000: T0 is 2026-01-01T00:00:00Z in ns
+
+
+@pytest.fixture(scope="module")
+def valkey_server(tmp_path_factory):
+    """This module's own Valkey (``client`` and ``store`` use it too). The orders, fills and
+    outcomes streams are one per Valkey for every account, their ids follow event time and never
+    go back, and these tests assert exact ids: the graph tests' trading, at later event times on
+    the session Valkey, would raise them."""
+    from pipelines.persistence.server import EmbeddedValkey
+
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey-trading"))
+    url = server.start()
+    yield server, url
+    server.stop()
 
 
 @pytest.fixture()
@@ -296,6 +310,103 @@ def test_ttls_come_from_the_config(valkey_server, client):
 
 
 # ---------------------------------------------------------------------------
+# Decision outcomes
+# ---------------------------------------------------------------------------
+
+
+def outcomes(acct: str, sym: str) -> tuple[DecisionOutcome, DecisionOutcome]:
+    """Two parts of one decision: a long of 2 closed 1.5 ms after T0, then a short of 1 it opened later."""
+    # 2 x (5002.0 - 5000.0) x R$10 = 40.00 gross, fees 4.40, net 35.60
+    first = DecisionOutcome(acct, sym, f"{sym}-1", T0 + 1_500_000, T0, BUY, 2, 5000.0, 5002.0, 40.0, 4.4, 35.6,
+                            f"{sym}-2")
+    # -1 x (5001.0 - 5002.0) x R$10 = 10.00 gross, fees 2.20, net 7.80
+    again = DecisionOutcome(acct, sym, f"{sym}-1", T0 + 7 * SEC, T0 + 2 * SEC, SELL, 1, 5002.0, 5001.0, 10.0, 2.2,
+                            7.8, f"{sym}-3,{sym}-1")
+    return first, again
+
+
+def test_outcomes_are_stored_once_each_with_event_time_ids(own_valkey):
+    srv = own_valkey()  # ids and counts of a stream nobody else writes
+    acct, sym = names()
+    first, again = outcomes(acct, sym)
+    other = first._replace(account=unique_name("acct"))
+    s = TradingStore(srv.url, **FAST_RECONNECT)
+    try:
+        for o in (first, again, other, first, again):  # the second time: a replayed chunk
+            s.store_outcome(o)
+        assert s.flush(10)
+    finally:
+        s.close()
+    again_store = TradingStore(srv.url, ttl=TradingTTL(order_s=None), **FAST_RECONNECT)  # a restarted actor
+    try:
+        again_store.store_outcome(first)
+        assert again_store.flush(10)
+        # first: ms T0_MS + 1 (1.5 ms after T0); again: 7 s later; other, stored after it at 1.5 ms,
+        # is raised to the stream's last ms
+        entries = again_store.outcome_entries_since(T0)
+        assert [i for i, _o in entries] == [f"{T0_MS + 1}-0", f"{T0_MS + 7000}-0", f"{T0_MS + 7000}-1"]
+        assert all(same(a, b) for (_i, a), b in zip(entries, (first, again, other))) and len(entries) == 3
+        assert [o.ts_open for o in again_store.outcomes_since(T0, account=acct)] == [T0, T0 + 2 * SEC]
+        assert [o.account for o in again_store.outcomes_since(T0 + 2 * MS)] == [acct]  # only `again`, at 7 s
+        assert again_store.outcomes_since(f"{T0_MS + 7000}-0") == [other]
+        assert again_store.outcomes_since(T0, account=acct, symbol=unique_name("WIN")) == []
+        with connect(srv.url) as c:
+            assert c.xlen(OUTCOMES_STREAM) == 3
+            key = outcome_key(acct, sym, f"{sym}-1", T0)
+            assert key == f"hmarl:outcome:{acct}:{sym}:{sym}-1:{T0}"
+            assert same(trading_from_dict(orjson.loads(c.get(key))), first)
+            assert 7 * 86_400 - 10 < c.ttl(key) <= 7 * 86_400  # the orders' TTL (the first store's)
+            c.xadd(OUTCOMES_STREAM, {"json": b"not json"}, id=f"{T0_MS + 8000}-0")
+        assert len(again_store.outcomes_since(T0)) == 3
+        assert again_store.stats()["bad_records"] == {"outcome": 1}
+        assert again_store.outcomes_since("12") == [] and again_store.stats()["rejected"] == {"read: bad cursor": 1}
+        later = again._replace(ts_open=T0 + 8 * SEC, ts_event=T0 + 9 * SEC)
+        again_store.store_outcome(later)  # a new one, stored by the store without TTLs: kept
+        assert again_store.flush(10)
+        assert client_ttl(srv.url, outcome_key(acct, sym, f"{sym}-1", T0 + 8 * SEC)) == -1
+    finally:
+        again_store.close()
+
+
+def client_ttl(url: str, key: str) -> int:
+    with connect(url) as c:
+        return c.ttl(key)
+
+
+def test_bad_outcomes_are_counted_and_rejected_never_raised(store, client):
+    acct, sym = names()
+    good, _ = outcomes(acct, sym)
+    cases = [
+        (None, "wrong_type"),
+        (Fill("f#1", "c", acct, sym, T0, BUY, 1, 1.0, TAKER, 0.0), "wrong_type"),
+        (good._replace(quantity=0), "bad_quantity"),
+        (good._replace(quantity=True), "bad_quantity"),
+        (good._replace(side="LONG"), "bad_side"),
+        (good._replace(entry_price=NAN), "bad_entry_price"),
+        (good._replace(exit_price=0.0), "bad_exit_price"),
+        (good._replace(gross_pnl=math.inf), "bad_gross_pnl"),
+        (good._replace(fees=NAN), "bad_fees"),
+        (good._replace(net_pnl=NAN), "bad_net_pnl"),
+        (good._replace(decision_id=""), "bad_decision_id"),
+        (good._replace(decision_id="two words"), "bad_decision_id"),
+        (good._replace(ts_open=-1), "bad_ts_open"),
+        (good._replace(ts_event=1.5), "bad_ts_event"),
+        (good._replace(account="a:b"), "bad_account"),
+        (good._replace(closed_by="\ud800"), "not_json"),
+    ]
+    for o, _reason in cases:
+        assert store.store_outcome(o) is None
+    expected: dict[str, int] = {}
+    for _o, reason in cases:
+        expected[f"outcome: {reason}"] = expected.get(f"outcome: {reason}", 0) + 1
+    assert store.stats()["rejected"] == expected
+    assert store.flush(10) and store.stats()["write_behind"]["submitted"] == 0  # nothing was queued
+    assert store.outcomes_since(T0, account=acct) == []
+    with pytest.raises(BadKeyPart, match="bad ts_open"):
+        outcome_key(acct, sym, "d", -1)
+
+
+# ---------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------
 
@@ -451,8 +562,10 @@ def test_reads_return_none_when_valkey_is_unreachable(own_valkey):
         assert store.load_positions(acct) is None
         assert store.fills_since(T0) is None and store.fill_entries_since("0-0") is None
         assert store.recent_fills(5) is None and store.order(f"{sym}-1:entry") is None
+        assert store.outcomes_since(T0) is None
         assert time.perf_counter() - t < 10
-        assert store.stats()["read_errors"] == {"open orders": 1, "positions": 1, "fills": 3, "order": 1}
+        assert store.stats()["read_errors"] == {"open orders": 1, "positions": 1, "fills": 3, "order": 1,
+                                                "outcomes": 1}
     finally:
         store.close(0.5)
 

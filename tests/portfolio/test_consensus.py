@@ -1,5 +1,6 @@
-"""The Coordinator (pipelines/portfolio/consensus.py): consensus arithmetic, risk and account
-hooks, Hedge learning from realized outcomes, saved state and how long a signal counts.
+"""The Coordinator (pipelines/portfolio/consensus.py): consensus arithmetic, Hedge learning
+from realized outcomes, saved state and how long a signal counts. It keeps no position: the
+execution engine and the risk engine have their own tests.
 
 No Ray, no Valkey. Expected values are worked out by hand in the comments, or
 recomputed here with numpy (rewards from the price path, Hedge with its floor).
@@ -14,13 +15,10 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.config import HmarlConfig
-from pipelines.execution.paper import PaperAccount, paper_coordinator
+from pipelines.config import ConfigError, HmarlConfig, config_from_dict
 from pipelines.feedback.system import FeedbackSystem
 from pipelines.model.messages import Decision, Feedback, to_dict
 from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
-from pipelines.portfolio.interfaces import AccountView
-from pipelines.risk.limits import PositionAndLossLimits, RiskLimits
 from tests.helpers import T0, vote
 
 WDO, WIN = "WDOZ26", "WINZ26"
@@ -39,34 +37,40 @@ ETA = 0.5  # the learning rate of the Hedge tests and of their numpy replay
 
 
 def four_voters(**cfg) -> Coordinator:
-    return paper_coordinator(WDO, FOUR, ConsensusConfig(**cfg))
+    return Coordinator(WDO, FOUR, ConsensusConfig(**cfg))
 
 
 def test_initial_weights_split():
     assert four_voters().weights == pytest.approx({"ml": 0.4, "a1": 0.2, "a2": 0.2, "a3": 0.2}, abs=1e-15)
-    assert paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.45, "b": 0.15})).weights == \
+    assert Coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.45, "b": 0.15})).weights == \
         pytest.approx({"ml": 0.4, "a": 0.45, "b": 0.15}, abs=1e-15)
     # Without the ML voter the agents' 0.60 is all there is: 0.30 / 0.60 = 0.5 each.
-    assert paper_coordinator(WDO, ["a", "b"]).weights == {"a": 0.5, "b": 0.5}
+    assert Coordinator(WDO, ["a", "b"]).weights == {"a": 0.5, "b": 0.5}
     with pytest.raises(ValueError, match="agent_weights must name exactly"):
-        paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.6}))
+        Coordinator(WDO, ["ml", "a", "b"], ConsensusConfig(agent_weights={"a": 0.6}))
     with pytest.raises(ValueError, match="threshold"):
         ConsensusConfig(threshold=1.5)
 
 
 def test_defaults_are_the_hmarl_configs():
     assert ConsensusConfig() == ConsensusConfig.from_hmarl(HmarlConfig())
-    assert RiskLimits() == RiskLimits.from_hmarl(HmarlConfig())
     h = HmarlConfig(ml_weight=0.3, threshold=0.2, eta=0.05, weight_floor=0.01, base_size=2, signal_ttl_s=2.5,
-                    horizon_s=30.0, max_position=7, max_loss=500.0)
+                    horizon_s=30.0)
     assert ConsensusConfig.from_hmarl(h) == ConsensusConfig(
         ml_weight=0.3, threshold=0.2, eta=0.05, weight_floor=0.01, base_size=2, signal_ttl_ns=2_500_000_000,
         horizon_ns=30 * S)
-    assert RiskLimits.from_hmarl(h) == RiskLimits(max_position=7, max_loss=500.0)
     # The agents share what the ML voter leaves: 0.7 / 2 each, or all of it without the ML voter.
-    assert paper_coordinator(WDO, ["ml", "a", "b"], ConsensusConfig.from_hmarl(h)).weights == \
+    assert Coordinator(WDO, ["ml", "a", "b"], ConsensusConfig.from_hmarl(h)).weights == \
         pytest.approx({"ml": 0.3, "a": 0.35, "b": 0.35}, abs=1e-15)
-    assert paper_coordinator(WDO, ["a", "b"], ConsensusConfig.from_hmarl(h)).weights == {"a": 0.5, "b": 0.5}
+    assert Coordinator(WDO, ["a", "b"], ConsensusConfig.from_hmarl(h)).weights == {"a": 0.5, "b": 0.5}
+
+
+@pytest.mark.parametrize("key", ["max_position", "max_loss"])
+def test_the_coordinator_s_old_limit_keys_are_config_errors(key):
+    # The account's limits are the risk section's (risk.max_position, risk.max_daily_loss, ...):
+    # a config still naming the coordinator's old ones is told so instead of silently ignored.
+    with pytest.raises(ConfigError, match=rf"^hmarl\.{key}: unknown key"):
+        config_from_dict({"hmarl": {key: 5}})
 
 
 def test_all_voters_present():
@@ -115,7 +119,7 @@ def test_ml_abstaining_leaves_the_agents(ml_signal):
 
 def test_threshold_boundary_exact():
     # Two agents at 0.5 each; threshold 0.25 and confidences that are exact in binary floating point.
-    c = paper_coordinator(WDO, ["a", "b"], ConsensusConfig(threshold=0.25))
+    c = Coordinator(WDO, ["a", "b"], ConsensusConfig(threshold=0.25))
 
     def score_of(da, ca, db, cb, seq):
         c.on_signals([vote("a", da, ca, seq=seq), vote("b", db, cb, seq=seq)])
@@ -163,78 +167,37 @@ def test_signal_bookkeeping_counts_bad_input():
     assert (d.action, d.risk) == ("HOLD", "invalid price") and c.stats()["invalid_price"] == 1
 
 
-# -- risk --------------------------------------------------------------------------------
+# -- no position ------------------------------------------------------------------------
 
 
 def trade(c: Coordinator, seq: int, direction: int, price: float) -> Decision:
-    """One voter at full confidence: the consensus is its direction; the decision is filled."""
+    """One voter at full confidence: the consensus is its direction."""
     c.on_signals([vote("a", direction, 1.0, ts=T0 + seq * S, seq=seq, price=price, symbol=c.symbol)])
-    d = c.decide(T0 + seq * S, seq, price)
-    c.apply_decision(d)
-    return d
+    return c.decide(T0 + seq * S, seq, price)
 
 
-def test_position_limit_reduces_then_blocks_and_pnl():
-    c = paper_coordinator(WDO, ["a"], ConsensusConfig(base_size=3), limits=RiskLimits(max_position=5))
-    d = trade(c, 1, +1, 5000.0)
-    assert (d.action, d.size, d.risk) == ("BUY", 3, "")
-    d = trade(c, 2, +1, 5010.0)  # 3 + 3 > 5: cut to the room left, 2
-    assert (d.action, d.size) == ("BUY", 2) and d.risk.startswith("position limit: size 3 -> 2")
-    d = trade(c, 3, +1, 5010.0)  # at +5: blocked
-    assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("position limit")
-    # avg = (3*5000 + 2*5010) / 5 = 5004
-    assert c.account_view() == AccountView(5, 5004.0, 0.0)
-    assert c.risk_check == PositionAndLossLimits(RiskLimits(max_position=5, max_loss=2000.0))
-    d = trade(c, 4, -1, 5020.0)  # sell 3: realized 3 * (5020 - 5004) * R$10 = R$480
-    assert (d.action, d.size, d.risk) == ("SELL", 3, "")
-    assert c.account_view() == (2, 5004.0, 480.0)
-    trade(c, 5, -1, 5000.0)  # sell 3 from +2: closes 2 at -4 points (-R$80), opens -1 at 5000
-    assert c.account_view() == (-1, 5000.0, 400.0)
-    trade(c, 6, -1, 5000.0)  # -1 - 3 = -4: passes
-    d = trade(c, 7, -1, 5000.0)  # room 1 on the short side
-    assert (d.action, d.size) == ("SELL", 1) and c.account_view().position == -5
+def test_every_trade_is_base_size_whatever_came_before():
+    """The coordinator keeps no position: ten BUYs of 3 in a row are each a BUY of 3 (the execution
+    engine turns each into a target of +3 and its risk engine applies the account's limits)."""
+    c = Coordinator(WIN, ["a"], ConsensusConfig(base_size=3))
+    decisions = [trade(c, seq, +1, 130000.0 + 5 * seq) for seq in range(1, 11)]
+    decisions.append(trade(c, 11, -1, 130000.0))
+    assert [(d.action, d.size, d.risk) for d in decisions] == [("BUY", 3, "")] * 10 + [("SELL", 3, "")]
+    s = c.stats()
+    assert (s["decisions_BUY"], s["decisions_SELL"]) == (10, 1)
+    assert not {"position", "avg_price", "realized_pnl", "fills", "risk_adjusted"} & set(s)
+    assert set(c.state()) == {"version", "symbol", "weights", "signals"}
 
 
-def test_loss_limit_blocks_increasing_allows_reducing():
-    c = paper_coordinator(WDO, ["a"], ConsensusConfig(base_size=3), limits=RiskLimits(max_position=5, max_loss=100.0))
-    trade(c, 1, +1, 5000.0)
-    trade(c, 2, +1, 5000.0)  # +5 at 5000
-    trade(c, 3, -1, 4996.0)  # realized 3 * -4 * 10 = -R$120 <= -R$100; position +2
-    assert c.account_view() == (2, 5000.0, -120.0)
-    d = trade(c, 4, +1, 4996.0)
-    assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("loss limit")
-    d = trade(c, 5, -1, 4996.0)  # reducing passes, cut to the 2 open (no flip)
-    assert (d.action, d.size) == ("SELL", 2) and "reduce only" in d.risk
-    assert c.account_view() == (0, 0.0, -200.0)  # -120 + 2 * -4 * 10
-    d = trade(c, 6, -1, 4996.0)  # flat: any trade would increase exposure
-    assert (d.action, d.size) == ("HOLD", 0) and d.risk.startswith("loss limit")
-
-
-def test_pnl_in_reais_for_win_and_idempotent_fills():
-    c = paper_coordinator(WIN, ["a"])
-    d = trade(c, 1, +1, 130000.0)
-    c.apply_decision(d)  # re-sent: ignored
-    trade(c, 2, -1, 130100.0)  # 100 points x R$0.20 = R$20
-    assert c.account_view() == (0, 0.0, pytest.approx(20.0)) and c.stats()["fill_duplicate"] == 1
-
-
-def test_custom_risk_check_sees_the_account_and_cannot_enlarge():
-    seen = []
-
-    def hook(proposal, account):
-        seen.append((proposal.action, proposal.size, account.position))
-        return 10, "custom"
-
-    c = Coordinator(WDO, ["a"], ConsensusConfig(base_size=2), risk_check=hook, account=PaperAccount(WDO))
-    d = trade(c, 1, +1, 5000.0)
-    d2 = trade(c, 2, +1, 5000.0)
-    assert (d.size, d.risk, d2.size) == (2, "custom", 2) and seen == [("BUY", 2, 0), ("BUY", 2, 2)]
-
-    def broken(proposal, account):
-        raise RuntimeError("boom")
-
-    d = trade(Coordinator(WDO, ["a"], risk_check=broken, account=PaperAccount(WDO)), 1, +1, 5000.0)
-    assert (d.action, d.size, d.risk) == ("HOLD", 0, "risk hook error: RuntimeError: boom")
+def test_a_new_run_forgets_the_signals_and_keeps_the_weights():
+    c = Coordinator(WDO, ["a", "b"], ConsensusConfig(eta=ETA))
+    w = c.on_feedback([fb("a", 1.0)])
+    c.on_signals([vote("a", 1, 1.0), vote("b", 1, 1.0)])
+    assert c.decide(DECIDE_TS, 1, 5400.0).action == "BUY" and c.stats()["latest_signals"] == 2
+    c.new_run()
+    d = c.decide(DECIDE_TS, 2, 5400.0)  # the same time: only the forgotten signals were missing
+    assert (d.action, d.signals, c.stats()["latest_signals"]) == ("HOLD", (), 0)
+    assert c.weights == w == pytest.approx(hedge_replay([{"a": 1.0}], {"a": 0.5, "b": 0.5}), abs=1e-12)
 
 
 # -- learning ----------------------------------------------------------------------------------
@@ -265,7 +228,7 @@ def random_walk(seed: int, seconds: int) -> np.ndarray:
 def run_stream(prices, voters, directions_at, cfg=ConsensusConfig(eta=ETA, horizon_ns=STEP_S * S)):
     """The live loop on event time: each second a trade; every STEP_S seconds the voters
     signal, the coordinator decides; the FeedbackSystem's outcomes feed the weights."""
-    coord = paper_coordinator(WDO, voters, cfg)
+    coord = Coordinator(WDO, voters, cfg)
     feedback = FeedbackSystem(WDO)
     batches, decisions = [], []
     for i, price in enumerate(prices):
@@ -284,7 +247,6 @@ def run_stream(prices, voters, directions_at, cfg=ConsensusConfig(eta=ETA, horiz
             decision = coord.decide(ts, i, float(price))
             decisions.append(decision)
             feedback.track_decision(decision)
-            coord.apply_decision(decision)
     return coord, feedback, batches, decisions
 
 
@@ -321,7 +283,7 @@ def test_hedge_learns_the_informative_voter(informative):
 
 
 def test_floor_respected_and_a_voter_can_come_back():
-    c = paper_coordinator(WDO, ["a", "b", "c"], ConsensusConfig(eta=ETA))
+    c = Coordinator(WDO, ["a", "b", "c"], ConsensusConfig(eta=ETA))
     for seq in range(40):
         w = c.on_feedback([fb("a", -1.0, seq), fb("b", 1.0, seq)])
         assert min(w.values()) >= 0.02 - 1e-15 and sum(w.values()) == pytest.approx(1.0, abs=1e-12)
@@ -373,7 +335,7 @@ def test_agreement_with_consensus_earns_nothing(seed):
                 "noise_b": float(np.clip(db[k] * moves[k] / 2.0, -1, 1)),
                 "follower": float(np.clip(follower_dir[k] * moves[k] / 2.0, -1, 1))} for k in range(N_DECISIONS)]
     assert coord.weights == pytest.approx(hedge_replay(rewards, dict.fromkeys(coord.voters, 1 / 3)), abs=1e-12)
-    contrarian = paper_coordinator(WDO, coord.voters, ConsensusConfig(eta=ETA, horizon_ns=STEP_S * S))
+    contrarian = Coordinator(WDO, coord.voters, ConsensusConfig(eta=ETA, horizon_ns=STEP_S * S))
     for k, batch in enumerate(batches):
         contrarian.on_signals([vote("follower", -follower_dir[k], 1.0, ts=T0 + k * STEP_S * S, seq=k)])
         contrarian.decide(T0 + k * STEP_S * S, k, 5400.0)
@@ -388,41 +350,36 @@ def test_agreement_with_consensus_earns_nothing(seed):
 
 
 def test_state_round_trip():
-    c = paper_coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
+    c = Coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
     c.on_feedback([fb("a1", 0.8), fb("ml", -0.3)])
     c.on_signals([vote("ml", 1, 0.5), vote("a1", 1, 0.8), vote("a2", -1, 0.6)])
-    c.apply_decision(c.decide(DECIDE_TS, 10, 5400.0))
-    c.apply_decision(c.decide(DECIDE_TS, 11, 5401.0)._replace(action="SELL", size=1))
     saved = json.loads(json.dumps(c.state()))
 
-    d = paper_coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
+    d = Coordinator(WDO, FOUR, ConsensusConfig(base_size=2, eta=ETA))
     d.load_state(saved)
-    assert d.weights == c.weights and d.account_view() == c.account_view()
-    assert c.account_view() == (1, 5400.0, 10.0)  # bought 2 at 5400, sold 1 at 5401: +1 point x R$10
+    assert d.weights == c.weights and d.state() == c.state()
     assert to_dict(d.decide(DECIDE_TS, 12, 5400.0)) == to_dict(c.decide(DECIDE_TS, 12, 5400.0))
-    d.apply_decision(c.decide(DECIDE_TS, 11, 5400.0))  # already applied before the restart
-    assert d.account_view().position == 1
 
     # A voter dropped from the configuration loses its saved weight; a new one starts at its initial share.
-    e = paper_coordinator(WDO, ["ml", "a1", "a2", "new"])
+    e = Coordinator(WDO, ["ml", "a1", "a2", "new"])
     e.load_state(saved)
     raw = {"ml": saved["weights"]["ml"], "a1": saved["weights"]["a1"], "a2": saved["weights"]["a2"], "new": 0.2}
     assert e.weights == pytest.approx({v: x / sum(raw.values()) for v, x in raw.items()}, abs=1e-12)
     with pytest.raises(ValueError, match="state is for 'WDOZ26'"):
-        paper_coordinator(WIN, FOUR).load_state(saved)
+        Coordinator(WIN, FOUR).load_state(saved)
 
 
 def test_restored_weights_are_the_saved_ones_bit_for_bit_at_the_default_eta():
     """Four batches at eta 0.1 leave weights summing to a hair below 1: normalizing them again on
     load would move their last bits and the restored coordinator would drift from the saver."""
-    c = paper_coordinator(WDO, FOUR)
+    c = Coordinator(WDO, FOUR)
     assert c.cfg.eta == HmarlConfig().eta == 0.1
     batches = [(-0.5, 0.5, -1.0, -0.25), (-1.0, 0.25, 0.25, 0.25), (1.0, 0.25, -0.5, -1.0), (0.25, -1.0, 0.25, 0.25)]
     for seq, rewards in enumerate(batches):
         c.on_feedback([fb(v, r, seq) for v, r in zip(FOUR, rewards)])
     assert sum(c.weights.values()) != 1.0  # the case a renormalization would change
     saved = json.loads(json.dumps(c.state()))
-    d = paper_coordinator(WDO, FOUR)
+    d = Coordinator(WDO, FOUR)
     d.load_state(saved)
     assert d.weights == c.weights == saved["weights"]
     # The same later signals and outcomes: identical decisions and weights, bit for bit.
@@ -434,18 +391,33 @@ def test_restored_weights_are_the_saved_ones_bit_for_bit_at_the_default_eta():
         d.on_signals(signals)
         dc, dd = c.decide(ts, k, 5400.0 + k), d.decide(ts, k, 5400.0 + k)
         assert to_dict(dd) == to_dict(dc)
-        c.apply_decision(dc)
-        d.apply_decision(dd)
         outcomes = [fb(v, 0.25 * k - 0.5, 100 + k) for v in FOUR[:3]]
         assert d.on_feedback(outcomes) == c.on_feedback(outcomes)
     assert d.state() == c.state()
+
+
+def test_a_state_saved_with_a_paper_account_loads_without_it():
+    """Written as the coordinator saved it when it still kept a paper account: the account's keys
+    (position, average price, P&L, last seq applied) sit between the weights and the signals."""
+    old = {"version": 1, "symbol": WDO, "weights": {"a": 0.7, "b": 0.3},
+           "position": -5, "avg_price": 5400.0, "realized_pnl": -300.0, "last_applied_seq": 900,
+           "signals": [to_dict(vote("a", 1, 0.5)), to_dict(vote("b", -1, 0.5))]}
+    c = Coordinator(WDO, ["a", "b"])
+    c.load_state(json.loads(json.dumps(old)))
+    assert c.weights == {"a": 0.7, "b": 0.3}  # summing to 1 with both voters: taken as saved
+    # Both signals still held: 0.7 * 0.5 - 0.3 * 0.5 = 0.20 >= 0.15 -> BUY 1, nothing held back by
+    # the old short of 5 (the execution engine has the position now).
+    d = c.decide(DECIDE_TS, 901, 5400.0)
+    assert (d.action, d.size, d.risk) == ("BUY", 1, "") and d.score == pytest.approx(0.20, abs=1e-12)
+    assert set(c.state()) == {"version", "symbol", "weights", "signals"}
+    assert not {"position", "avg_price", "realized_pnl"} & set(c.stats())
 
 
 # -- how long a signal counts ------------------------------------------------------------------
 
 
 def test_a_signal_counts_for_its_validity_or_the_ttl():
-    c = paper_coordinator(WDO, ["a", "b"])  # 0.5 each; TTL 5 s
+    c = Coordinator(WDO, ["a", "b"])  # 0.5 each; TTL 5 s
     c.on_signals([vote("a", 1, 0.8), vote("b", 1, 0.4)._replace(valid_ns=20 * S)])  # a: valid_ns 0 -> the TTL
     score = {dt: c.decide(T0 + dt, 1, 5400.0).score for dt in (5 * S, 5 * S + 1, 20 * S, 20 * S + 1)}
     assert score[5 * S] == pytest.approx(0.5 * 0.8 + 0.5 * 0.4)  # both; a at its TTL edge
@@ -456,17 +428,17 @@ def test_a_signal_counts_for_its_validity_or_the_ttl():
 
 
 def test_saved_signals_keep_their_validity_and_older_states_load():
-    c = paper_coordinator(WDO, ["a", "b"])
+    c = Coordinator(WDO, ["a", "b"])
     c.on_signals([vote("a", 1, 0.8), vote("b", -1, 0.4)._replace(valid_ns=20 * S)])
     saved = json.loads(json.dumps(c.state()))
     assert [s["valid_ns"] for s in saved["signals"]] == [0, 20 * S]
-    d = paper_coordinator(WDO, ["a", "b"])
+    d = Coordinator(WDO, ["a", "b"])
     d.load_state(saved)
     assert to_dict(d.decide(T0 + 10 * S, 1, 5400.0)) == to_dict(c.decide(T0 + 10 * S, 1, 5400.0))
     assert d.decide(T0 + 10 * S, 2, 5400.0).score == pytest.approx(-0.4)  # b only, still valid
     # A state saved before Signal had valid_ns: its signals load with 0, i.e. the TTL.
     old = {**saved, "signals": [{k: v for k, v in s.items() if k != "valid_ns"} for s in saved["signals"]]}
-    e = paper_coordinator(WDO, ["a", "b"])
+    e = Coordinator(WDO, ["a", "b"])
     e.load_state(old)
     assert e.decide(T0 + 5 * S, 3, 5400.0).score == pytest.approx(0.5 * 0.8 - 0.5 * 0.4)
     assert e.decide(T0 + 10 * S, 4, 5400.0).signals == ()

@@ -17,8 +17,8 @@ def test_default_config_loads_with_the_documented_defaults():
                                  "decision": 5561}
     assert cfg.features.enabled and cfg.features.vector_every_ms == 0 and cfg.features.flow_state_ttl_s == 3600
     assert cfg.hmarl.ml_allow_other_market is False
-    # the execution section is off by default and the file's keys equal the embedded defaults
-    assert cfg.execution.enabled is False and cfg.execution.account == cfg.risk.account == "paper"
+    # paper trading is on by default and the file's keys equal the embedded defaults
+    assert cfg.execution.enabled is True and cfg.execution.account == cfg.risk.account == "paper"
     assert (cfg.execution.ttl_order_s, cfg.execution.ttl_position_s) == (7 * 86_400, None)
 
 
