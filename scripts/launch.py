@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--object-store-mb", type=int, default=512, help="object store size when starting a local Ray (default 512)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard with a local Ray")
     p.add_argument("--resume", action="store_true",
-                   help="continue the previous run (its paper account and pending outcomes); default: a new run")
+                   help="continue the previous run (its paper account, orders and pending outcomes); default: a new run")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -106,6 +106,7 @@ def progress_line(elapsed: float, stats: dict, totals: dict | None = None) -> st
         for name, s in sorted(stats.items()) if name.startswith("features:") and isinstance(s, dict)
     )
     hmarl = " ".join(filter(None, (hmarl_summary(name, s, stats, totals) for name, s in sorted(stats.items()))))
+    trading = "\n           ".join(filter(None, (execution_summary(name, s) for name, s in sorted(stats.items()))))
     p99 = zp.get("latency_p99_ms")
     return (
         f"[{elapsed:6.1f}s] feed events={totals.get('feed.events', feed.get('events_out', 0))} rejected={rej} | "
@@ -113,7 +114,23 @@ def progress_line(elapsed: float, stats: dict, totals: dict | None = None) -> st
         f"zmq sent={zp.get('sent', '-')} p99={'-' if p99 is None else f'{p99:.2f}ms'} | {bufs}"
         + (f" | {feats}" if feats else "")
         + (f"\n           {hmarl}" if hmarl else "")
+        + (f"\n           {trading}" if trading else "")
     )
+
+
+def execution_summary(name: str, s: dict) -> str:
+    """One account's orders, fills, positions, the day's P&L net of B3 costs and the risk state."""
+    if not name.startswith("execution:") or not isinstance(s, dict) or "counts" not in s:
+        return ""
+    counts, acct = s.get("counts") or {}, s.get("account_summary") or {}
+    positions = " ".join(f"{sym}={q:+d}" for sym, q in sorted((s.get("positions") or {}).items())) or "flat"
+    state = s.get("trading_state", "?")
+    why = f" ({s['risk_reason']})" if state != "ACTIVE" and s.get("risk_reason") else ""
+    return (f"{s.get('account', name.split(':', 1)[1])} orders={counts.get('orders', 0)} "
+            f"fills={counts.get('fills', 0)} denied={counts.get('denied', 0)} "
+            f"working={s.get('working_orders', 0)} position {positions} | "
+            f"day P&L net R$ {acct.get('day_pnl_net', 0.0):,.2f} (gross {acct.get('day_pnl_gross', 0.0):,.2f}, "
+            f"fees {acct.get('fees', 0.0):,.2f}) | risk {state}{why}")
 
 
 def hmarl_summary(name: str, s: dict, stats: dict, totals: dict | None = None) -> str:
@@ -121,7 +138,11 @@ def hmarl_summary(name: str, s: dict, stats: dict, totals: dict | None = None) -
     if not name.startswith("coordinator:") or not isinstance(s, dict) or "weights" not in s:
         return ""
     sym = name.split(":", 1)[1]
-    perf = (stats.get(f"feedback:{sym}") or {}).get("performance") or {}
+    fb = stats.get(f"feedback:{sym}") or {}
+    perf = fb.get("performance") or {}
+    res = fb.get("decisions_from_fills") or {}
+    closed = (f" | closed decisions {res['count']} won {res['wins']} net R$ {res['net_pnl']:,.2f}"
+              if res.get("count") else "")
     voters = []
     for voter, w in sorted(s["weights"].items()):
         p = perf.get(voter) or {}
@@ -132,7 +153,14 @@ def hmarl_summary(name: str, s: dict, stats: dict, totals: dict | None = None) -
     count = {k: totals.get(f"{name}.{k}", acts.get(k, 0)) for k in ("BUY", "SELL", "HOLD")}
     last = f"\n           last: {s['last']}" if s.get("last") else ""
     return (f"{sym} decisions={totals.get(f'{name}.decisions', s.get('decisions', 0))} buy={count['BUY']} "
-            f"sell={count['SELL']} hold={count['HOLD']} weights " + " ".join(voters) + last)
+            f"sell={count['SELL']} hold={count['HOLD']} weights " + " ".join(voters) + closed + last)
+
+
+def account_final(s: dict) -> dict:
+    counts = s.get("counts") or {}
+    return {"orders": counts.get("orders", 0), "fills": counts.get("fills", 0), "denied": counts.get("denied", 0),
+            "positions": s.get("positions") or {}, "day": s.get("account_summary"),
+            "risk": s.get("trading_state"), "late_decisions": s.get("late_decisions"), "overrun": s.get("overrun")}
 
 
 def start_run(cfg, valkey_url: str | None, resume: bool) -> dict | None:
@@ -293,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                 "valkey_written": vw.get("written"),
                 "valkey_dropped": vw.get("dropped"),
                 "zmq_sent": (final.get("zmq_publisher") or {}).get("sent"),
+                # each account: its orders, fills, positions, the day's P&L after costs and the risk state
+                "accounts": {name.split(":", 1)[1]: account_final(s) for name, s in final.items()
+                             if name.startswith("execution:") and isinstance(s, dict) and "counts" in s},
                 "feed_error": feed.get("error"),
                 # every stage, restarts included (counts from before a restart carried over)
                 "totals": graph.totals(final),
