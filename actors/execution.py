@@ -32,8 +32,10 @@ with whatever book had arrived by then, and a replay at another speed or on a lo
 would fill differently. So a decision is applied exactly after the market event it was made on
 (the decision's ``seq`` is that of the trade its feature vector closed on) and before the next
 one: market data of such a symbol is held until the coordinator has said what it decided up to
-it (``on_decisions(decisions, through)``: ``through`` = the last event seq its round covered),
-and a decision that comes before its market data waits for it. Fills are then the same whatever
+it (``on_decisions(decisions, through, until)``: ``through`` = the last event seq its round
+covered, ``until`` = the next decision-clock boundary: the next decision is made on the first
+feature vector at or after it, so the events before it go on at once and only those from it on
+wait), and a decision that comes before its market data waits for it. Fills are then the same whatever
 the timing. Held events are bounded (``execution.max_held_events``): past the bound, when a
 coordinator has stopped answering, the oldest are processed without waiting (``overrun``) and
 a decision that comes after its market data was processed is applied at once (``late``); both
@@ -106,6 +108,7 @@ class ExecutionActor:
         self.held: deque[Event] = deque()  # admitted, not yet processed (waiting for decisions)
         self.waiting: dict[str, deque[Decision]] = {}  # decisions waiting for their market data
         self.through: dict[str, int] = {}  # per symbol, the last seq the coordinator has decided up to
+        self.until: dict[str, int] = {}  # per symbol, the event time before which no decision comes
         self.processed: dict[str, int] = {}  # per symbol, the seq of the last event the engine processed
         self.overrun = 0
         self.late = 0
@@ -178,6 +181,7 @@ class ExecutionActor:
                 self.processed = {s: int(q) for s, q in saved["processed"].items()}
                 self.gate.position.update(self.processed)
                 self.through = {s: int(q) for s, q in saved["through"].items()}
+                self.until = {s: int(q) for s, q in saved.get("until", {}).items()}
                 for d in saved["waiting"]:
                     self.waiting.setdefault(d["symbol"], deque()).append(from_dict(d))
                 self._saved_at = self.engine.now
@@ -186,7 +190,7 @@ class ExecutionActor:
                 self.restore_error = f"{type(e).__name__}: {e}"
                 log.error("execution %s: saved state ignored: %s", self.account, self.restore_error)
                 self.engine = self._new_engine()  # nothing half-loaded
-                self.processed, self.through, self.waiting = {}, {}, {}
+                self.processed, self.through, self.until, self.waiting = {}, {}, {}, {}
                 self.gate = SeqGate()
         if risk is not None:
             # the kill switch's record wins (a bad one halts: its own rule); the day's limits only in the same run
@@ -222,7 +226,8 @@ class ExecutionActor:
         self.trading.save_engine_state(self.account, {
             "version": STATE_VERSION, "run_id": self.run_id, "engine": self.engine.state(),
             "processed": dict(self.processed),
-            "through": dict(self.through), "waiting": [to_dict(d) for q in self.waiting.values() for d in q]})
+            "through": dict(self.through), "until": dict(self.until),
+            "waiting": [to_dict(d) for q in self.waiting.values() for d in q]})
         self.risk_store.save_state(self.account, self.engine.risk.state())
         # The trading store's commit returns at once during an outage; the risk store's waits it
         # out, which only a command's acknowledgement is worth (ctl waits for the stored state).
@@ -244,10 +249,11 @@ class ExecutionActor:
         self._after(changed or ack, ack)
         return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
 
-    def on_decisions(self, decisions: Any, through: Any = None) -> int:
-        """A coordinator's decisions, in order, and ``through`` ({symbol: seq}): it has decided on
-        every market event up to that seq. Returns how many orders were sent in this call (a
-        decision whose market data has not come yet sends its orders later)."""
+    def on_decisions(self, decisions: Any, through: Any = None, until: Any = None) -> int:
+        """A coordinator's decisions, in order; ``through`` ({symbol: seq}): it has decided on every
+        market event up to that seq; ``until`` ({symbol: event time}): its next decision will be on
+        an event at or after that time. Returns how many orders were sent in this call (a decision
+        whose market data has not come yet sends its orders later)."""
         ack = self._serve_commands()
         if not isinstance(decisions, (list, tuple)):
             self._bad("decisions_not_a_list")
@@ -263,12 +269,13 @@ class ExecutionActor:
                 sent += self._apply(d)
             else:
                 self.waiting.setdefault(sym, deque()).append(d)
-        if isinstance(through, dict):
-            for sym, seq in through.items():
-                if sym in self.decided and type(seq) is int and seq > self.through.get(sym, 0):
-                    self.through[sym] = seq
-        elif through is not None:
-            self._bad("bad_through")
+        for marks, name, into in ((through, "through", self.through), (until, "until", self.until)):
+            if isinstance(marks, dict):
+                for sym, mark in marks.items():
+                    if sym in self.decided and type(mark) is int and mark > into.get(sym, 0):
+                        into[sym] = mark
+            elif marks is not None:
+                self._bad(f"bad_{name}")
         released, more = self._release()
         # a decision seen must be remembered (its id, or its place in the queue), even one that sent nothing
         self._after(bool(decisions) or released or ack, ack)
@@ -297,7 +304,10 @@ class ExecutionActor:
                 sent += self._apply(q.popleft())
                 applied += 1
                 continue
-            if sym in decided and ev.seq > self.through.get(sym, 0) and not everything:
+            # Held: after the last decided event and at or after the next decision boundary (events
+            # are taken in order, so one that goes back in time behind a held one waits too).
+            if sym in decided and ev.seq > self.through.get(sym, 0) and ev.ts_event >= self.until.get(sym, 0) \
+                    and not everything:
                 if len(held) <= self.max_held:
                     break
                 self.overrun += 1  # the coordinator is not keeping up: on without its decisions

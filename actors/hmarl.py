@@ -39,6 +39,7 @@ import uuid
 
 from actors.config import ActorConfig, ValkeyLink
 from actors.peers import Peer, node_id
+from pipelines.alpha.inputs import next_decision_ns
 from pipelines.config import HmarlConfig
 from pipelines.data.sequencing import SlotGate
 from pipelines.model.clock import NS_PER_MS, NS_PER_S
@@ -259,7 +260,10 @@ class CoordinatorActor(_HmarlActor):
         self.skipped = 0  # boundaries of a slot already decided (a re-submitted round, a restarted engine)
         self.actions: dict[str, int] = {}
         self.last: Decision | None = None
-        self.through = 0  # the seq of the last feature vector decided on (or skipped): for the execution actor
+        # For the execution actor: the seq of the last feature vector decided on (or skipped), and the
+        # next decision-clock boundary, before which no decision can be made on an event.
+        self.through = 0
+        self.until = 0
 
     def _owner(self) -> str:
         return f"coordinator:{self.symbol}"
@@ -289,7 +293,7 @@ class CoordinatorActor(_HmarlActor):
         for signals in self._resolve(voter_refs, "voter"):
             self.coordinator.on_signals(signals)
         made = []
-        through = 0
+        through = last_ts = 0
         for m in _messages(payload):
             t = type(m)
             if t is FlowState:
@@ -299,7 +303,7 @@ class CoordinatorActor(_HmarlActor):
                 v = m.values
                 self.market.update({k: v.get(k) for k in ("spread_ticks", "depth", "book_imbalance", "liquidity_score")})
             elif t is FeatureVector:
-                through = max(through, m.seq)
+                through, last_ts = max(through, m.seq), max(last_ts, m.ts_event)
                 if not self.slots.admit(m.ts_event // self.every_ns):
                     self.skipped += 1
                     continue
@@ -310,9 +314,11 @@ class CoordinatorActor(_HmarlActor):
             self._report(made[-1].ts_event)
         if self.execution is not None and (made or through > self.through):
             # every round, decisions or not: the execution actor holds market data until it knows
-            # what was decided on it
+            # what was decided on it; the next decision is on the first vector at or after the next
+            # boundary, so the market data before that boundary need not wait for it
             self.through = max(self.through, through)
-            self.execution.call("on_decisions", made, {self.symbol: self.through})
+            self.until = max(self.until, next_decision_ns(last_ts, self.every_ns))
+            self.execution.call("on_decisions", made, {self.symbol: self.through}, {self.symbol: self.until})
         if self.store is not None:
             self.store.store_agent_state(self._owner(), "state",
                                          {**self.coordinator.state(), "run_id": self.run_id, **self.slots.state()})

@@ -242,6 +242,19 @@ def test_a_decision_meets_the_book_it_was_made_on_whatever_arrives_first(account
     assert (pos.quantity, pos.avg_price) == (2, 5401.0)
 
 
+def test_market_data_before_the_next_decision_boundary_does_not_wait(account):
+    actor = sequenced(None, account)
+    session(actor)
+    # decided up to trade 2; the next decision is on the first vector at or after T + 15 ms: book 3
+    # (T + 10 ms) goes on at once, trade 4 (T + 20 ms) waits for the next round
+    actor.on_decisions([on_trade(f"{account}.d1", 2, T + 1 * MS)], {SYM: 2}, {SYM: T + 15 * MS})
+    s = actor.stats()
+    assert (s["held"], s["feed_position"]) == (1, {SYM: 3})
+    assert actor.engine.positions.position(SYM).avg_price == 5400.0  # the decision met book 1, as before
+    actor.on_decisions([], {SYM: 4}, {SYM: T + 1000 * MS})
+    assert actor.stats()["held"] == 0
+
+
 def test_held_market_data_is_bounded_and_a_late_decision_is_counted(account):
     actor = sequenced(None, account, max_held_events=2)
     session(actor)  # no coordinator answers: past 2 held events, the oldest go on without it
@@ -249,8 +262,8 @@ def test_held_market_data_is_bounded_and_a_late_decision_is_counted(account):
     assert (s["held"], s["overrun"], s["feed_position"]) == (2, 2, {SYM: 2})
     assert actor.on_decisions([on_trade(f"{account}.d1", 1, T)], {SYM: 1}) == 1  # made on book 1: trade 2 went by
     assert actor.stats()["late_decisions"] == 1
-    assert actor.on_decisions("nope", [1]) == 0
-    assert actor.stats()["bad_calls"] == {"decisions_not_a_list": 1, "bad_through": 1}
+    assert actor.on_decisions("nope", [1], 5) == 0
+    assert actor.stats()["bad_calls"] == {"decisions_not_a_list": 1, "bad_through": 1, "bad_until": 1}
 
 
 def test_a_decision_waiting_for_its_market_data_survives_a_restart(valkey_server, account):
