@@ -4,6 +4,7 @@
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
     python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
     python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 100]
+    python scripts/bench.py execution [--repeats 3] [--graph-runs 3] [--rate 5000] [--seconds 30] [--only graph]
     python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--batch-ms 5] [--graph]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
@@ -30,6 +31,34 @@ of the 2 cores between them (``actor_cpu_cores``).
 the feed, the Valkey writer nor the FeatureEngine fell behind.
 ``actor_cpu_cores`` is the CPU the actors used over the window, in cores, in
 total and per actor (``by_actor``; Linux only): where the 2 cores go.
+
+execution: first the simulated exchange alone (``bench_exchange``: book and trade events/s
+on one core with 10 and 100 resting orders, runs interleaved, then the median per size), then
+the decision -> order accepted latency in the running graph (``--only exchange|graph`` runs one
+part). The graph part starts the trading graph (feed -> buffers -> features -> HMARL ->
+coordinator -> execution actor -> ZeroMQ 5561) ``--graph-runs`` times at ``--rate`` events/s,
+speed 1, with a low ``--threshold`` and a ``--decision-ms`` cadence so that decisions trade
+often, and subscribes to 5561 in this process (topics ``decision.``, ``order.``, ``risk.``).
+For each decision whose message arrives within the ``--seconds`` window and whose entry order
+(``<decision id>:entry``) the venue accepted, ``decision_to_accepted`` is the arrival of that
+order's ACCEPTED event minus the arrival of the decision, both at the subscriber's wall clock;
+``tick_to_decision`` is, for every decision of the window, its arrival minus ``ts_recv`` (the
+wall clock at receipt of the tick it was made on), as in ``bench.py decisions``, and
+``tick_to_accepted`` the sum of the two for the decisions that have both. The coordinator sends
+a decision to the publisher and to the execution actor at once; the execution actor holds the
+market data after the decided event until the decision comes, and by then the market data that
+makes the ack due (entry + ack latency, 5 + 5 ms of event time by default) has usually arrived,
+so decision -> accepted is mostly the one hop more (coordinator -> execution actor -> publisher
+against coordinator -> publisher) and the engine's work on the held events. The account limits that would stop new entries
+after a few losing round trips at this threshold (cooldown, daily loss, drawdown) are off: this
+measures the order path. Only a change of target position makes an entry order (a BUY after
+a SELL, ...): a 30 s window holds about 120 decisions and 20 entry orders. After the window the
+run waits ``--grace`` seconds for the last decisions' order events. Per run: those percentiles with
+their sample counts, the counts (decisions by action, entry orders, accepted, not accepted by
+how they ended, risk denials by reason), whether the feed or the FeatureEngine fell behind, and
+the execution actor's ``held`` / ``late_decisions`` / ``overrun`` / ``waiting_decisions`` at the
+end; then a summary per latency: the median, min and max of the runs' p50 and p99, and the
+p50/p99/max of all runs' samples pooled.
 
 profitdll: the native fake ProfitDLL (tests/fake_profitdll, built with the
 system C compiler) fires ``--events`` market callbacks from its own thread at
@@ -275,6 +304,181 @@ def bench_execution(args) -> None:
     for n, rs in rates.items():
         emit(bench="execution", summary="median", resting_orders=n, runs=len(rs),
              events_per_s=round(statistics.median(rs)), min=round(min(rs)), max=round(max(rs)))
+
+
+def bench_execution_graph(args) -> None:
+    """Decision -> order accepted latency in the running trading graph (see the module docstring)."""
+    import statistics
+
+    import ray
+
+    from actors.execution import execution_name
+    from actors.wiring import MarketDataGraph
+    from pipelines.config import config_from_dict
+    from pipelines.persistence.server import EmbeddedValkey
+
+    tmp = Path(tempfile.mkdtemp(prefix="qt-bench-"))
+    server = EmbeddedValkey(tmp / "valkey")
+    url = server.start()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300 * 2**20)
+    names = ("decision_to_accepted", "tick_to_decision", "tick_to_accepted")
+    runs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    try:
+        for r in range(args.graph_runs):
+            sym = "WDOZ26"
+            hmarl = {"enabled": True, "decision_every_ms": args.decision_ms, "threshold": args.threshold,
+                     "model_dir": str(REPO / "models")}
+            raw = bench_config(args, args.rate, sym, features=True, hmarl=hmarl)
+            raw["execution"] = {"enabled": True}
+            # At a threshold this low the account limits (cooldown after 3 losing round trips, the
+            # daily loss) stop new entries within seconds and leave the window without samples:
+            # this measures the order path, not the limits.
+            raw["risk"] = {"max_consecutive_losses": 0, "max_daily_loss": 0, "max_drawdown": 0}
+            cfg = config_from_dict(raw)
+            server_client_flush(url)
+            g = MarketDataGraph(cfg, url)
+            g.start()
+            sub = TradingSubscriber(g.zmq_endpoints["decision"])
+            try:
+                feed, vw, zp = g.handle("feed"), g.handle("valkey_writer"), g.handle("zmq_publisher")
+                eng, ex = g.handle(f"features:{sym}"), g.handle(execution_name(cfg.execution.account))
+                time.sleep(args.warmup)
+                s0 = snapshot(feed, vw, zp, eng)
+                t0 = time.time_ns()
+                time.sleep(args.seconds)
+                t1 = time.time_ns()
+                s1 = snapshot(feed, vw, zp, eng)
+                time.sleep(args.grace)  # the order events of the window's last decisions
+                ex_stats = ray.get(ex.stats.remote())
+            finally:
+                sub.close()
+                g.shutdown()
+            dt = s1["t"] - s0["t"]
+            produced = (s1["feed"] - s0["feed"]) / dt
+            analysed = (s1["engine"] - s0["engine"]) / dt
+            backlog = (s1["queue"] - s0["queue"] > 0.05 * args.rate * dt) or min(produced, analysed) < 0.95 * args.rate
+            m = sub.measure(t0, t1)
+            common = {"bench": "execution", "part": "graph", "run": r, "rate": args.rate,
+                      "decision_ms": args.decision_ms, "threshold": args.threshold}
+            for name in names:
+                lat = m[name]
+                runs[name].append(lat)
+                for q in (50, 99):
+                    v = round(float(np.percentile(lat, q)), 3) if lat.size else None
+                    emit(**common, metric=f"{name}_p{q}_ms", value=v, unit="ms", samples=int(lat.size))
+                emit(**common, metric=f"{name}_max_ms", value=round(float(lat.max()), 3) if lat.size else None,
+                     unit="ms", samples=int(lat.size))
+            emit(**common, metric="orders", value=m["entries"], unit="entry orders", decisions=m["decisions"],
+                 actions=m["actions"], accepted=m["accepted"], not_accepted=m["not_accepted"],
+                 orders_any_role=m["orders"], risk_denials=m["risk_denials"], backlog_growing=bool(backlog),
+                 produced_per_s=round(produced, 1), features_per_s=round(analysed, 1), window_s=round(dt, 2))
+            emit(**common, metric="execution_actor", value=ex_stats["held"], unit="events held",
+                 late_decisions=ex_stats["late_decisions"], overrun=ex_stats["overrun"],
+                 waiting_decisions=ex_stats["waiting_decisions"], decisions=ex_stats["decisions"],
+                 trading_state=ex_stats["trading_state"], risk_reason=ex_stats["risk_reason"],
+                 day_pnl_net=round(ex_stats["day_pnl_net"], 2))
+        for name, per_run in runs.items():
+            pooled = np.concatenate(per_run) if per_run else np.array([])
+            p50s = [float(np.percentile(a, 50)) for a in per_run if a.size]
+            p99s = [float(np.percentile(a, 99)) for a in per_run if a.size]
+            row = {"bench": "execution", "part": "graph", "summary": name, "rate": args.rate, "runs": len(per_run),
+                   "samples": int(pooled.size)}
+            for label, xs in (("p50", p50s), ("p99", p99s)):
+                row[f"{label}_ms_median_of_runs"] = round(statistics.median(xs), 3) if xs else None
+                row[f"{label}_ms_runs_min_max"] = [round(min(xs), 3), round(max(xs), 3)] if xs else None
+            for q in (50, 99):
+                row[f"pooled_p{q}_ms"] = round(float(np.percentile(pooled, q)), 3) if pooled.size else None
+            row["pooled_max_ms"] = round(float(pooled.max()), 3) if pooled.size else None
+            emit(**row)
+    finally:
+        ray.shutdown()
+        server.stop()
+
+
+class TradingSubscriber:
+    """A SUB socket on ZeroMQ 5561 read by a thread of its own: keeps, with the wall-clock
+    arrival of each, the decisions, the entry orders (client order id -> decision id), each
+    order's first ACCEPTED or terminal event, and the risk denials."""
+
+    def __init__(self, endpoint: str):
+        import threading
+
+        import zmq
+
+        self.decisions: list[tuple[int, dict]] = []  # (arrival ns, decision)
+        self.entry_of: dict[str, str] = {}  # client order id -> decision id, entry orders only
+        self.order_arrivals: list[int] = []  # every order, any role
+        self.accepted_at: dict[str, int] = {}  # client order id -> arrival ns of its ACCEPTED
+        self.ended: dict[str, str] = {}  # client order id -> the first terminal status
+        self.denials: list[tuple[int, str]] = []  # (arrival ns, reason)
+        self._sock = zmq.Context.instance().socket(zmq.SUB)
+        self._sock.connect(endpoint)
+        for prefix in (b"decision.", b"order.", b"risk."):
+            self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        from pipelines.model.orders import ACCEPTED, ENTRY, TERMINAL
+
+        entry_suffix = f":{ENTRY}"
+        while not self._stop.is_set():
+            if not self._sock.poll(100):
+                continue
+            _topic, payload = self._sock.recv_multipart()
+            now = time.time_ns()
+            msg = orjson.loads(payload)
+            kind = msg.get("kind")
+            if kind == "decision":
+                self.decisions.append((now, msg))
+            elif kind == "order":
+                self.order_arrivals.append(now)
+                if msg["client_order_id"].endswith(entry_suffix):
+                    self.entry_of[msg["client_order_id"]] = msg["decision_id"]
+            elif kind == "order_event":
+                cid, status = msg["client_order_id"], msg["status"]
+                if status == ACCEPTED:
+                    self.accepted_at.setdefault(cid, now)
+                elif status in TERMINAL:
+                    self.ended.setdefault(cid, status)
+            elif kind == "risk" and msg.get("action") == "denied":
+                self.denials.append((now, str(msg.get("reason", ""))))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close(linger=0)
+
+    def measure(self, t0: int, t1: int) -> dict:
+        """Latencies (ms) and counts for the decisions that arrived in [t0, t1); orders of any
+        role and risk denials that arrived in it."""
+        from collections import Counter
+
+        entry = {did: cid for cid, did in self.entry_of.items()}
+        actions: Counter = Counter()
+        not_accepted: Counter = Counter()
+        tick, acc, total = [], [], []
+        entries = 0
+        for at, d in self.decisions:
+            if not t0 <= at < t1:
+                continue
+            actions[d["action"]] += 1
+            tick.append((at - d["ts_recv"]) / 1e6)
+            cid = entry.get(d["decision_id"])
+            if cid is None:
+                continue
+            entries += 1
+            if cid in self.accepted_at:
+                acc.append((self.accepted_at[cid] - at) / 1e6)
+                total.append((self.accepted_at[cid] - d["ts_recv"]) / 1e6)
+            else:
+                not_accepted[self.ended.get(cid, "no_event")] += 1
+        return {"decision_to_accepted": np.array(acc), "tick_to_decision": np.array(tick),
+                "tick_to_accepted": np.array(total), "decisions": sum(actions.values()), "actions": dict(actions),
+                "entries": entries, "accepted": len(acc), "not_accepted": dict(not_accepted),
+                "orders": sum(t0 <= at < t1 for at in self.order_arrivals),
+                "risk_denials": dict(Counter(reason for at, reason in self.denials if t0 <= at < t1))}
 
 
 def profitdll_expected(rows: list[dict]) -> int:
@@ -556,11 +760,25 @@ def main(argv=None) -> int:
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)
     pf.add_argument("--naive", type=int, default=300)
-    pe = sub.add_parser("execution", help="simulated exchange: book and trade events/s with resting orders")
+    pe = sub.add_parser("execution", help="simulated exchange: events/s with resting orders; decision -> accepted "
+                                          "latency in the running graph")
     pe.add_argument("--events", type=int, default=200_000)
     pe.add_argument("--orders", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100],
                     help="resting orders per run, comma-separated (default: 10,100)")
     pe.add_argument("--repeats", type=int, default=3)
+    pe.add_argument("--only", choices=("exchange", "graph"), default=None,
+                    help="run one part: the exchange alone, or the decision -> accepted latency in the graph")
+    pe.add_argument("--graph-runs", type=int, default=3, help="graph runs (default: %(default)s)")
+    pe.add_argument("--rate", type=int, default=5000, help="simulator events/s in the graph (default: %(default)s)")
+    pe.add_argument("--seconds", type=float, default=30.0,
+                    help="measurement window per graph run (default: %(default)s)")
+    pe.add_argument("--warmup", type=float, default=5.0)
+    pe.add_argument("--grace", type=float, default=3.0,
+                    help="seconds after the window for its last decisions' order events (default: %(default)s)")
+    pe.add_argument("--decision-ms", type=float, default=250.0, help="hmarl.decision_every_ms (default: %(default)s)")
+    pe.add_argument("--threshold", type=float, default=0.05,
+                    help="hmarl.threshold, low so that decisions trade often (default: %(default)s)")
+    batch_args(pe)
     pl = sub.add_parser("profitdll", help="fake ProfitDLL -> bridge child -> FeedActor: events/s, loss, latency")
     pl.add_argument("--events", type=int, default=200_000, help="market callbacks the fake sends per run")
     pl.add_argument("--rate", type=lambda s: [int(x) for x in s.split(",")], default=[0, 53_000],
@@ -579,7 +797,10 @@ def main(argv=None) -> int:
     elif args.bench == "profitdll":
         bench_profitdll(args)
     elif args.bench == "execution":
-        bench_execution(args)
+        if args.only != "graph":
+            bench_execution(args)
+        if args.only != "exchange":
+            bench_execution_graph(args)
     return 0
 
 
