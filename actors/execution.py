@@ -26,22 +26,12 @@ are derived from them). The risk state stored under ``hmarl:risk:<account>`` is 
 for the trading state: a restarted system comes back HALTED if it was halted.
 
 Sequencing decisions with market data (``decided``: the symbols whose coordinator sends
-decisions). Market data comes from the feed and decisions from the coordinators, two callers
-with their own delays; an engine that simply applied each as it came would meet a decision
-with whatever book had arrived by then, and a replay at another speed or on a loaded machine
-would fill differently. So a decision is applied exactly after the market event it was made on
-(the decision's ``seq`` is that of the trade its feature vector closed on) and before the next
-one: market data of such a symbol is held until the coordinator has said what it decided up to
-it (``on_decisions(decisions, through, until)``: ``through`` = the last event seq its round
-covered, ``until`` = the next decision-clock boundary: the next decision is made on the first
-feature vector at or after it, so the events before it go on at once and only those from it on
-wait), and a decision that comes before its market data waits for it. Fills are then the same whatever
-the timing. Held events are bounded (``execution.max_held_events``): past the bound, when a
-coordinator has stopped answering, the oldest are processed without waiting (``overrun``) and
-a decision that comes after its market data was processed is applied at once (``late``); both
-are counted, and only then can fills depend on timing. The feed position saved for a restart
-is that of the events the engine processed, and the decisions still waiting are saved with it,
-so a restart loses neither (the feed re-sends the held events).
+decisions): a decision is applied exactly after the market event it was made on, whatever
+arrives first, so fills do not depend on timing (:class:`DecisionSequencer` holds the market
+data and the decisions until their place is known; its ``overrun`` and ``late_decisions`` count
+the only cases where timing can matter). The feed position saved for a restart is that of the
+events the engine processed, and the decisions still waiting are saved with it, so a restart
+loses neither (the feed re-sends the held events).
 
 Each decision's realized outcome, from its fills and its exit net of B3 costs
 (``DecisionOutcome``, :mod:`pipelines.execution.attribution`), is stored
@@ -59,15 +49,14 @@ import math
 import os
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 from actors.config import ActorConfig
-from pipelines.data.sequencing import BatchReply, SeqGate
+from pipelines.data.sequencing import BatchReply, DecisionSequencer, SeqGate
 from pipelines.execution.config import ExecutionConfig
 from pipelines.execution.engine import ExecutionEngine, Step
 from pipelines.model.clock import NS_PER_S
-from pipelines.model.messages import Decision, Event, from_dict, to_dict
+from pipelines.model.messages import Event, from_dict, to_dict
 from pipelines.model.orders import CANCELLED, OrderEvent, Position
 from pipelines.risk.config import RiskConfig
 
@@ -103,15 +92,8 @@ class ExecutionActor:
         self._new_engine = lambda: ExecutionEngine(cfg, risk, tuple(symbols), tick_sizes=tick_sizes, id_scope=scope)
         self.engine = self._new_engine()
         self.gate = SeqGate()
-        self.decided = frozenset(decided)
-        self.max_held = cfg.max_held_events
-        self.held: deque[Event] = deque()  # admitted, not yet processed (waiting for decisions)
-        self.waiting: dict[str, deque[Decision]] = {}  # decisions waiting for their market data
-        self.through: dict[str, int] = {}  # per symbol, the last seq the coordinator has decided up to
-        self.until: dict[str, int] = {}  # per symbol, the event time before which no decision comes
-        self.processed: dict[str, int] = {}  # per symbol, the seq of the last event the engine processed
-        self.overrun = 0
-        self.late = 0
+        self._new_sequencer = lambda: DecisionSequencer(decided, cfg.max_held_events)
+        self.sequencer = self._new_sequencer()
         self.publisher = None
         self.feedback: dict = {}
         if publisher or feedback:
@@ -178,19 +160,15 @@ class ExecutionActor:
                 if saved.get("version") != STATE_VERSION:
                     raise ValueError(f"unknown state version {saved.get('version')!r}")
                 self.engine.load_state(saved["engine"])
-                self.processed = {s: int(q) for s, q in saved["processed"].items()}
-                self.gate.position.update(self.processed)
-                self.through = {s: int(q) for s, q in saved["through"].items()}
-                self.until = {s: int(q) for s, q in saved.get("until", {}).items()}
-                for d in saved["waiting"]:
-                    self.waiting.setdefault(d["symbol"], deque()).append(from_dict(d))
+                self.sequencer.load_state(saved, from_dict)
+                self.gate.position.update(self.sequencer.processed)
                 self._saved_at = self.engine.now
                 self.restored = True
             except (ValueError, KeyError, TypeError, AttributeError) as e:  # another symbol set, an old layout
                 self.restore_error = f"{type(e).__name__}: {e}"
                 log.error("execution %s: saved state ignored: %s", self.account, self.restore_error)
                 self.engine = self._new_engine()  # nothing half-loaded
-                self.processed, self.through, self.until, self.waiting = {}, {}, {}, {}
+                self.sequencer = self._new_sequencer()
                 self.gate = SeqGate()
         if risk is not None:
             # the kill switch's record wins (a bad one halts: its own rule); the day's limits only in the same run
@@ -225,9 +203,7 @@ class ExecutionActor:
         # feed re-send the held events.
         self.trading.save_engine_state(self.account, {
             "version": STATE_VERSION, "run_id": self.run_id, "engine": self.engine.state(),
-            "processed": dict(self.processed),
-            "through": dict(self.through), "until": dict(self.until),
-            "waiting": [to_dict(d) for q in self.waiting.values() for d in q]})
+            **self.sequencer.state(to_dict)})
         self.risk_store.save_state(self.account, self.engine.risk.state())
         # The trading store's commit returns at once during an outage; the risk store's waits it
         # out, which only a command's acknowledgement is worth (ctl waits for the stored state).
@@ -244,7 +220,7 @@ class ExecutionActor:
             self._bad("bad_batch")
             good, resync = [], None
         self.accepted += len(good)
-        self.held.extend(good)
+        self.sequencer.add_events(good)
         changed, _sent = self._release()
         self._after(changed or ack, ack)
         return BatchReply(self.incarnation, len(good), self.gate.duplicates, resync)
@@ -258,24 +234,9 @@ class ExecutionActor:
         if not isinstance(decisions, (list, tuple)):
             self._bad("decisions_not_a_list")
             decisions = ()
-        sent = 0
-        for d in decisions:
-            self.decisions += 1
-            sym = getattr(d, "symbol", None)
-            if type(d) is not Decision or sym not in self.decided or type(d.seq) is not int:
-                sent += self._apply(d)  # not sequenced: the engine applies (or counts) it at once
-            elif d.seq <= self.processed.get(sym, 0) and not self.waiting.get(sym):
-                self.late += d.seq < self.processed.get(sym, 0)  # its market data went on without it
-                sent += self._apply(d)
-            else:
-                self.waiting.setdefault(sym, deque()).append(d)
-        for marks, name, into in ((through, "through", self.through), (until, "until", self.until)):
-            if isinstance(marks, dict):
-                for sym, mark in marks.items():
-                    if sym in self.decided and type(mark) is int and mark > into.get(sym, 0):
-                        into[sym] = mark
-            elif marks is not None:
-                self._bad(f"bad_{name}")
+        self.decisions += len(decisions)
+        sent = sum(self._apply(d) for d in self.sequencer.add_decisions(decisions))
+        self.sequencer.mark(through, until)
         released, more = self._release()
         # a decision seen must be remembered (its id, or its place in the queue), even one that sent nothing
         self._after(bool(decisions) or released or ack, ack)
@@ -287,39 +248,17 @@ class ExecutionActor:
         return len(step.orders)
 
     def _release(self, everything: bool = False) -> tuple[bool, int]:
-        """Process the held market data as far as the decisions are known (``everything``: all of
-        it), each decision right after the event it was made on. Returns whether an order, fill
-        or risk state changed, and how many orders the decisions applied here sent."""
-        held, waiting, decided = self.held, self.waiting, self.decided
-        run: list[Event] = []
-        changed = False
-        sent = applied = 0
-        while held:
-            ev = held[0]
-            sym = ev.symbol
-            q = waiting.get(sym)
-            if q and q[0].seq < ev.seq:  # decided on an earlier event: before this one
-                changed = self._market(run) or changed
-                run = []
-                sent += self._apply(q.popleft())
-                applied += 1
-                continue
-            # Held: after the last decided event and at or after the next decision boundary (events
-            # are taken in order, so one that goes back in time behind a held one waits too).
-            if sym in decided and ev.seq > self.through.get(sym, 0) and ev.ts_event >= self.until.get(sym, 0) \
-                    and not everything:
-                if len(held) <= self.max_held:
-                    break
-                self.overrun += 1  # the coordinator is not keeping up: on without its decisions
-            run.append(held.popleft())
-            self.processed[sym] = ev.seq
-        changed = self._market(run) or changed
-        for sym, q in waiting.items():  # made on an event already processed (or, at the end, any): now
-            while q and (everything or q[0].seq <= self.processed.get(sym, 0)):
-                self.late += q[0].seq < self.processed.get(sym, 0)  # later market data went on without it
-                sent += self._apply(q.popleft())
-                applied += 1
-        return changed or applied > 0, sent
+        """The work the sequencer hands out now (``everything``: all of it), done in its order.
+        Returns whether an order, fill, risk state or waiting decision changed, and how many
+        orders the decisions applied here sent."""
+        changed, sent = False, 0
+        for kind, item in self.sequencer.release(everything):
+            if kind == "market":
+                changed = self._market(item) or changed
+            else:
+                sent += self._apply(item)
+                changed = True  # out of the waiting queue: the saved state must say so
+        return changed, sent
 
     def _market(self, events: list[Event]) -> bool:
         return bool(events) and self._store(self.engine.on_market(events))
@@ -382,7 +321,7 @@ class ExecutionActor:
     # -- queries and control ----------------------------------------------------------
 
     def position(self) -> dict[str, int]:
-        return dict(self.processed)
+        return dict(self.sequencer.processed)
 
     def ping(self) -> dict:
         # Serving the command stream here too: the supervisor's ping comes every second, market data or not.
@@ -396,14 +335,11 @@ class ExecutionActor:
             "accepted": self.accepted,
             "decisions": self.decisions,
             "commands": self.commands,
-            "bad_calls": dict(self.bad_calls),
+            "bad_calls": {**self.bad_calls, **{f"bad_{k}": n for k, n in self.sequencer.bad_marks.items()}},
             "duplicates": self.gate.duplicates,
             "gaps": self.gate.gaps,
-            "feed_position": dict(self.processed),
-            "held": len(self.held),
-            "waiting_decisions": sum(len(q) for q in self.waiting.values()),
-            "overrun": self.overrun,
-            "late_decisions": self.late,
+            "feed_position": dict(self.sequencer.processed),
+            **self.sequencer.stats(),
             "published": self.published,
             "publisher": self.publisher.stats() if self.publisher is not None else None,
             "trading_state": self.engine.risk.trading_state,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from pipelines.model.messages import Event
 
@@ -125,3 +125,114 @@ class SlotGate:
     def load_state(self, d: dict) -> None:
         self.last = int(d.get("last_slot", -1))
         self.open = {int(s) for s in d.get("open_slots", ())}
+
+
+class DecisionSequencer:
+    """Puts one account's decisions in their place in its market data, whatever arrives first.
+
+    Market data comes from the feed and decisions from the coordinators, two callers with their
+    own delays. A decision is due right after the market event it was made on (its ``seq``: that
+    of the trade its feature vector closed on) and before the next one. For the symbols in
+    ``decided`` (those with a coordinator), market events are held until the coordinator has said
+    what it decided up to them (``mark``: ``through`` the last seq its round covered, ``until`` its
+    next decision-clock boundary: the next decision is made on the first vector at or after it,
+    so events before it need not wait), and a decision that comes before its market data waits
+    for it. :meth:`release` hands out the work in that order.
+
+    Held events are bounded (``max_held``): past the bound the oldest go on without their
+    decisions (``overrun``), and a decision that comes after later market data was processed is
+    handed out at once (``late``). Events are taken in arrival order across symbols, so one that
+    goes back in time behind a held one waits too.
+    """
+
+    def __init__(self, decided: Iterable[str] = (), max_held: int = 100_000):
+        self.decided = frozenset(decided)
+        self.max_held = max_held
+        self.held: deque[Event] = deque()  # admitted, not yet handed out
+        self.waiting: dict[str, deque[Any]] = {}  # decisions waiting for their market data
+        self.through: dict[str, int] = {}
+        self.until: dict[str, int] = {}
+        self.processed: dict[str, int] = {}  # per symbol, the seq of the last event handed out
+        self.overrun = 0
+        self.late = 0
+        self.bad_marks: dict[str, int] = {}
+
+    def add_events(self, events: Iterable[Event]) -> None:
+        self.held.extend(events)
+
+    def add_decisions(self, decisions: Iterable[Any]) -> list[Any]:
+        """Queue each decision for its place; returns those due now, in order (not sequenced:
+        another symbol or a malformed one, for the caller to count; or late)."""
+        now = []
+        for d in decisions:
+            sym, seq = getattr(d, "symbol", None), getattr(d, "seq", None)
+            if sym not in self.decided or type(seq) is not int:
+                now.append(d)
+            elif seq <= self.processed.get(sym, 0) and not self.waiting.get(sym):
+                self.late += seq < self.processed.get(sym, 0)  # its market data went on without it
+                now.append(d)
+            else:
+                self.waiting.setdefault(sym, deque()).append(d)
+        return now
+
+    def mark(self, through: Any = None, until: Any = None) -> None:
+        """What a coordinator has decided up to (``{symbol: seq}``) and where its next decision
+        can be (``{symbol: event time}``); marks only move forward."""
+        for marks, name, into in ((through, "through", self.through), (until, "until", self.until)):
+            if isinstance(marks, dict):
+                for sym, m in marks.items():
+                    if sym in self.decided and type(m) is int and m > into.get(sym, 0):
+                        into[sym] = m
+            elif marks is not None:
+                self.bad_marks[name] = self.bad_marks.get(name, 0) + 1
+
+    def release(self, everything: bool = False) -> list[tuple[str, Any]]:
+        """The work that can be done now, in order: ``("market", [events])`` and ``("decision",
+        d)`` items (``everything``: all of it, at the end of a run)."""
+        held, waiting, out = self.held, self.waiting, []
+        run: list[Event] = []
+        while held:
+            ev = held[0]
+            sym = ev.symbol
+            q = waiting.get(sym)
+            if q and q[0].seq < ev.seq:  # decided on an earlier event: before this one
+                if run:
+                    out.append(("market", run))
+                    run = []
+                out.append(("decision", q.popleft()))
+                continue
+            if (sym in self.decided and ev.seq > self.through.get(sym, 0) and ev.ts_event >= self.until.get(sym, 0)
+                    and not everything):
+                if len(held) <= self.max_held:
+                    break
+                self.overrun += 1  # the coordinator is not keeping up: on without its decisions
+            run.append(held.popleft())
+            self.processed[sym] = ev.seq
+        if run:
+            out.append(("market", run))
+        for sym, q in waiting.items():  # made on an event already handed out (or, at the end, any)
+            while q and (everything or q[0].seq <= self.processed.get(sym, 0)):
+                self.late += q[0].seq < self.processed.get(sym, 0)  # later market data went on without it
+                out.append(("decision", q.popleft()))
+        return out
+
+    def state(self, encode: Callable[[Any], dict]) -> dict:
+        """The marks, the processed position and the waiting decisions (``encode``d); the held
+        events are not kept: the feed re-sends them from the processed position."""
+        return {"processed": dict(self.processed), "through": dict(self.through), "until": dict(self.until),
+                "waiting": [encode(d) for q in self.waiting.values() for d in q]}
+
+    def load_state(self, d: dict, decode: Callable[[dict], Any]) -> None:
+        processed = {s: int(q) for s, q in d["processed"].items()}
+        through = {s: int(q) for s, q in d["through"].items()}
+        until = {s: int(q) for s, q in d.get("until", {}).items()}
+        waiting: dict[str, deque[Any]] = {}
+        for item in d["waiting"]:
+            dec = decode(item)
+            waiting.setdefault(dec.symbol, deque()).append(dec)
+        self.processed, self.through, self.until, self.waiting = processed, through, until, waiting
+        self.held.clear()
+
+    def stats(self) -> dict:
+        return {"held": len(self.held), "waiting_decisions": sum(len(q) for q in self.waiting.values()),
+                "overrun": self.overrun, "late_decisions": self.late}

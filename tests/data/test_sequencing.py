@@ -88,3 +88,35 @@ def test_slot_gate_decides_rounds_that_come_back_out_of_order_once_each():
     restored = SlotGate(window=4)
     restored.load_state(gate.state())
     assert [restored.admit(s) for s in (110, 110, 111, 112, 113, 114)] == [True, False, True, False, False, True]
+
+
+def test_decision_sequencer_hands_out_each_decision_right_after_its_event():
+    from pipelines.data.sequencing import DecisionSequencer
+    from pipelines.model.messages import Decision, Trade
+
+    def tr(seq, ts):
+        return Trade("S", ts, ts, seq, 100.0, 1, 2)
+
+    def dec(seq, ts):
+        return Decision(f"S-{seq}", "S", ts, seq, "BUY", 1, 0.5, 0.5, 100.0, 10, (), {}, {})
+
+    def kinds(work):
+        return [(k, [e.seq for e in x] if k == "market" else x.seq) for k, x in work]
+
+    q = DecisionSequencer(decided=("S",), max_held=100)
+    q.add_events([tr(1, 10), tr(2, 20), tr(3, 30), tr(4, 40)])
+    assert q.release() == []  # nothing known of the coordinator yet: all held
+    assert q.add_decisions([dec(2, 20)]) == []  # waits for its place
+    q.mark({"S": 2}, {"S": 35})  # decided up to seq 2; the next decision comes at or after ts 35
+    # events 1, 2, then the decision made on 2, then 3 (ts 30 < 35); 4 (ts 40) waits
+    assert kinds(q.release()) == [("market", [1, 2]), ("decision", 2), ("market", [3])]
+    saved = q.state(lambda d: d._asdict())
+    again = DecisionSequencer(decided=("S",))
+    again.load_state(saved, lambda d: Decision(**d))
+    assert (again.processed, again.through, again.until) == ({"S": 3}, {"S": 2}, {"S": 35})
+    # a decision on seq 3, the last event handed out: due at once, on time; one on seq 1 is late
+    assert [d.seq for d in q.add_decisions([dec(3, 30)])] == [3] and q.stats()["late_decisions"] == 0
+    assert [d.seq for d in q.add_decisions([dec(1, 10)])] == [1] and q.stats()["late_decisions"] == 1
+    q.mark("bad", None)
+    assert q.bad_marks == {"through": 1}
+    assert kinds(q.release(everything=True)) == [("market", [4])]
