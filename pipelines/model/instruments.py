@@ -34,6 +34,9 @@ INSTRUMENTS: dict[str, Instrument] = {
     "WIN": Instrument("WIN", 5.0, 0.20, "BRL"),
     "IND": Instrument("IND", 5.0, 1.0, "BRL"),
     "ES": Instrument("ES", 0.25, 50.0, "USD"),
+    # Binance spot, as imported by pipelines/adapters/files/binance.py: sizes are integer lots of
+    # 0.00001 BTC, so a "contract" is one lot and a point (1 USDT of price) is worth 1e-5 USDT.
+    "BTCUSDT": Instrument("BTCUSDT", 0.01, 1e-5, "USDT"),
 }
 
 
