@@ -52,6 +52,7 @@ import uuid
 from typing import Any
 
 from actors.config import ActorConfig
+from actors.peers import Peer, Runtime
 from pipelines.data.sequencing import BatchReply, DecisionSequencer, SeqGate
 from pipelines.execution.config import ExecutionConfig
 from pipelines.execution.engine import ExecutionEngine, Step
@@ -78,10 +79,13 @@ class ExecutionActor:
 
     def __init__(self, config: ActorConfig[ExecutionConfig], *, risk: RiskConfig, symbols: tuple[str, ...],
                  tick_sizes: dict[str, float] | None = None, decided: tuple[str, ...] = (),
-                 publisher: str | None = None, feedback: dict[str, str] | None = None):
+                 publisher: str | None = None, feedback: dict[str, str] | None = None, journal: bool = False,
+                 runtime: Runtime | None = None):
         """``decided``: the symbols whose coordinator sends decisions (their market data waits for
         them); ``publisher``: the actor that owns ZeroMQ 5561 (None: nothing published);
-        ``feedback``: symbol -> its feedback actor, which reports each decision's outcome."""
+        ``feedback``: symbol -> its feedback actor, which reports each decision's outcome;
+        ``journal``: keep every non-empty Step in ``journal``, in order (a backtest's record; the
+        live graph has Valkey and leaves it off); ``runtime``: how other actors are called (None: Ray)."""
         cfg = config.domain
         self.account = cfg.account
         self.run_id = config.run_id
@@ -97,12 +101,12 @@ class ExecutionActor:
         self.publisher = None
         self.feedback: dict = {}
         if publisher or feedback:
-            import ray
+            if runtime is None:
+                import ray as runtime
 
-            from actors.peers import Peer
-
-            self.publisher = Peer(ray, publisher, config.namespace) if publisher else None
-            self.feedback = {sym: Peer(ray, name, config.namespace) for sym, name in (feedback or {}).items()}
+            self.publisher = Peer(runtime, publisher, config.namespace) if publisher else None
+            self.feedback = {sym: Peer(runtime, name, config.namespace) for sym, name in (feedback or {}).items()}
+        self.journal: list[Step] | None = [] if journal else None
         self.published = 0
         self.accepted = 0
         self.decisions = 0
@@ -287,7 +291,9 @@ class ExecutionActor:
     # -- outputs ----------------------------------------------------------------------
 
     def _store(self, step: Step) -> bool:
-        """``step`` to Valkey (queued); whether an order changed."""
+        """``step`` to Valkey (queued) and the journal; whether an order changed."""
+        if self.journal is not None and any(step):
+            self.journal.append(step)
         if self.trading is not None:
             for o in step.orders:
                 self.trading.store_order(o)

@@ -37,7 +37,7 @@ import uuid
 import orjson
 
 from actors.config import ActorConfig
-from actors.peers import Peer
+from actors.peers import Peer, Runtime
 from actors.rounds import DecisionRounds, RoundPlan
 from pipelines.features.config import FeaturesConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
@@ -53,10 +53,11 @@ class FeatureEngine:
     BACKPRESSURE = False  # analytics must never hold market data up
 
     def __init__(self, cfg: ActorConfig[FeaturesConfig], *, tick_size: float, publisher: str | None = None,
-                 rounds: RoundPlan | None = None):
+                 rounds: RoundPlan | None = None, runtime: Runtime | None = None):
         """``publisher``: the AnalyticsPublisher's actor name; ``rounds``: the symbol's HMARL actors
-        (None: no decisions, analytics only)."""
-        import ray  # the engine calls other actors; SymbolAnalytics is plain Python
+        (None: no decisions, analytics only); ``runtime``: how other actors are called (default: Ray)."""
+        if runtime is None:
+            import ray as runtime  # the engine calls other actors; SymbolAnalytics is plain Python
 
         self.symbol = cfg.symbol
         self.cfg = cfg.domain
@@ -64,8 +65,8 @@ class FeatureEngine:
         self.analytics = self._new_analytics(tick_size)
         self.gate = SeqGate()
         ns, max_inflight = cfg.namespace, cfg.domain.max_inflight
-        self.publisher = Peer(ray, publisher, ns, max_inflight) if publisher else None
-        self.rounds = DecisionRounds(ray, ns, int(rounds.every_ms * NS_PER_MS), max_inflight, agents=rounds.agents,
+        self.publisher = Peer(runtime, publisher, ns, max_inflight) if publisher else None
+        self.rounds = DecisionRounds(runtime, ns, int(rounds.every_ms * NS_PER_MS), max_inflight, agents=rounds.agents,
                                      ml=rounds.ml, coordinator=rounds.coordinator,
                                      feedback=rounds.feedback) if rounds else None
         self.accepted = 0

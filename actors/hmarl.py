@@ -38,7 +38,7 @@ import time
 import uuid
 
 from actors.config import ActorConfig, ValkeyLink
-from actors.peers import Peer, node_id
+from actors.peers import Peer, Runtime, node_id
 from pipelines.alpha.inputs import next_decision_ns
 from pipelines.config import HmarlConfig
 from pipelines.data.sequencing import SlotGate
@@ -85,10 +85,12 @@ def open_hmarl_store(cfg: HmarlConfig, link: ValkeyLink):
 class _HmarlActor:
     """Shared plumbing: identity, Valkey store, resolving the results a round hands over."""
 
-    def __init__(self, config: ActorConfig[HmarlConfig]):
-        import ray
+    def __init__(self, config: ActorConfig[HmarlConfig], *, runtime: Runtime | None = None):
+        """``runtime``: how the actor resolves results and calls other actors (None: Ray)."""
+        if runtime is None:
+            import ray as runtime
 
-        self._ray = ray
+        self._ray = runtime
         self.symbol = config.symbol
         self.cfg = config.domain
         self.namespace = config.namespace
@@ -194,8 +196,8 @@ class _VoterActor(_HmarlActor):
 
 
 class AgentActor(_VoterActor):
-    def __init__(self, config: ActorConfig[HmarlConfig], *, agent_id: str):
-        super().__init__(config)
+    def __init__(self, config: ActorConfig[HmarlConfig], *, agent_id: str, runtime: Runtime | None = None):
+        super().__init__(config, runtime=runtime)
         cfg, symbol = config.domain, config.symbol
         from pipelines.alpha.registry import AGENTS
 
@@ -215,9 +217,10 @@ class AgentActor(_VoterActor):
 
 
 class MLActor(_VoterActor):
-    def __init__(self, config: ActorConfig[HmarlConfig], *, model_dir: str, feed_source: str | None = None):
+    def __init__(self, config: ActorConfig[HmarlConfig], *, model_dir: str, feed_source: str | None = None,
+                 runtime: Runtime | None = None):
         """``feed_source``: the run's feed (simulator, replay, ...): a model trained on another market abstains."""
-        super().__init__(config)
+        super().__init__(config, runtime=runtime)
         cfg, symbol = config.domain, config.symbol
         from pipelines.alpha.ml import MLModel
 
@@ -242,10 +245,10 @@ class CoordinatorActor(_HmarlActor):
     account's execution actor, and returned for the feedback system."""
 
     def __init__(self, config: ActorConfig[HmarlConfig], *, voters: tuple[str, ...], publisher: str | None = None,
-                 execution: str | None = None):
+                 execution: str | None = None, runtime: Runtime | None = None):
         """``voters``: the agent ids (and "ml") it weighs; ``publisher``: the actor that publishes decisions;
         ``execution``: the account's execution actor, which makes them orders (None: no orders)."""
-        super().__init__(config)
+        super().__init__(config, runtime=runtime)
         cfg, symbol = config.domain, config.symbol
         from pipelines.portfolio.consensus import ConsensusConfig, Coordinator
 
@@ -364,10 +367,11 @@ class FeedbackActor(_HmarlActor):
     """Realized outcomes on event time: each round's trade prices resolve the horizons of the
     signals and decisions tracked before them; the outcomes go back as the round's result."""
 
-    def __init__(self, config: ActorConfig[HmarlConfig], *, tick_size: float, round_trip_cost: float = 0.0):
+    def __init__(self, config: ActorConfig[HmarlConfig], *, tick_size: float, round_trip_cost: float = 0.0,
+                 runtime: Runtime | None = None):
         """``tick_size``: the price grid the FeatureEngine detects patterns on; ``round_trip_cost``:
         R$ per contract in and out (B3's fees), taken off the outcomes' P&L."""
-        super().__init__(config)
+        super().__init__(config, runtime=runtime)
         from pipelines.feedback.patterns import PatternOutcomes
         from pipelines.feedback.system import DecisionResults, FeedbackSystem
 

@@ -271,6 +271,7 @@ def test_a_decision_waiting_for_its_market_data_survives_a_restart(valkey_server
     first = sequenced(url, account)
     assert first.on_decisions([on_trade(f"{account}.d1", 2, T + 1 * MS)], {SYM: 2}) == 0  # waits; saved
     feed(first, [book(1, T)])  # processed (seq 1 <= 2): the saved feed position moves to 1
+    assert first.trading.flush(10)  # the saves have landed (a commit waits at most 2 s: a loaded machine)
     # SIGKILL now (no close): a new incarnation on the same Valkey and run
     again = sequenced(url, account)
     assert again.restored and again.position() == {SYM: 1}

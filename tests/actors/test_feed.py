@@ -19,7 +19,7 @@ from pipelines.adapters.sources import make_source
 from pipelines.config import config_from_dict
 from pipelines.data.sequencing import SeqGate
 from tests.helpers import SESSION_START, Sink, simulated_events, wait_for
-from tests.inprocess import InProcessRay
+from actors.inprocess import InProcessRay
 
 SYM = "WDOZ26"
 TICK, BOOK = frozenset({"tick"}), frozenset({"book"})

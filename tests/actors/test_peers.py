@@ -10,7 +10,7 @@ import threading
 from actors import peers
 from actors.peers import Outbox, Peer, node_id, reconstructed
 from tests.helpers import REPO
-from tests.inprocess import InProcessRay
+from actors.inprocess import InProcessRay
 
 
 class Doubler:

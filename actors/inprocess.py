@@ -1,11 +1,15 @@
-"""An in-process stand-in for Ray, so the actor classes can be driven as plain objects.
+"""An in-process stand-in for Ray: the actor classes driven as plain objects, in one process.
 
-It implements what ``actors.peers.Runtime`` asks of Ray (``wait``, ``get``, ``get_actor``,
-``is_initialized``, ``get_runtime_context``). ``runtime.handle(obj)`` wraps a plain object like
-an actor handle: ``handle.method.remote(*args)`` returns a :class:`Ref`. A call runs at once in
-the caller's thread, unless the handle is held (a hung or slow actor): then its calls queue,
-unanswered, until ``release()`` runs them in order. A killed handle's calls fail, as a dead
-actor's do. Like Ray, one handle runs its calls one at a time, in submission order.
+It is the backtest's runtime (:mod:`actors.backtest` runs the live graph's actor classes on it,
+so only the transport differs from the live graph) and the tests'. It implements what
+``actors.peers.Runtime`` asks of Ray (``wait``, ``get``, ``get_actor``, ``is_initialized``,
+``get_runtime_context``). ``runtime.handle(obj)`` wraps a plain object like an actor handle:
+``handle.method.remote(*args)`` returns a :class:`Ref`. A call runs at once in the caller's
+thread, unless the handle is held (a hung or slow actor): then its calls queue, unanswered,
+until ``release()`` runs them in order. A killed handle's calls fail, as a dead actor's do. Like
+Ray, one handle runs its calls one at a time, in submission order. A call that raises is kept
+in its Ref, as Ray keeps it, and counted on its handle (``errors``, ``last_error``): a backtest
+must not pass over a failing actor silently.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class Handle:
         self.held = held
         self.dead = False
         self.calls = 0  # calls submitted (run or queued)
+        self.errors = 0  # calls that raised
+        self.last_error: BaseException | None = None
         self._queue: deque = deque()
         self._lock = threading.Lock()
 
@@ -71,7 +77,8 @@ class Handle:
                 try:
                     ref.value = getattr(self.obj, name)(*args, **kwargs)
                 except Exception as e:
-                    ref.error = e
+                    ref.error = self.last_error = e
+                    self.errors += 1
             self._runtime._finished(ref)
 
     def hold(self) -> None:
