@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from actors.execution import ExecutionActor
-from actors.feed import Route
+from actors.feed import Route, feed_validator
 from actors.features import FeatureEngine
 from actors.hmarl import AgentActor, CoordinatorActor, FeedbackActor, MLActor
 from actors.inprocess import InProcessRay
@@ -36,9 +36,7 @@ from pipelines.adapters.config import FeedConfig
 from pipelines.adapters.sources import make_source
 from pipelines.config import AppConfig
 from pipelines.data.sequencing import BatchReply
-from pipelines.data.validation import Validator
 from pipelines.execution.engine import Step
-from pipelines.model.clock import NS_PER_MS, NS_PER_S
 from pipelines.model.messages import BookSnapshot, BookUpdate, Decision, Event, Trade
 from pipelines.model.orders import Fill, Order
 
@@ -107,8 +105,7 @@ class InProcessGraph:
         f = cfg.feed
         # As the live feed validates a recorded or simulated source: ts_recv is no arrival's wall
         # clock there, so no bound on how far ahead of it an event is stamped.
-        self.validator = Validator(int(f.time_tolerance_ms * NS_PER_MS), symbols=cfg.symbols,
-                                   max_forward_gap_ns=int(f.max_forward_gap_s * NS_PER_S), confirm_events=f.confirm_events)
+        self.validator = feed_validator(f, cfg.symbols, live=False)
         self.seq: dict[str, int] = {s: 0 for s in cfg.symbols}
         self.sent_upto: dict[str, dict[str, int]] = {r.name: {} for r in self.routes}
         self.pending: list[Event] = []

@@ -56,6 +56,14 @@ class Route(NamedTuple):
         return kind in self.kinds and (self.symbols is None or symbol in self.symbols)
 
 
+def feed_validator(f: FeedConfig, symbols, live: bool) -> Validator:
+    """The feed's checks (the backtest applies the same); ``live``: events stamped too far ahead
+    of their receipt are rejected, which only a live source's receive clock can tell."""
+    return Validator(int(f.time_tolerance_ms * NS_PER_MS), symbols=symbols,
+                     max_ahead_ns=int(f.max_ahead_s * NS_PER_S) if live else None,
+                     max_forward_gap_ns=int(f.max_forward_gap_s * NS_PER_S), confirm_events=f.confirm_events)
+
+
 class FeedActor:
     """``open_source(resume_after_ns)`` makes the source once the resume points are known (a
     restarted simulator continues its clock after the last stored event); ``runtime`` is how
@@ -73,9 +81,7 @@ class FeedActor:
         self.incarnation = uuid.uuid4().hex
         f = cfg.domain
         live = f.source in ("profitdll", "bridge")  # only there is ts_recv the wall clock of the event's arrival
-        self.validator = Validator(int(f.time_tolerance_ms * NS_PER_MS), symbols=cfg.symbols,
-                                   max_ahead_ns=int(f.max_ahead_s * NS_PER_S) if live else None,
-                                   max_forward_gap_ns=int(f.max_forward_gap_s * NS_PER_S), confirm_events=f.confirm_events)
+        self.validator = feed_validator(f, cfg.symbols, live)
         self.window = ResendWindow(f.resend_window_events)
         self.routes: dict[str, Route] = {}
         self.sent_upto: dict[str, dict[str, int]] = {}

@@ -201,8 +201,9 @@ class DecisionSequencer:
                     run = []
                 out.append(("decision", q.popleft()))
                 continue
-            if (sym in self.decided and ev.seq > self.through.get(sym, 0) and ev.ts_event >= self.until.get(sym, 0)
-                    and not everything):
+            ts = ev.ts_event if type(ev.ts_event) is int else None  # a bad time goes on: the engine counts it
+            if (sym in self.decided and ev.seq > self.through.get(sym, 0) and ts is not None
+                    and ts >= self.until.get(sym, 0) and not everything):
                 if len(held) <= self.max_held:
                     break
                 self.overrun += 1  # the coordinator is not keeping up: on without its decisions

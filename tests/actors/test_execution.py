@@ -313,3 +313,10 @@ def test_a_new_run_ends_the_working_orders_the_previous_one_left(valkey_server, 
         assert (event["status"], event["leaves_qty"], event["reason"]) == ("CANCELLED", 0, "run ended; new run r2")
     finally:
         store.close()
+
+
+def test_a_held_event_with_a_bad_time_is_counted_not_raised(account):
+    actor = sequenced(None, account)
+    r = actor.on_batch([Trade(SYM, "not a time", T, 1, 5400.0, 1, 2)], {SYM: 0})
+    assert r.accepted == 1  # admitted by seq; its time is the engine's to judge
+    assert actor.stats()["ignored"] == {"bad_time": 1} and actor.stats()["held"] == 0
