@@ -54,6 +54,7 @@ ZMQ_PUBLISHER = "zmq_publisher"
 RECORDER = "recorder"
 ANALYTICS_PUBLISHER = "analytics_publisher"
 ALL_KINDS = frozenset({"tick", "book", "book_update"})
+RECORDED_SOURCES = frozenset({"simulator", "replay"})  # feeds whose event time runs at the reader's pace
 
 
 def buffer_name(kind: str, symbol: str) -> str:
@@ -175,6 +176,10 @@ class MarketDataGraph:
     def _hmarl_specs(self, sym: str) -> list[ActorSpec]:
         """The four agents, the ML voter, the coordinator and the feedback system of one symbol."""
         cfg = self.cfg.hmarl
+        if self.cfg.feed.source in RECORDED_SOURCES:
+            # Event time is not the market's here: waiting costs nothing, and a round that gave up on
+            # a slow or restarting voter would decide otherwise than the same input in a backtest.
+            cfg = replace(cfg, round_timeout_s=cfg.recorded_round_timeout_s)
         config = self.run.with_domain(cfg, sym)
         # A round sent to an actor that died is run again once it is back (at least once), however
         # many attempts the restart takes (-1: a finite count was used up by "temporarily

@@ -101,6 +101,11 @@ class HmarlConfig:
     # re-runs a restarted actor's rounds out of order, and a later round may be waiting on an
     # earlier one: this bounds that wait (the resend window must cover it, 20k events).
     round_timeout_s: float = field(default=5.0, metadata=bounded(0.01, 3600))
+    # The same wait on a recorded or simulated feed (replay, simulator), where nothing is lost by
+    # waiting: a round waits for a restarting actor's results, so that no decision depends on the
+    # machine's speed (a backtest of the same recording decides the same). Only an actor that
+    # stays dead reaches this bound.
+    recorded_round_timeout_s: float = field(default=300.0, metadata=bounded(0.01, 86_400))
     base_size: int = field(default=1, metadata=bounded(1, 10_000))
     scheduling: str = field(default="default", metadata=choices("default", "spread"))  # agents across nodes
     agent_resource: str | None = None  # custom resource the agents require (place them on nodes offering it)
