@@ -128,7 +128,8 @@ def _import_file(source: BacktestInput, into: Path) -> tuple[list[str], dict[str
 
             counts = import_profit_csv(path, into, symbol=source.symbols[0] if source.symbols else None)
     except (ValueError, KeyError, OSError) as e:
-        raise BacktestError(f"{source.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BacktestError(why if why.startswith(str(source.path)) else f"{source.path}: {why}") from None
     symbols = _recorded_symbols(into)
     if not symbols:
         raise BacktestError(f"{source.path}: no usable rows ({json.dumps(counts, default=str)[:300]})")
