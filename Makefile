@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test bench install clean-venv
+.PHONY: run test bench backtest install clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(STAMP) models/registry.json
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+# A report for a simulated WDO day by default: make backtest ARGS="es" for the ES tape (scripts/backtest.py --help).
+backtest: $(STAMP) models/registry.json
+	$(PY) scripts/backtest.py $(or $(ARGS),sim --day)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(ARGS)

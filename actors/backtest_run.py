@@ -33,10 +33,11 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ from pipelines.adapters.base import FeedSource
 from pipelines.adapters.files.replay import parse_bound
 from pipelines.adapters.sources import make_source
 from pipelines.backtest import stats as bstats
+from pipelines.backtest.sweep import merge_overrides
 from pipelines.config import AppConfig, load_config
 from pipelines.execution.costs import CostModel
 from pipelines.model.clock import NS_PER_S, from_ns
@@ -178,16 +180,9 @@ def backtest_config(source: BacktestInput, config_path: str | None = None, overr
         top["symbols"] = symbols
         feed = {"source": "replay", "replay": {"path": str(root), "speed": 0.0, "start": source.start,
                                                 "end": source.end}}
-    merged = _merge(overrides or {}, {**top, "feed": feed})
+    merged = merge_overrides(overrides or {}, {**top, "feed": feed})
     cfg = load_config(config_path, overrides=merged)
     return cfg, imported
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # -- running ----------------------------------------------------------------------------
@@ -501,19 +496,33 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def write_run(run: BacktestRun, out_dir: str | os.PathLike, *, report: bool = True, force: bool = False) -> Path:
-    """``out_dir/<run-id>/`` with stats.json, the Parquet tables and (``report``) report.html.
-    Written under a hidden partial name and renamed when complete. An existing run of that id
-    is an error unless ``force``."""
+@contextmanager
+def staged_dir(out_dir: str | os.PathLike, name: str, force: bool) -> Iterator[Path]:
+    """A folder ``out_dir/name`` written as ``.name.partial`` and renamed when complete, so
+    nothing half written ever sits under the name (removed if the body raises). An existing
+    folder of that name is an error unless ``force``."""
     out = Path(out_dir)
-    final = out / run.run_id
+    final = out / name
     if final.exists() and not force:
-        raise BacktestError(f"{final} exists (choose another --run-id, or --force to replace it)")
-    stage = out / f".{run.run_id}.partial"
+        raise BacktestError(f"{final} exists (choose another id, or --force to replace it)")
+    stage = out / f".{name}.partial"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     try:
+        yield stage
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def write_run(run: BacktestRun, out_dir: str | os.PathLike, *, report: bool = True, force: bool = False) -> Path:
+    """``out_dir/<run-id>/`` with stats.json, the Parquet tables and (``report``) report.html,
+    staged (:func:`staged_dir`). An existing run of that id is an error unless ``force``."""
+    with staged_dir(out_dir, run.run_id, force) as stage:
         for name in TABLES:
             run.tables[name].to_parquet(stage / f"{name}.parquet", index=False)
         (stage / "stats.json").write_text(json.dumps(run.stats, indent=2, default=_json_default, allow_nan=False)
@@ -522,13 +531,7 @@ def write_run(run: BacktestRun, out_dir: str | os.PathLike, *, report: bool = Tr
             from pipelines.backtest.report import write_report
 
             write_report(stage)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return final
+    return Path(out_dir) / run.run_id
 
 
 def backtest(source: BacktestInput, *, config_path: str | None = None, overrides: dict | None = None,

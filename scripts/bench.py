@@ -6,6 +6,8 @@
     python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 100]
     python scripts/bench.py execution [--repeats 3] [--graph-runs 3] [--rate 5000] [--seconds 30] [--only graph]
     python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--batch-ms 5] [--graph]
+    python scripts/bench.py backtest [--events 200000] [--rate 2000] [--repeats 3] [--decision-ms 1000]
+                                     [--only throughput,day,sweep] [--day-rate 40] [--sweep-tasks 4]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
 a private local Ray and an embedded Valkey. For each offered rate it reports
@@ -90,6 +92,34 @@ on the native thread: callback -> session -> bridge PUB -> BridgeClient in the
 FeedActor -> validation, seq, micro-batch -> Ray call -> destination. Samples
 start at that first poll (the start-up catch-up is excluded); when a run is
 not sustained they measure the growing backlog.
+backtest: the backtest's InProcessGraph (actors/backtest.py) on one core, CPU time of this
+process (``time.process_time``; wall time beside it). The input is one fixed simulator session
+(``--seed``, ``--rate`` events/s of event time from ``--start``, ``--events`` events),
+generated once before any timing; the ML voter's model is trained first on another seed (as
+the tests' model is), so the ML voter votes at every decision. Per repetition, interleaved
+(each mode once, then again, ``--repeats`` times), on the same events:
+
+- ``full_stack``: features, the four agents and their learning, the ML voter, the coordinator
+  (a decision every ``--decision-ms`` of event time), the feedback system, risk, the execution
+  policy and the simulated exchange, from ``admit`` (validation, numbering) to ``finish``;
+  ``chunk_us_per_event_p50/p99``: the CPU per event of each ``--batch`` events fed (the
+  decision rounds fall in some chunks and not others: p99 is a chunk with rounds in it);
+- ``features_graph``: the same graph with HMARL and execution off (the FeatureEngine actor
+  alone), the graph's own baseline;
+- ``features_only``: :class:`SymbolAnalytics` run directly on the events (what the feature
+  engine emits, no actor, no validation): the ceiling of the full stack;
+- ``end_to_end``: ``InProcessGraph.run()`` on the configured simulator source, the
+  simulator's own cost included.
+
+Then the summary per mode: median, min and max of the repetitions, and the full stack's
+share of the ceiling. ``day``: one simulated WDO day (09:00-18:00, ``--day-rate`` events/s on
+average, the simulator's ``profile: day``: busier at the open and close) through the full stack
+with the simulator, timed end to end (a simulator without that profile: the flat profile, said in
+the row). ``sweep``: ``--sweep-tasks`` full-stack
+runs over the same events as Ray tasks on a private local Ray with 2 CPUs, first one task at a
+time (each task asks for both CPUs), then two at a time (one CPU each), interleaved
+``--sweep-repeats`` times; the speed-up is the median wall time of the one-at-a-time runs
+over the two-at-a-time runs' (the tasks of both runs give the same decisions, checked).
 """
 
 from __future__ import annotations
@@ -733,6 +763,244 @@ def watch_delivered(dest, sym: str, pids: dict[str, int], idle_s: float, timeout
     return {"t0": t0, "n0": n0, "t_last": t_last, "n_last": n_last, "cpu_us_per_event": cpu}
 
 
+# -- backtest ---------------------------------------------------------------------------------
+
+BACKTEST_SYM = "WDOZ26"
+BACKTEST_MODES = ("full_stack", "features_graph", "features_only", "end_to_end")
+
+
+def backtest_config(args, model_dir: str, *, hmarl: bool = True, seed: int | None = None, rate: float | None = None,
+                    events: int | None = None, start: str | None = None):
+    """The bench's backtest config: one symbol, the simulator session of ``args`` (or the one
+    given), HMARL and execution on (off: the FeatureEngine alone), nothing recorded."""
+    from pipelines.config import config_from_dict
+
+    sim = {"seed": args.seed if seed is None else seed, "rate": args.rate if rate is None else rate,
+           "start": start or args.start, "max_events": events or args.events, "speed": 0.0}
+    return config_from_dict({
+        "symbols": [BACKTEST_SYM],
+        "feed": {"batch_max_events": args.batch, "simulator": sim},
+        "recorder": {"enabled": False},
+        "features": {"enabled": True},
+        "hmarl": {"enabled": True, "model_dir": model_dir, "decision_every_ms": args.decision_ms} if hmarl
+        else {"enabled": False},
+        "execution": {"enabled": hmarl},
+    })
+
+
+def simulate(cfg) -> list:
+    """Every event of ``cfg``'s simulator session (raw, as the source gives them to the feed)."""
+    from pipelines.adapters.simulator import MarketSimulator
+
+    sim = MarketSimulator(cfg.feed.simulator, list(cfg.symbols))
+    events: list = []
+    while not sim.exhausted:
+        events.extend(sim.poll(10_000))
+    return events
+
+
+def train_bench_model(args, out_dir: str) -> None:
+    """The ML voter's model, trained on another seed of the simulator (30,000 events at 400/s,
+    as the tests' model), so that it votes on the bench's simulated market."""
+    from pipelines.alpha.ml import train_model
+    from pipelines.features.engine import SymbolAnalytics
+    from pipelines.model.messages import FeatureVector
+
+    cfg = backtest_config(args, out_dir, seed=args.seed + 98, rate=400, events=30_000)
+    out: list = []
+    SymbolAnalytics(BACKTEST_SYM, cfg.feed.simulator.tick_size).on_events(simulate(cfg), out)
+    train_model([m for m in out if type(m) is FeatureVector], int(cfg.hmarl.horizon_s * 1e9), out_dir, "bench")
+
+
+def decisions_digest(g) -> str:
+    import hashlib
+
+    # ts_recv aside: the simulator stamps it with the wall clock (no decision reads it)
+    rows = ([d._replace(ts_recv=0) for d in g.decisions], g.orders(), g.fills())
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def run_graph(cfg, events: list, chunk: int) -> dict:
+    """``events`` through an InProcessGraph of ``cfg``, ``chunk`` at a time: CPU and wall time,
+    the CPU per event of each chunk, and what came out."""
+    from actors.backtest import InProcessGraph
+
+    cpu, wall = time.process_time_ns, time.perf_counter_ns
+    c0, w0 = cpu(), wall()
+    g = InProcessGraph(cfg)
+    per_event: list[float] = []
+    for i in range(0, len(events), chunk):
+        part = events[i:i + chunk]
+        t = cpu()
+        g.feed(g.admit(part))
+        per_event.append((cpu() - t) / 1e3 / len(part))
+    g.feed(g.end_of_input())
+    final = g.finish()
+    return {"cpu_s": (cpu() - c0) / 1e9, "wall_s": (wall() - w0) / 1e9, "chunk_us": np.array(per_event),
+            "events": final["feed"]["events_out"], "graph": g, "final": final}
+
+
+def run_features_only(cfg, numbered: list) -> dict:
+    from pipelines.features.engine import SymbolAnalytics
+    from pipelines.model.clock import NS_PER_MS
+
+    f = cfg.features
+    eng = SymbolAnalytics(BACKTEST_SYM, cfg.feed.simulator.tick_size, vector_every_ns=int(f.vector_every_ms * NS_PER_MS),
+                          state_every_ns=int(f.state_every_ms * NS_PER_MS), vpin_bucket_volume=f.vpin_bucket_volume)
+    out: list = []
+    c0, w0 = time.process_time_ns(), time.perf_counter_ns()
+    eng.on_events(numbered, out)
+    return {"cpu_s": (time.process_time_ns() - c0) / 1e9, "wall_s": (time.perf_counter_ns() - w0) / 1e9,
+            "events": len(numbered), "outputs": len(out)}
+
+
+def run_end_to_end(cfg) -> dict:
+    from actors.backtest import InProcessGraph
+
+    c0, w0 = time.process_time_ns(), time.perf_counter_ns()
+    g = InProcessGraph(cfg)
+    final = g.run()
+    return {"cpu_s": (time.process_time_ns() - c0) / 1e9, "wall_s": (time.perf_counter_ns() - w0) / 1e9,
+            "events": final["feed"]["events_out"], "graph": g, "final": final}
+
+
+def bench_backtest(args) -> None:
+    import statistics
+
+    only = set(args.only)
+    with tempfile.TemporaryDirectory(prefix="qt-bench-model-") as model_dir:
+        train_bench_model(args, model_dir)
+        if "throughput" in only:
+            bench_backtest_throughput(args, model_dir)
+        if "day" in only:
+            bench_backtest_day(args, model_dir)
+        if "sweep" in only:
+            bench_backtest_sweep(args, model_dir, statistics)
+
+
+def bench_backtest_throughput(args, model_dir: str) -> None:
+    import statistics
+
+    from actors.backtest import InProcessGraph
+
+    full = backtest_config(args, model_dir)
+    bare = backtest_config(args, model_dir, hmarl=False)
+    events = simulate(full)
+    numbered = InProcessGraph(bare).admit(events)
+    runs = {
+        "full_stack": lambda: run_graph(full, events, args.batch),
+        "features_graph": lambda: run_graph(bare, events, args.batch),
+        "features_only": lambda: run_features_only(bare, numbered),
+        "end_to_end": lambda: run_end_to_end(full),
+    }
+    rates: dict[str, list[float]] = {m: [] for m in BACKTEST_MODES}
+    digests: set[str] = set()
+    common = {"bench": "backtest", "events": len(events), "rate": args.rate, "seed": args.seed,
+              "decision_ms": args.decision_ms}
+    for r in range(args.repeats):
+        for mode in BACKTEST_MODES:
+            out = runs[mode]()
+            eps = out["events"] / out["cpu_s"]
+            rates[mode].append(eps)
+            row = {**common, "run": r, "mode": mode, "events_per_s": round(eps), "cpu_s": round(out["cpu_s"], 3),
+                   "wall_events_per_s": round(out["events"] / out["wall_s"])}
+            if "chunk_us" in out:
+                row["chunk_us_per_event_p50"] = round(float(np.percentile(out["chunk_us"], 50)), 2)
+                row["chunk_us_per_event_p99"] = round(float(np.percentile(out["chunk_us"], 99)), 2)
+            if "graph" in out and out["graph"].decisions:
+                g, final = out["graph"], out["final"]
+                digests.add(decisions_digest(g))
+                ml = final.get(f"ml:{BACKTEST_SYM}", {})
+                row.update(decisions=len(g.decisions), orders=len(g.orders()), fills=len(g.fills()),
+                           ml_signals=ml.get("signals"), ml_abstain_reason=ml.get("abstain_reason"))
+            emit(**row)
+    for mode, rs in rates.items():
+        emit(**common, summary="median", mode=mode, runs=len(rs), events_per_s=round(statistics.median(rs)),
+             min=round(min(rs)), max=round(max(rs)))
+    med = {m: statistics.median(rs) for m, rs in rates.items()}
+    emit(**common, summary="ratios", full_stack_of_features_only=round(med["full_stack"] / med["features_only"], 3),
+         full_stack_of_features_graph=round(med["full_stack"] / med["features_graph"], 3),
+         end_to_end_of_full_stack=round(med["end_to_end"] / med["full_stack"], 3),
+         target_events_per_s=50_000, full_stack_meets_target=med["full_stack"] >= 50_000,
+         same_decisions_every_run=len(digests) == 1)
+
+
+def bench_backtest_day(args, model_dir: str) -> None:
+    """One simulated WDO day, 09:00-18:00, through the full stack with the simulator."""
+    from dataclasses import fields, replace
+
+    from pipelines.adapters.config import SimulatorConfig
+
+    day = args.start[:10]
+    offset = args.start[19:]
+    start, end = f"{day}T09:00:00{offset}", f"{day}T18:00:00{offset}"
+    flat_events = int(args.day_rate * 9 * 3600)  # 09:00-18:00 at the flat rate
+    names = {f.name for f in fields(SimulatorConfig)}
+    # The day profile ends at ``end``; max_events only bounds it (twice the mean rate's count).
+    cfg = backtest_config(args, model_dir, rate=args.day_rate, start=start,
+                          events=2 * flat_events if {"profile", "end"} <= names else flat_events)
+    if {"profile", "end"} <= names:
+        cfg = replace(cfg, feed=replace(cfg.feed, simulator=replace(cfg.feed.simulator, profile="day", end=end)))
+        how = f"simulator profile: day, mean {args.day_rate:g} events/s, 09:00-18:00"
+    else:
+        how = f"flat profile at {args.day_rate:g} events/s, 09:00-18:00 (the simulator has no day profile)"
+    out = run_end_to_end(cfg)
+    g = out["graph"]
+    first, last = (g.decisions[0].ts_event, g.decisions[-1].ts_event) if g.decisions else (0, 0)
+    emit(bench="backtest", part="day", how=how, events=out["events"], seconds=round(out["wall_s"], 1),
+         cpu_s=round(out["cpu_s"], 1), events_per_s=round(out["events"] / out["cpu_s"]),
+         decisions=len(g.decisions), decisions_span_h=round((last - first) / 3.6e12, 2), orders=len(g.orders()),
+         fills=len(g.fills()), decision_ms=args.decision_ms)
+
+
+def sweep_task(cfg, events: list) -> tuple[str, float]:
+    """One sweep task: a full-stack backtest over ``events``; what it decided, and its CPU time."""
+    from actors.backtest import InProcessGraph
+
+    t = time.process_time()
+    g = InProcessGraph(cfg)
+    g.feed(g.admit(events))
+    g.feed(g.end_of_input())
+    g.finish()
+    return decisions_digest(g), time.process_time() - t
+
+
+def bench_backtest_sweep(args, model_dir: str, statistics) -> None:
+    """The same ``--sweep-tasks`` backtests as Ray tasks, one at a time then two at a time."""
+    import os
+
+    import ray
+
+    cfg = backtest_config(args, model_dir, events=args.sweep_events)
+    events = simulate(cfg)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200_000_000)
+    try:
+        task = ray.remote(sweep_task)
+        ref = ray.put(events)
+        ray.get([task.options(num_cpus=1).remote(cfg, ref) for _ in range(2)])  # both workers up, imports done
+        times: dict[int, list[float]] = {1: [], 2: []}
+        digests: set[str] = set()
+        for r in range(args.sweep_repeats):
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                out = ray.get([task.options(num_cpus=2 // workers).remote(cfg, ref) for _ in range(args.sweep_tasks)])
+                dt = time.perf_counter() - t0
+                times[workers].append(dt)
+                digests.update(d for d, _cpu in out)
+                emit(bench="backtest", part="sweep", run=r, workers=workers, tasks=args.sweep_tasks,
+                     events_per_task=len(events), seconds=round(dt, 3),
+                     task_cpu_s_median=round(statistics.median(c for _d, c in out), 3))
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        emit(bench="backtest", part="sweep", summary="median", tasks=args.sweep_tasks, runs=args.sweep_repeats,
+             seconds_1_worker=round(one, 3), seconds_2_workers=round(two, 3), speedup=round(one / two, 3),
+             target_speedup=1.8, same_decisions_every_task=len(digests) == 1,
+             how="plain ray.remote tasks, each an InProcessGraph over the same events")
+    finally:
+        ray.shutdown()
+
+
 def graph_parser(sub, name: str, help_text: str, warmup: float):
     """A subcommand that runs the actor graph at a list of offered rates."""
     p = sub.add_parser(name, help=help_text)
@@ -787,6 +1055,22 @@ def main(argv=None) -> int:
     batch_args(pl)
     pl.add_argument("--graph", action="store_true",
                     help="through the whole MarketDataGraph (ZeroMQ publisher + buffers) instead of a light sink")
+    pb = sub.add_parser("backtest", help="InProcessGraph: full-stack events/s on one core, features-only ceiling, "
+                                         "a simulated WDO day, a sweep on 2 Ray workers against 1")
+    pb.add_argument("--events", type=int, default=200_000, help="simulator events (default: %(default)s)")
+    pb.add_argument("--rate", type=float, default=2000.0, help="simulator events/s of event time (default: %(default)s)")
+    pb.add_argument("--seed", type=int, default=1)
+    pb.add_argument("--start", default="2026-11-23T10:00:00-03:00", help="session start (ISO, with its offset)")
+    pb.add_argument("--decision-ms", type=float, default=1000.0, help="hmarl.decision_every_ms (default: %(default)s)")
+    pb.add_argument("--batch", type=int, default=500, help="feed.batch_max_events (default: %(default)s)")
+    pb.add_argument("--repeats", type=int, default=3)
+    pb.add_argument("--only", type=lambda s: s.split(","), default=["throughput", "day", "sweep"],
+                    help="comma-separated parts: throughput, day, sweep (default: all)")
+    pb.add_argument("--day-rate", type=float, default=40.0,
+                    help="the simulated day's mean events/s (default: %(default)s)")
+    pb.add_argument("--sweep-tasks", type=int, default=4)
+    pb.add_argument("--sweep-events", type=int, default=100_000)
+    pb.add_argument("--sweep-repeats", type=int, default=3)
     args = p.parse_args(argv)
     if args.bench == "pipeline":
         bench_pipeline(args)
@@ -794,6 +1078,11 @@ def main(argv=None) -> int:
         bench_features(args)
     elif args.bench == "decisions":
         bench_decisions(args)
+    elif args.bench == "backtest":
+        bad = set(args.only) - {"throughput", "day", "sweep"}
+        if bad:
+            p.error(f"--only: unknown part(s) {', '.join(sorted(bad))}; use throughput, day, sweep")
+        bench_backtest(args)
     elif args.bench == "profitdll":
         bench_profitdll(args)
     elif args.bench == "execution":

@@ -265,7 +265,7 @@ class ExecutionEngine:
         self._venue_result(self.venue.on_trade(ev) if kind is Trade else self.venue.on_book(ev), w)
         self._venue_result(self.venue.advance(self._now), w)
         if kind is Trade:
-            if self.positions.position(sym).quantity:
+            if self.positions.quantity(sym):
                 w.touched.add(sym)
             self.positions.mark(sym, ev.price, ts)
             self.risk.on_trade(sym, ev.price, ts)
@@ -273,9 +273,9 @@ class ExecutionEngine:
         elif ev.bid_px and ev.ask_px:
             self._books[sym] = ev
         self._account_step(w)
+        quantity = self.positions.quantity
         for s, p in self.policies.items():
-            self._route(p.on_time(self._now, ev if s == sym and kind is BookSnapshot else None,
-                                  self.positions.position(s)), w)
+            self._route(p.on_time(self._now, ev if s == sym and kind is BookSnapshot else None, quantity(s)), w)
 
     def _tick(self, ts: int, w: _Work) -> None:
         """The clock moves to ``ts`` (never back); a new Sao Paulo day is a new P&L day."""
@@ -300,8 +300,10 @@ class ExecutionEngine:
                 if qty and sym in self.policies:
                     self._flatten.setdefault(sym, -INT64_MAX)
             self.risk.acknowledge_flatten()
-        self._retry_cancels(w)
-        self._close_positions(w)
+        if self._cancel_retry:  # checked here: this runs on every market event
+            self._retry_cancels(w)
+        if self._flatten:
+            self._close_positions(w)
 
     def _retry_cancels(self, w: _Work) -> None:
         for coid, at in list(self._cancel_retry.items()):

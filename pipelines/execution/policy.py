@@ -210,9 +210,12 @@ def _time_ok(x: Any) -> bool:
     return _is_int(x) and 0 <= x <= INT64_MAX
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def _price_ok(x: Any) -> bool:
     # compared, not math.isfinite(): an int too large for a float must be refused, not raise
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= sys.float_info.max
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= _FLOAT_MAX
 
 
 def _best(levels: Any) -> Any:
@@ -417,10 +420,11 @@ class ExecutionPolicy:
 
     def _advance(self, now_ns: Any, position: Any, book: Any, out: PolicyOutput) -> bool:
         """Take the time, position and book of a call; run what time triggers."""
-        if not _time_ok(now_ns):
+        # The exact types first (the engine's every market event), the general checks after.
+        if not (type(now_ns) is int and 0 <= now_ns <= INT64_MAX or _time_ok(now_ns)):
             self.rejected["bad_time"] += 1
             return False
-        pos = None if position is None else self._position_of(position)
+        pos = position if type(position) is int else None if position is None else self._position_of(position)
         if position is not None and pos is None:
             self.rejected["bad_position"] += 1
             return False
@@ -432,12 +436,13 @@ class ExecutionPolicy:
         if pos is not None:
             self.position = pos
         self._flatten_step(out)
-        for w in list(self._working.values()):
-            if w.deadline is not None and not w.cancelling and self._now >= w.deadline:
-                self.counts["timeout"] += 1
-                w.cross_on_cancel = self.cfg.on_timeout == ON_TIMEOUT_CROSS
-                self._cancel(w, out)
-        self._retry_cancels(out)
+        if self._working:  # checked here: this runs on every market event
+            for w in list(self._working.values()):
+                if w.deadline is not None and not w.cancelling and self._now >= w.deadline:
+                    self.counts["timeout"] += 1
+                    w.cross_on_cancel = self.cfg.on_timeout == ON_TIMEOUT_CROSS
+                    self._cancel(w, out)
+            self._retry_cancels(out)
         self._release(out)
         return True
 
@@ -691,6 +696,13 @@ class ExecutionPolicy:
             self._pending.waits.discard(cid)
 
     def _see_book(self, book: Any) -> None:
+        if type(book) is BookSnapshot and book.symbol == self.symbol:  # the engine's every snapshot, first
+            bp, ap = book.bid_px, book.ask_px
+            if type(bp) is tuple and type(ap) is tuple and bp and ap:
+                bid, ask = bp[0], ap[0]
+                if type(bid) is float and type(ask) is float:  # what _price_ok and float() below come to
+                    self._top = (bid, ask) if 0 < bid < ask <= _FLOAT_MAX else None
+                    return
         if not isinstance(book, BookSnapshot) or book.symbol != self.symbol:
             self.rejected["bad_book"] += 1  # ignored: the last good book stays
             return

@@ -79,11 +79,18 @@ class PositionBook:
 
     def position(self, symbol: str) -> Position:
         p = self._open.get(symbol) or _Open()
-        unrealized = 0.0
+        return Position(self.account, symbol, p.ts, p.quantity, p.avg_price, p.last_price, p.realized,
+                        self._unrealized(symbol, p), p.fees)
+
+    def quantity(self, symbol: str) -> int:
+        """``position(symbol).quantity``, without building the Position (asked on every market event)."""
+        p = self._open.get(symbol)
+        return 0 if p is None else p.quantity
+
+    def _unrealized(self, symbol: str, p: _Open) -> float:
         if p.quantity and math.isfinite(p.last_price):
-            unrealized = p.quantity * (p.last_price - p.avg_price) * self.point_value(symbol)
-        return Position(self.account, symbol, p.ts, p.quantity, p.avg_price, p.last_price, p.realized, unrealized,
-                        p.fees)
+            return p.quantity * (p.last_price - p.avg_price) * self.point_value(symbol)
+        return 0.0
 
     def positions(self) -> list[Position]:
         return [self.position(s) for s in sorted(self._open)]
@@ -94,7 +101,9 @@ class PositionBook:
         return {s: p.quantity for s, p in self._open.items() if p.quantity}
 
     def day_pnl_net(self) -> float:
-        return sum(p.net_pnl for p in self.positions())
+        # Position.net_pnl of each symbol in positions()' order, without building the Positions:
+        # the risk engine asks on every market event.
+        return sum(p.realized + self._unrealized(s, p) - p.fees for s, p in sorted(self._open.items()))
 
     def summary(self, ts_event: int) -> AccountSummary:
         ps = self.positions()
