@@ -421,6 +421,8 @@ def _agents(cfg: AppConfig, final: dict, decisions: pd.DataFrame) -> dict[str, d
             weights = mine[col].dropna() if col in mine.columns else pd.Series(dtype=float)
             out[f"{v}@{sym}" if many else v] = {
                 "signals": int(actor.get("signals_sent", 0)), "outcomes": int(p.get("count", 0)),
+                # hits and misses: the outcomes of signals with a direction (an abstention is neither)
+                "hits": int(p.get("hits", 0)), "misses": int(p.get("misses", 0)),
                 "hit_rate": p.get("hit_rate"), "mean_reward": p.get("mean_reward"),
                 "weight_first": float(weights.iloc[0]) if len(weights) else None,
                 "weight_last": float(weights.iloc[-1]) if len(weights) else None}

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt
         print("\nbacktest: stopping at the next batch (Ctrl-C again to abort without writing)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM (a scheduler's stop, kill) is the first Ctrl-C: the run still ends cleanly and is written
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         inputs = _inputs(args)
         if _is_sweep(args):
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print("backtest: aborted, nothing written", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     s = run.stats["statistics"]
     summary = {"run": str(path), "report": str(path / "report.html") if not args.no_report else None,
                "interrupted": run.interrupted, "events": run.stats["run"]["events"],
