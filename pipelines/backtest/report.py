@@ -682,6 +682,9 @@ def _agents(stats: Mapping[str, Any]) -> str:
     def num(v: Any, fmt: str) -> str:
         return "n/a" if v is None else format(int(v) if fmt == ",d" else v, fmt)
 
+    def hits(a: dict) -> str:  # runs written before hits and misses were kept have neither
+        return "n/a" if a.get("hits") is None else f'{a["hits"]:,d} / {a["misses"]:,d}'
+
     rows = []
     for name, a in agents.items():
         first, last = a["weight_first"], a["weight_last"]
@@ -689,14 +692,17 @@ def _agents(stats: Mapping[str, Any]) -> str:
         if first is not None and last is not None and last != first:
             arrow = " &#8599;" if last > first else " &#8600;"
         rows.append(f'<tr data-agent="{_e(name)}"><td>{_e(name)}</td><td>{num(a["signals"], ",d")}</td>'
-                    f'<td>{num(a["outcomes"], ",d")}</td><td>{num(a["hit_rate"], ".1%")}</td>'
+                    f'<td>{num(a["outcomes"], ",d")}</td><td>{hits(a)}</td><td>{num(a["hit_rate"], ".1%")}</td>'
                     f'<td>{num(a["mean_reward"], "+.4f")}</td>'
                     f'<td>{num(first, ".3f")} &#8594; {num(last, ".3f")}{arrow}</td></tr>')
-    head = ("<tr><th>voter</th><th>signals</th><th>outcomes</th><th>hit rate</th><th>mean reward</th>"
+    head = ("<tr><th>voter</th><th>signals</th><th>outcomes</th><th>hits / misses</th><th>hit rate</th>"
+            "<th>mean reward</th>"
             "<th>weight first &#8594; last</th></tr>")
     return (f'<section id="agents"><h2>Agents</h2><table class="grid">{head}{"".join(rows)}</table>'
-            '<p class="hint">Outcomes are the signals the feedback system judged; the hit rate and mean reward are '
-            'over them. Weights are the coordinator\'s at the first and the last decision.</p></section>')
+            '<p class="hint">Outcomes are the signals the feedback system judged at their horizon; a hit or a miss is '
+            'an outcome with a direction and a price change (an abstention or an unchanged price is neither), and the '
+            'hit rate is hits / (hits + misses). The mean reward is over every outcome. Weights are the '
+            'coordinator\'s at the first and the last decision.</p></section>')
 
 
 def _trades_table(trades: pd.DataFrame, money: str) -> str:

@@ -186,7 +186,8 @@ def expected_statistics() -> dict:
 
 
 AGENTS = {
-    "order_flow": {"signals": 120, "outcomes": 100, "hit_rate": 0.55, "mean_reward": 0.0012,
+    # 100 outcomes: 44 hits and 36 misses (0.55 = 44 / 80); 20 abstentions or unchanged prices
+    "order_flow": {"signals": 120, "outcomes": 100, "hits": 44, "misses": 36, "hit_rate": 0.55, "mean_reward": 0.0012,
                    "weight_first": 0.15, "weight_last": 0.23},
     "ml": {"signals": 0, "outcomes": 0, "hit_rate": None, "mean_reward": None, "weight_first": 0.4,
            "weight_last": 0.32},
@@ -366,8 +367,8 @@ def test_agents_table(hand):
     rows = hand.page.eval_on_selector_all(
         "#agents tr[data-agent]", "els => els.map(r => [...r.cells].map(c => c.innerText.trim()))")
     assert rows == [
-        ["order_flow", "120", "100", "55.0%", "+0.0012", "0.150 → 0.230 ↗"],
-        ["ml", "0", "0", "n/a", "n/a", "0.400 → 0.320 ↘"],
+        ["order_flow", "120", "100", "44 / 36", "55.0%", "+0.0012", "0.150 → 0.230 ↗"],
+        ["ml", "0", "0", "n/a", "n/a", "n/a", "0.400 → 0.320 ↘"],
     ]
 
 
