@@ -364,10 +364,15 @@ def _check_cross_fields(cfg: AppConfig) -> None:
                                                f"got {cfg.execution.account!r}")
     if cfg.hmarl.enabled and not cfg.features.enabled:
         raise ConfigError("hmarl.enabled", "the agents read the FeatureEngine's output: set features.enabled: true")
-    if cfg.feed.simulator.start is not None:
-        start = _parse_time_key("feed.simulator.start", cfg.feed.simulator.start)
-        if not 1970 <= start.year <= 2261:  # event times are int64 ns since 1970
-            raise ConfigError("feed.simulator.start", f"must be between 1970 and 2261, got {cfg.feed.simulator.start}")
+    sim = cfg.feed.simulator
+    bounds = {}
+    for name in ("start", "end"):
+        if getattr(sim, name) is not None:
+            bounds[name] = _parse_time_key(f"feed.simulator.{name}", getattr(sim, name))
+            if not 1970 <= bounds[name].year <= 2261:  # event times are int64 ns since 1970
+                raise ConfigError(f"feed.simulator.{name}", f"must be between 1970 and 2261, got {getattr(sim, name)}")
+    if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+        raise ConfigError("feed.simulator.end", f"must be after feed.simulator.start ({sim.start}), got {sim.end}")
     if cfg.feed.replay.start is not None or cfg.feed.replay.end is not None:
         _replay_bounds(cfg.feed.replay)
     if cfg.feed.source == "replay":

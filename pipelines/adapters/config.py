@@ -14,6 +14,9 @@ class SimulatorConfig:
     rate: float = field(default=2000.0, metadata=bounded(1, 1_000_000))  # events/s of event time
     speed: float = field(default=1.0, metadata=bounded(0, 10_000))  # event time per wall time; 0 = max
     start: str | None = field(default=None, metadata={"iso_time": True})  # first event; None = today's 10:00 Sao Paulo
+    end: str | None = field(default=None, metadata={"iso_time": True})  # exhausted at this event time (exclusive)
+    # "flat": `rate` all day; "day": `rate` is the session's mean, busier at the open and close
+    profile: str = field(default="flat", metadata=choices("flat", "day"))
     base_price: float = field(default=5400.0, metadata=bounded(1, 1e7))
     tick_size: float = field(default=0.5, metadata=bounded(1e-6, 1e6))
     book_depth: int = field(default=5, metadata=bounded(5, 50))

@@ -1,43 +1,70 @@
 """A synthetic B3 mini-dollar (WDO) feed: an L2 price book driven by order flow.
 
 The goal is a tape that *looks like* WDO to the rest of the pipeline (candles,
-order-flow features, book features), not a random walk of prices. The model:
+order-flow features, book features) and that has the stylized facts of real
+futures order flow, so that no rule can read the future off it: a strategy that
+wins here must win for reasons a real market also allows. The model:
 
 - **Book.** Each symbol keeps a real aggregated L2 book on an integer tick grid
   (``price = tick * cfg.tick_size``): ``{tick: size}`` per side plus a sorted
   list of the occupied ticks. At least ``book_depth + 5`` levels per side always
-  exist (new levels are appended behind the worst one when needed), so every
-  ``BookSnapshot`` shows ``book_depth`` levels and the book is never crossed or
-  locked: limit orders are only placed strictly inside the spread or behind the
-  touch on their own side.
-- **Events.** Each step is one of: a limit add (55 %), a cancel (35 %) or a
-  market order (10 %). Adds land at a geometric distance from the touch, or
-  into a spread left open by a sweep. Cancels remove part of a level, sometimes
-  all of it. A market order walks the opposite side level by level and prints
-  one ``Trade`` per price filled, then one ``BookSnapshot`` (same ``ts_event``),
-  so large orders *sweep* and move the touch. Price therefore moves only
-  through order flow: sweeps open the spread and the side with the flow steps in.
+  exist, the nearest of them within ``2 * (book_depth + 5)`` ticks of the touch,
+  so every ``BookSnapshot`` shows ``book_depth`` levels and the book is never
+  crossed or locked: limit orders are only placed strictly inside the spread or
+  behind the touch on their own side.
+- **Events.** Each step is one of: a market order (10 %), a limit add (55 %)
+  or a cancel (35 %). Adds land at a geometric distance from the touch, or into
+  a spread left open by a sweep; a new price level gets a queue at once (a
+  large-tick book). Cancels take part of a level, sometimes all of it, mostly
+  behind the touch. A market order walks the opposite side level by level and
+  prints one ``Trade`` per price filled, then one ``BookSnapshot`` (same
+  ``ts_event``), so large orders *sweep*.
+- **Flow with memory, prices without.** The aggressor side is persistent, as
+  in real markets (order splitting, long memory of signs): a hidden 3-state
+  regime (buy share 0.65, 0.35, 0.5, lasting minutes) and a 0.3 chance that a
+  market order repeats the previous side. Liquidity providers know the expected
+  sign of the next market order as well as the simulator does, so (the
+  efficient price of Lillo and Farmer, Bouchaud's propagator picture) a *fair
+  price* moves only by the unexpected part of each market order,
+  ``IMPACT * sqrt(volatility state x size) * (sign - expected sign)``, and is
+  therefore a martingale. The book follows it in the same action: when the fair price leaves
+  the touch, providers pull the stale best level or quote into the open spread
+  until the touch brackets it again; limit adds lean towards the side the
+  expected flow will hit. Past flow then predicts future flow but not returns,
+  while the price still moves only through book events, so order-flow imbalance
+  explains the contemporaneous price change (Cont, Kukanov and Stoikov).
+- **Volatility clustering.** A slowly varying log-normal volatility state (mean
+  1, an AR(1) over ~5 minutes of events at the calibration rate) scales the
+  variance each unexpected contract adds: calm and agitated spells alternate,
+  which clusters volatility and, with the size mixture, fattens the tails. The
+  mix of events stays the same, so a short run trades as much as a long one.
 - **Icebergs.** When a level is emptied it may turn out to hold hidden size
   (probability ``P_ICEBERG``): it is refilled at the same price in small peaks
   until the hidden quantity is gone, so fills at one price exceed what showed.
 - **Sizes.** Market-order sizes are a mixture: geometric body (mostly 1-5
   contracts), a 6-49 "mid" component, and a rare log-uniform 50-300 block
   component. No trade is larger than ``MAX_ORDER`` (300) contracts.
-- **Aggressor regimes.** A hidden 3-state Markov regime (buy pressure 0.65,
-  sell pressure 0.35, balanced 0.5 buy share) with exponential durations of
-  minutes of event time, plus order splitting (a market order repeats the
-  previous side with probability 0.3). The buy share is nudged back towards
-  ``base_price`` (linear plus cubic in the distance), so the price mean-reverts
-  weakly near base and firmly beyond ~3 %: long runs stay in 5000-6000 for WDO.
+- **Far-off pull.** The fair price is pulled back towards ``base_price`` by a
+  drift that is negligible near it and firm beyond ~3 % (linear plus cubic in
+  the distance): long runs stay in 5000-6000 for WDO.
 - **Clock.** Inter-arrival times are exponential with mean ``1/rate`` per
   emitted event (an action emitting k events advances the clock by k draws).
-  Events happen only 09:00-18:00 Sao Paulo on weekdays; at 18:00 the clock jumps
-  to 09:00 of the next weekday, where an opening ``AUCTION`` print is emitted.
+  ``profile: day`` multiplies the rate by the hour's entry of ``DAY_PROFILE``
+  (they average 1: ``rate`` is then the session's mean). Events happen only
+  09:00-18:00 Sao Paulo on weekdays; at 18:00 the clock jumps to 09:00 of the
+  next weekday, where an opening ``AUCTION`` print is emitted. ``end`` stops
+  the feed at that event time.
 
-Calibration: price dynamics are per event, tuned so that at ~40 events/s
-(~230 trades/min) the median 1-minute range is ~4-5 points.
-At higher rates (the default 2000/s is a throughput setting) event time is
-effectively fast-forwarded: more flow, and more price movement, per minute.
+Calibration: the dynamics are per event (regime and volatility durations are
+counted in events, as seconds at ``CALIBRATION_RATE`` = 40 events/s), tuned so
+that at ~40 events/s (~4 market orders/s) the mid moves ~0.9 points (sd) in 10 s,
+the median 1-minute range is ~3 points, and a 09:00-18:00 day with ``profile:
+day`` ranges over some 40-110 points (~1 % of 5400) with ~470k contracts traded.
+The touch is one tick wide ~95 % of the time, so the mid differs from the fair
+price by up to half a tick: a small negative lag-1 autocorrelation of very short
+returns, as in real large-tick markets. At higher rates (the default 2000/s is a
+throughput setting) event time is effectively fast-forwarded: more flow, and
+more price movement, per minute.
 
 Speed: random numbers are drawn from a numpy ``Generator`` in blocks of
 ``BLOCK`` and consumed as Python scalars, so generation costs a few µs per
@@ -64,7 +91,8 @@ import numpy as np
 from pipelines.adapters.config import SimulatorConfig
 from pipelines.model.messages import BookSnapshot, Event, Trade, TradeType
 from pipelines.adapters.base import MIN_WAIT_S
-from pipelines.model.clock import NS_PER_S, SAO_PAULO, from_ns, next_session_day, parse_time, session_bounds_ns, to_ns
+from pipelines.model.clock import (NS_PER_HOUR, NS_PER_S, SAO_PAULO, SESSION_OPEN, from_ns, next_session_day, parse_time,
+                                   session_bounds_ns, to_ns)
 
 # B3 broker (agent) codes, most active first; popularity is Zipf-like.
 # 3 XP, 308 Clear, 386 Rico, 85 BTG, 120 Genial, 72 Bradesco, 27 Santander,
@@ -75,12 +103,25 @@ _BROKER_P /= _BROKER_P.sum()
 
 BLOCK = 4096  # random numbers drawn per vectorized refill
 MAX_ORDER = 300  # largest market order (and so largest trade), contracts
-P_MARKET, P_ADD = 0.10, 0.55  # action mix; the rest (0.35) are cancels
+CALIBRATION_RATE = 40.0  # events/s at which the per-event dynamics below look like WDO (see the module doc)
+P_MARKET = 0.10  # share of actions that are market orders
+ADD_SHARE = 0.55 / 0.90  # of the other actions, limit adds; the rest are cancels
 P_ICEBERG = 0.12  # chance an emptied level turns out to hold hidden size
 P_REPEAT = 0.3  # order splitting: next market order repeats the previous side
-REVERSION = 0.15  # buy-share nudge per `band` ticks away from base_price
-REGIMES = ((0.65, 120.0), (0.35, 120.0), (0.50, 180.0))  # (buy share, mean seconds)
+REGIMES = ((0.65, 120.0), (0.35, 120.0), (0.50, 180.0))  # (buy share, mean seconds at CALIBRATION_RATE)
+IMPACT = 0.15  # ticks the fair price moves per unexpected sqrt(contract), at the mean volatility state
+ANTICIPATION = 0.5  # how far limit adds lean to the side the expected flow will hit
+MAX_REQUOTES = 16  # one-tick requotes per action at most (a block's jump; any rest follows next action)
+VOL_SD = 0.7  # log-sd of the volatility state (the variance each unexpected contract adds)
+VOL_EVENTS = 300 * CALIBRATION_RATE  # its correlation length, events (5 minutes at the calibration rate)
+REVERSION = 0.0005  # ticks per market order the fair price is pulled back at one `band` from base_price
 _BUY, _SELL, _AUCTION = int(TradeType.BUY_AGGRESSOR), int(TradeType.SELL_AGGRESSOR), int(TradeType.AUCTION)
+
+# Events/s by hour of the session (09:00 .. 17:00 Sao Paulo), as multipliers of `rate` that average
+# 1 over the day: a stylized U-shape (busy open, quiet lunch, busier close), not measured WDO data.
+_DAY_SHAPE = (1.7, 1.3, 1.0, 0.75, 0.55, 0.6, 0.8, 1.0, 1.3)
+DAY_PROFILE = tuple(m * len(_DAY_SHAPE) / sum(_DAY_SHAPE) for m in _DAY_SHAPE)
+DAY_OPEN_HOUR = SESSION_OPEN.hour
 
 
 def _stream(draw: Callable[[], np.ndarray]) -> Iterator:
@@ -92,6 +133,20 @@ def _stream(draw: Callable[[], np.ndarray]) -> Iterator:
 def _stable_seed(*parts: object) -> int:
     """Seed from a stable hash (Python's ``hash`` is salted per process)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def _volatility(rng: np.random.Generator) -> Iterator[float]:
+    """Endless per-event impact multiplier ``sqrt(v)``, where ``v`` is a log-normal volatility state
+    with mean 1, an AR(1) in log space over ``VOL_EVENTS`` events (a block at a time: within a
+    block the recursion is a cumulative sum, exact while phi**-BLOCK stays small)."""
+    phi = math.exp(-1.0 / VOL_EVENTS)
+    scale = math.sqrt(1.0 - phi * phi)
+    decay = phi ** np.arange(1, BLOCK + 1)
+    z = float(rng.standard_normal())
+    while True:
+        zs = decay * (z + scale * np.cumsum(rng.standard_normal(BLOCK) / decay))
+        z = float(zs[-1])
+        yield from np.exp(0.5 * VOL_SD * zs - 0.25 * VOL_SD ** 2).tolist()
 
 
 def _order_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -138,12 +193,13 @@ class _Prices(dict):
 
 
 class _SymbolSim:
-    """One symbol's book, regime and clock. ``step`` performs one action."""
+    """One symbol's book, fair price, flow and clock. ``step`` performs one action."""
 
     def __init__(self, cfg: SimulatorConfig, symbol: str, start_ns: int, resume_after: int | None):
         self.symbol = symbol
         self.depth = d = cfg.book_depth
         self.min_levels, self.max_levels = d + 5, 3 * d + 10
+        self.span = 2 * self.min_levels  # ticks the nearest min_levels levels may spread over
         self.px = _Prices(cfg.tick_size)
         self.base = round(cfg.base_price / cfg.tick_size)
         self.band = max(4.0, 0.03 * cfg.base_price / cfg.tick_size)  # ticks per unit of reversion
@@ -157,18 +213,26 @@ class _SymbolSim:
         self.add = _stream(lambda: rng.geometric(0.1, BLOCK))  # limit order size, mean 10
         self.dist = _stream(lambda: rng.geometric(0.4, BLOCK) - 1)  # levels from the touch, 0-based
         self.hidden = _stream(lambda: rng.integers(30, 400, BLOCK))
+        # levels from the touch of a cancel: mostly behind it, so a queue at the touch is worked off
+        # by trades and the price moves with order flow, not with random cancels
+        self.cancel_dist = _stream(lambda: rng.geometric(0.15, BLOCK) - 1)
         self.broker = _stream(lambda: rng.choice(np.array(BROKERS), BLOCK, p=_BROKER_P))
+        self.vol = _volatility(rng)
 
         if resume_after is not None:
             start_ns = resume_after + 1 + next(self.gap)
         self.t, self.close = _session_at(start_ns)
         self.open_print = self.t == session_bounds_ns(from_ns(self.t).date())[0]
         self.active = 0  # session (non-overnight) ns elapsed: the pacing clock
+        self.events = 0  # events emitted: the clock of the flow regimes
+        self.profile = DAY_PROFILE if cfg.profile == "day" else None
+        self.inv_mult, self.mult_until = 1.0, 0  # the day profile's current hour: 1 / multiplier, until when
         self.trade_id = self.t // 1000  # µs-based start keeps ids increasing across restarts
         self.ice: dict[int, int] = {}  # tick -> hidden size still to show
         self.bids = {self.base - i: next(self.level) for i in range(d + 10)}
         self.asks = {self.base + 1 + i: next(self.level) for i in range(d + 10)}
         self.bk, self.ak = sorted(self.bids), sorted(self.asks)  # ascending: best bid last, best ask first
+        self.fair = self.base + 0.5  # the efficient price, ticks (a martingale but for a far-off pull to base)
         self.last_buy = True
         self.regime, self.regime_end, self.share = int(next(self.u) * 3), 0, 0.5
         self._switch_regime(self.regime)
@@ -178,7 +242,7 @@ class _SymbolSim:
             to = (self.regime + 1 + (next(self.u) < 0.5)) % 3
         self.regime = to
         self.share, mean_s = REGIMES[to]
-        self.regime_end = self.active + int(-mean_s * NS_PER_S * math.log(1.0 - next(self.u)))
+        self.regime_end = self.events + int(-mean_s * CALIBRATION_RATE * math.log(1.0 - next(self.u)))
 
     def _trade(self, out: list, now: int, k: int, qty: int, code: int) -> None:
         self.trade_id += 1
@@ -191,30 +255,38 @@ class _SymbolSim:
         if self.open_print:  # opening auction print, no book change
             self.open_print = False
             self._trade(out, now, self.bk[-1], min(next(self.hidden), MAX_ORDER), _AUCTION)
-        if self.active >= self.regime_end:
+        if self.events >= self.regime_end:
             self._switch_regime()
         bk, ak = self.bk, self.ak
-        # Buy share: regime, nudged back towards base_price (weak mean reversion).
-        x = ((bk[-1] + ak[0]) * 0.5 - self.base) / self.band
-        p = self.share - REVERSION * x * (1.0 + x * x)
-        p = 0.05 if p < 0.05 else 0.95 if p > 0.95 else p
+        # The next market order's expected sign, which liquidity providers know as well as the
+        # simulator does: order splitting plus the regime's buy share.
+        expected = (1.0 - P_REPEAT) * (2.0 * self.share - 1.0) + (P_REPEAT if self.last_buy else -P_REPEAT)
+        vol = next(self.vol)
         u = next(self.u)
         if u < P_MARKET:
-            self._market(out, now, p)
-        elif u < P_MARKET + P_ADD:
-            self._limit_add(p)
+            self._market(out, now, vol, expected)
+        elif u < P_MARKET + (1.0 - P_MARKET) * ADD_SHARE:
+            self._limit_add(expected)
         else:
             self._cancel()
-        lo, hi = self.min_levels, self.max_levels
-        if not (lo <= len(bk) <= hi and lo <= len(ak) <= hi):
+        if not bk[-1] <= self.fair <= ak[0]:
+            self._requote()
+        lo, hi, span = self.min_levels, self.max_levels, self.span
+        if not (lo <= len(bk) <= hi and lo <= len(ak) <= hi) or bk[-1] - bk[-lo] > span or ak[lo - 1] - ak[0] > span:
             self._maintain()
         d, bids, asks, px = self.depth, self.bids, self.asks, self.px.__getitem__
         bt, at = bk[: -d - 1 : -1], ak[:d]
         out.append(BookSnapshot(self.symbol, self.t, now, 0, tuple(map(px, bt)), tuple(map(bids.__getitem__, bt)),
                                 tuple(map(px, at)), tuple(map(asks.__getitem__, at))))
+        n = len(out) - first
+        self.events += n
         gap = 0  # one exponential inter-arrival per emitted event
-        for _ in range(len(out) - first):
+        for _ in range(n):
             gap += next(self.gap)
+        if self.profile is not None:
+            if self.t >= self.mult_until:
+                self._hour()
+            gap = int(gap * self.inv_mult + 0.5)
         self.active += gap
         self.t += gap
         if self.t >= self.close:  # 18:00: jump to the next weekday's 09:00, carrying the overshoot
@@ -223,13 +295,25 @@ class _SymbolSim:
             self.t = open_ns + over
             self.open_print = True
 
-    def _market(self, out: list, now: int, p: float) -> None:
-        """A market order walks the opposite side, printing one Trade per price it fills."""
-        buy = self.last_buy if next(self.u) < P_REPEAT else next(self.u) < p
+    def _hour(self) -> None:
+        """The day profile's multiplier for the hour of ``self.t``, and when that hour ends."""
+        local = from_ns(self.t)
+        hour = local.replace(minute=0, second=0, microsecond=0)
+        i = min(max(hour.hour - DAY_OPEN_HOUR, 0), len(DAY_PROFILE) - 1)
+        self.inv_mult = 1.0 / DAY_PROFILE[i]
+        self.mult_until = to_ns(hour) + NS_PER_HOUR
+
+    def _market(self, out: list, now: int, vol: float, expected: float) -> None:
+        """A market order walks the opposite side, printing one Trade per price it fills; only its
+        unexpected part moves the fair price."""
+        buy = self.last_buy if next(self.u) < P_REPEAT else next(self.u) < self.share
         self.last_buy = buy
         levels, keys, pos = (self.asks, self.ak, 0) if buy else (self.bids, self.bk, -1)
         code = _BUY if buy else _SELL
         q, ice = next(self.order), self.ice
+        x = (self.fair - self.base) / self.band
+        self.fair += (IMPACT * vol * math.sqrt(q) * ((1.0 if buy else -1.0) - expected)
+                      - REVERSION * x * (1.0 + x * x))
         while q:
             if len(keys) < 2:
                 self._maintain()
@@ -257,25 +341,53 @@ class _SymbolSim:
                 keys.pop(pos)
                 ice.pop(k, None)
 
-    def _limit_add(self, p: float) -> None:
+    def _requote(self) -> None:
+        """Liquidity providers requote at once (in this action's snapshot) until the touch brackets
+        the fair price again: the book never lags it, so no move is left for a later event to make
+        and nobody can trade on it. Each requote moves one side of the touch one tick: a quote
+        into an open spread, else the stale best level of the other side pulled."""
+        bk, ak, fair = self.bk, self.ak, self.fair
+        for _ in range(MAX_REQUOTES):
+            up = fair > ak[0]
+            if not up and fair >= bk[-1]:
+                return
+            if ak[0] - bk[-1] > 1:
+                if up:
+                    k = bk[-1] + 1
+                    self.bids[k] = next(self.level)
+                    bk.append(k)
+                else:
+                    k = ak[0] - 1
+                    self.asks[k] = next(self.level)
+                    ak.insert(0, k)
+                continue
+            k = ak.pop(0) if up else bk.pop()
+            del (self.asks if up else self.bids)[k]
+            self.ice.pop(k, None)
+            if len(ak) < 2 or len(bk) < 2:
+                self._maintain()
+
+    def _limit_add(self, expected: float) -> None:
+        """Adds lean to the side the expected flow will hit, so predictable flow finds the
+        liquidity it consumes (and does not move the price by itself)."""
         bb, ba = self.bk[-1], self.ak[0]
-        if ba - bb > 1 and next(self.u) < 0.8:  # step into an open spread; the side with the flow leads
-            bid = next(self.u) < p
+        if ba - bb > 1 and next(self.u) < 0.8:  # step into an open spread, on the side that quotes nearer value
+            bid = bb + ba < 2.0 * self.fair
             k = bb + 1 if bid else ba - 1
         else:
-            bid = next(self.u) < 0.5
+            bid = next(self.u) < 0.5 - 0.5 * ANTICIPATION * expected
             k = bb - next(self.dist) if bid else ba + next(self.dist)
         levels, keys = (self.bids, self.bk) if bid else (self.asks, self.ak)
         if k in levels:
             levels[k] += next(self.add)
-        else:
-            levels[k] = next(self.add)
+        else:  # a new price level: in a large-tick book a queue forms at once
+            levels[k] = next(self.level)
             bisect.insort(keys, k)
 
     def _cancel(self) -> None:
         bid = next(self.u) < 0.5
         levels, keys = (self.bids, self.bk) if bid else (self.asks, self.ak)
-        d = min(next(self.dist), len(keys) - 1)
+        d = min(next(self.cancel_dist), len(keys) - 1)
         k = keys[-1 - d] if bid else keys[d]
         v = next(self.u)
         left = 0 if v < 0.1 else levels[k] - max(1, int(levels[k] * v * 0.5))
@@ -287,21 +399,33 @@ class _SymbolSim:
             self.ice.pop(k, None)
 
     def _maintain(self) -> None:
-        """Keep min_levels..max_levels per side: new levels behind the worst, prune the far end."""
-        bids, asks, bk, ak = self.bids, self.asks, self.bk, self.ak
-        while len(bk) < self.min_levels:
+        """Keep min_levels..max_levels per side, the nearest min_levels within ``span`` ticks of the
+        touch (a book that drifted leaves holes behind; filling them keeps a sweep from jumping a
+        chasm), new levels behind the worst, prune the far end."""
+        bids, asks, bk, ak, lo, level = self.bids, self.asks, self.bk, self.ak, self.min_levels, self.level
+        if len(bk) >= lo and bk[-1] - bk[-lo] > self.span:
+            for k in range(bk[-1] - 1, bk[-1] - lo, -1):
+                if k not in bids:
+                    bids[k] = next(level)
+                    bisect.insort(bk, k)
+        if len(ak) >= lo and ak[lo - 1] - ak[0] > self.span:
+            for k in range(ak[0] + 1, ak[0] + lo):
+                if k not in asks:
+                    asks[k] = next(level)
+                    bisect.insort(ak, k)
+        while len(bk) < lo:
             k = (bk[0] if bk else ak[0]) - 1
-            bids[k] = next(self.level)
+            bids[k] = next(level)
             bk.insert(0, k)
-        while len(ak) < self.min_levels:
+        while len(ak) < lo:
             k = (ak[-1] if ak else bk[-1]) + 1
-            asks[k] = next(self.level)
+            asks[k] = next(level)
             ak.append(k)
-        if len(bk) > self.max_levels:
+        while len(bk) > self.max_levels:
             k = bk.pop(0)
             del bids[k]
             self.ice.pop(k, None)
-        if len(ak) > self.max_levels:
+        while len(ak) > self.max_levels:
             k = ak.pop()
             del asks[k]
             self.ice.pop(k, None)
@@ -320,7 +444,16 @@ class MarketSimulator:
         if not symbols:
             raise ValueError("MarketSimulator needs at least one symbol")
         self.symbols = tuple(symbols)
-        start = to_ns(parse_time(cfg.start)) if cfg.start is not None else default_start_ns()
+        start = _time_key("start", cfg.start) if cfg.start is not None else default_start_ns()
+        self._end = math.inf
+        if cfg.end is not None:
+            self._end = _time_key("end", cfg.end)
+            if self._end <= start:
+                raise ValueError(f"feed.simulator.end: must be after feed.simulator.start ({from_ns(start).isoformat()}),"
+                                 f" got {cfg.end}")
+            if self._end <= _session_at(start)[0]:  # e.g. a Saturday afternoon: a run without a single event
+                raise ValueError(f"feed.simulator.end: no session time (09:00-18:00 Sao Paulo, weekdays) between "
+                                 f"feed.simulator.start ({from_ns(start).isoformat()}) and {cfg.end}")
         resume = resume_after_ns or {}
         self._sims = [_SymbolSim(cfg, s, start, resume.get(s)) for s in self.symbols]
         self._speed = cfg.speed
@@ -332,7 +465,9 @@ class MarketSimulator:
 
     @property
     def exhausted(self) -> bool:
-        return self._closed or (0 < self._max <= self._produced and not self._pending)
+        if self._pending:
+            return self._closed
+        return self._closed or 0 < self._max <= self._produced or min(map(_clock, self._sims)) >= self._end
 
     def poll(self, max_events: int) -> list[Event]:
         if self._closed or max_events <= 0:
@@ -361,16 +496,16 @@ class MarketSimulator:
         # ts_recv is the wall instant the event was due ("arrived"), not when it was
         # polled: if the feed falls behind, the lag shows up as latency downstream.
         new: list[Event] = []
-        sims = self._sims
+        sims, end = self._sims, self._end
         if len(sims) == 1:
             sim = sims[0]
             step = sim.step
-            while len(new) < budget and sim.active <= horizon:
+            while len(new) < budget and sim.active <= horizon and sim.t < end:
                 step(new, epoch0 + int(sim.active / speed) if speed > 0 else time.time_ns())
         else:
             while len(new) < budget:
                 sim = min(sims, key=_clock)
-                if sim.active > horizon:
+                if sim.active > horizon or sim.t >= end:
                     break
                 sim.step(new, epoch0 + int(sim.active / speed) if speed > 0 else time.time_ns())
         if self._max and len(new) > self._max - self._produced:
@@ -398,3 +533,11 @@ class MarketSimulator:
 
 def _clock(sim: _SymbolSim) -> int:
     return sim.t
+
+
+def _time_key(name: str, text: str) -> int:
+    """``feed.simulator.<name>`` in ns, or a ValueError naming the key."""
+    try:
+        return to_ns(parse_time(text))
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"feed.simulator.{name}: {e}") from None

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from pipelines.adapters.config import SimulatorConfig
+from pipelines.config import ConfigError, config_from_dict
 from pipelines.model.messages import BookSnapshot, Trade, TradeType
-from pipelines.adapters.simulator import BROKERS, MAX_ORDER, MarketSimulator
+from pipelines.adapters.simulator import BROKERS, DAY_PROFILE, MAX_ORDER, MarketSimulator
 from pipelines.model.clock import SAO_PAULO, parse_time, to_ns
 
 START = "2026-11-23T09:00:00"  # a Monday, Sao Paulo local time
@@ -299,6 +300,69 @@ def test_resume_after_continues_strictly_after():
     late = to_ns(parse_time("2026-11-27T17:59:59.999"))
     nxt = MarketSimulator(sim_cfg(max_events=10), [SYM], resume_after_ns={SYM: late}).poll(10)
     assert local_times([nxt[0].ts_event])[0] >= pd.Timestamp("2026-11-30 09:00", tz="America/Sao_Paulo")
+
+
+def test_end_stops_the_feed_at_that_event_time():
+    end = to_ns(parse_time("2026-11-23T09:01:00"))
+    sim = MarketSimulator(sim_cfg(end="2026-11-23T09:01:00", max_events=0), [SYM, "WINZ26"])
+    events = drain(sim)
+    assert sim.exhausted and sim.poll(100) == []
+    ts = np.array([e.ts_event for e in events])
+    assert ts.max() < end and end - ts.max() < 1_000_000_000  # exclusive, and nothing left out before it
+    # 60 s at 40 events/s per symbol: 4800 expected (Poisson sd ~70; whole actions, so a bit more)
+    assert 4400 <= len(events) <= 5400
+    # an end in the overnight gap: the feed stops at Friday's 18:00 close
+    late = drain(MarketSimulator(sim_cfg(start="2026-11-27T17:59:00", end="2026-11-27T21:00:00", rate=100.0,
+                                         max_events=0), [SYM]))
+    assert local_times([late[-1].ts_event])[0] < pd.Timestamp("2026-11-27 18:00", tz="America/Sao_Paulo")
+    assert 5000 <= len(late) <= 7000  # one minute at 100 events/s, then nothing
+
+
+@pytest.mark.parametrize("end, problem", [
+    ("2026-11-23T09:00:00", "feed.simulator.end: must be after feed.simulator.start"),
+    ("2026-11-22T12:00:00", "feed.simulator.end: must be after feed.simulator.start"),
+    ("tomorrow", "feed.simulator.end: expected an ISO date or datetime"),
+    ("2026-11-23T08:30:00-03:00", "feed.simulator.end: must be after feed.simulator.start"),
+])
+def test_a_bad_end_is_rejected_in_one_line(end, problem):
+    with pytest.raises(ValueError) as err:
+        MarketSimulator(sim_cfg(end=end), [SYM])
+    assert str(err.value).startswith(problem) and "\n" not in str(err.value)
+
+
+def test_an_end_before_any_session_time_is_rejected():
+    # Saturday noon to Sunday noon: start is moved to Monday's open, so nothing would ever be emitted
+    with pytest.raises(ValueError, match="^feed.simulator.end: no session time .* between"):
+        MarketSimulator(sim_cfg(start="2026-11-28T12:00:00", end="2026-11-29T12:00:00"), [SYM])
+
+
+def test_the_shortest_end_gives_the_first_action_only():
+    # 1 µs after the open: the opening print and the first action's snapshot, all at 09:00:00
+    events = drain(MarketSimulator(sim_cfg(end="2026-11-23T09:00:00.000001", max_events=0), [SYM]))
+    assert events and {e.ts_event for e in events} == {to_ns(parse_time(START))}
+    assert events[0].trade_type == AUCTION and isinstance(events[-1], BookSnapshot)
+
+
+def test_profile_is_a_checked_config_key():
+    cfg = config_from_dict({"feed": {"simulator": {"profile": "day", "end": "2026-11-23T18:00:00"}}})
+    assert cfg.feed.simulator.profile == "day" and cfg.feed.simulator.end == "2026-11-23T18:00:00"
+    assert config_from_dict({}).feed.simulator.profile == "flat"
+    with pytest.raises(ConfigError, match="feed.simulator.profile: must be one of flat, day"):
+        config_from_dict({"feed": {"simulator": {"profile": "week"}}})
+
+
+def test_day_profile_sets_the_pace_by_hour():
+    # 11:59:30 -> 12:00:30 crosses from the 11:00 hour into the quieter 12:00 one
+    events = drain(MarketSimulator(sim_cfg(profile="day", rate=200.0, start="2026-11-23T11:59:30",
+                                           end="2026-11-23T12:00:30", max_events=0), [SYM]))
+    noon = to_ns(parse_time("2026-11-23T12:00:00"))
+    before = sum(e.ts_event < noon for e in events)
+    after = len(events) - before
+    # 30 s at 200 x multiplier events/s on each side (~6000 and ~4500: the ratio's sd is ~0.02)
+    assert after / before == pytest.approx(DAY_PROFILE[3] / DAY_PROFILE[2], abs=0.08)
+    assert DAY_PROFILE[3] < 0.9 * DAY_PROFILE[2]
+    assert strip(events) == strip(drain(MarketSimulator(sim_cfg(profile="day", rate=200.0, start="2026-11-23T11:59:30",
+                                                                end="2026-11-23T12:00:30", max_events=0), [SYM])))
 
 
 def test_close_stops_the_feed():
