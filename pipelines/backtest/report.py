@@ -250,6 +250,8 @@ def currency_symbol(run: Mapping[str, Any]) -> str:
 
 def format_value(value: float | int, kind: str, money: str = "R$") -> str:
     """One figure as the report shows it. ``pnl`` is signed money, ``money`` unsigned."""
+    if kind in ("pnl", "money"):
+        value = round(value, 2) + 0.0  # a float residue of a flat position shows as 0.00, not -0.00
     if kind == "pnl":
         return f"{money} {value:+,.2f}"
     if kind == "money":
@@ -294,7 +296,7 @@ def _e(value: Any) -> str:
 
 
 def _sign_class(value: float | None) -> str:
-    if value is None or value == 0:
+    if value is None or round(value, 2) == 0:  # as shown: a residue of -1e-12 is no loss
         return ""
     return "pos" if value > 0 else "neg"
 

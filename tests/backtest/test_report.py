@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest.report import SessionClock, downsample, format_duration, load_run, write_report
+from pipelines.backtest.report import (SessionClock, downsample, format_duration, format_value, load_run,
+                                       write_report)
 from pipelines.backtest.stats import DEFINITIONS, TRIP_COLUMNS
 from pipelines.model.clock import NS_PER_DAY, NS_PER_HOUR, NS_PER_MIN, NS_PER_S, parse_time, to_ns
 from pipelines.model.orders import Fill, Order
@@ -539,6 +540,16 @@ def test_us_dollar_run(tmp_path):
 ])
 def test_format_duration(ns, text):
     assert format_duration(ns) == text
+
+
+@pytest.mark.parametrize("value, kind, text", [
+    (-1e-12, "pnl", "R$ +0.00"),  # a flat position's float residue is no loss
+    (-0.004, "money", "R$ 0.00"),
+    (-0.005001, "pnl", "R$ -0.01"),
+    (1234.5, "pnl", "R$ +1,234.50"),
+])
+def test_format_value_shows_no_negative_zero(value, kind, text):
+    assert format_value(value, kind) == text
 
 
 def test_downsample_keeps_every_bucket_extreme():
