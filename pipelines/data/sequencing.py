@@ -190,6 +190,8 @@ class DecisionSequencer:
         """The work that can be done now, in order: ``("market", [events])`` and ``("decision",
         d)`` items (``everything``: all of it, at the end of a run)."""
         held, waiting, out = self.held, self.waiting, []
+        # locals: read for every held event
+        decided, through, until, processed = self.decided, self.through, self.until, self.processed
         run: list[Event] = []
         while held:
             ev = held[0]
@@ -202,13 +204,13 @@ class DecisionSequencer:
                 out.append(("decision", q.popleft()))
                 continue
             ts = ev.ts_event if type(ev.ts_event) is int else None  # a bad time goes on: the engine counts it
-            if (sym in self.decided and ev.seq > self.through.get(sym, 0) and ts is not None
-                    and ts >= self.until.get(sym, 0) and not everything):
+            if (sym in decided and ev.seq > through.get(sym, 0) and ts is not None
+                    and ts >= until.get(sym, 0) and not everything):
                 if len(held) <= self.max_held:
                     break
                 self.overrun += 1  # the coordinator is not keeping up: on without its decisions
             run.append(held.popleft())
-            self.processed[sym] = ev.seq
+            processed[sym] = ev.seq
         if run:
             out.append(("market", run))
         for sym, q in waiting.items():  # made on an event already handed out (or, at the end, any)

@@ -133,7 +133,10 @@ def _safe_repr(x: object) -> str:
 # -- the fast path: well-typed events only; False (or an exception) means "look closer" --------
 
 
-def _book_ok(bp: tuple, bq: tuple, ap: tuple, aq: tuple) -> bool:
+def _book_ok(bp: tuple, bq: tuple, ap: tuple, aq: tuple, good_bp: tuple = (), good_ap: tuple = ()) -> bool:
+    """``good_bp`` / ``good_ap``: price sides of a book that passed. A side equal to one of them
+    (floats, once the types pass) holds the same values, already strictly ordered, positive and
+    finite, so those checks are skipped for it: between snapshots most sides keep their prices."""
     n, m = len(bp), len(ap)
     if len(bq) != n or len(aq) != m or n + m > _MAX_FAST_LEVELS:
         return False
@@ -142,9 +145,9 @@ def _book_ok(bp: tuple, bq: tuple, ap: tuple, aq: tuple) -> bool:
         return False
     # Strict order on each side (no price twice). A NaN fails every comparison, so once this
     # holds the ends of each side are its extremes and no NaN hides in the middle.
-    if not (all(map(_gt, bp, bp[1:])) and all(map(_lt, ap, ap[1:]))):
+    if bp != good_bp and not (all(map(_gt, bp, bp[1:])) and (not n or 0.0 < bp[-1] and bp[0] < _INF)):
         return False
-    if n and not (0.0 < bp[-1] and bp[0] < _INF) or m and not (0.0 < ap[0] and ap[-1] < _INF):
+    if ap != good_ap and not (all(map(_lt, ap, ap[1:])) and (not m or 0.0 < ap[0] and ap[-1] < _INF)):
         return False
     if n and m and not bp[0] < ap[0]:  # crossed or locked
         return False
@@ -256,6 +259,7 @@ class Validator:
         self._log_every_s = log_every_s
         self._last_log = 0.0
         self._unlogged = 0
+        self._good_sides: tuple[tuple, tuple] = ((), ())  # the price sides of the last book the fast path passed
 
     # -- checks ----------------------------------------------------------------------
 
@@ -317,6 +321,7 @@ class Validator:
         tol, gap = self.tolerance_ns, self.max_forward_gap_ns
         ahead = _I64 * 4 if self.max_ahead_ns is None else self.max_ahead_ns  # None: a bound no int64 pair reaches
         I64, I32, INF, CODES = _I64, _I32, _INF, _CODES  # locals: read a dozen times per event
+        good_bp, good_ap = self._good_sides
         try:
             for ev in events:
                 try:
@@ -337,7 +342,10 @@ class Validator:
                             sym, ts, recv, seq, bp, bq, ap, aq = ev
                             ok = (type(sym) is str and type(ts) is int and type(recv) is int and type(seq) is int
                                   and type(bp) is tuple and type(bq) is tuple and type(ap) is tuple and type(aq) is tuple
-                                  and 0 < ts < I64 and 0 <= recv < I64 and 0 <= seq < I64 and _book_ok(bp, bq, ap, aq))
+                                  and 0 < ts < I64 and 0 <= recv < I64 and 0 <= seq < I64
+                                  and _book_ok(bp, bq, ap, aq, good_bp, good_ap))
+                            if ok:
+                                good_bp, good_ap = bp, ap
                         elif t is BookUpdate:
                             sym, ts, recv, seq, side, action, pos, price, qty, agent, oid = ev
                             ok = (type(sym) is str and type(ts) is int and type(recv) is int and type(seq) is int
@@ -369,6 +377,7 @@ class Validator:
                     self._reject(VALIDATION_ERROR, ev, exc_info=True)
         except Exception:  # ``events`` itself failed to iterate: keep what was validated
             self._reject(VALIDATION_ERROR, events, exc_info=True)
+        self._good_sides = (good_bp, good_ap)
         self.accepted += len(good)
         return good
 

@@ -258,12 +258,19 @@ class ExecutionEngine:
         if not isinstance(sym, str) or sym not in self.policies:
             self.ignored["other_symbol"] += 1
             return
-        if not _is_ns(ts):
+        if not (type(ts) is int and 0 <= ts <= INT64_MAX):  # _is_ns, inline: this runs on every market event
             self.ignored["bad_time"] += 1
             return
-        self._tick(ts, w)
-        self._venue_result(self.venue.on_trade(ev) if kind is Trade else self.venue.on_book(ev), w)
-        self._venue_result(self.venue.advance(self._now), w)
+        if ts > self._now:
+            self._tick(ts, w)
+        # a venue result with nothing in it (the usual case) is not handed on
+        venue = self.venue
+        r = venue.on_trade(ev) if kind is Trade else venue.on_book(ev)
+        if r[0] or r[1]:
+            self._venue_result(r, w)
+        r = venue.advance(self._now)
+        if r[0] or r[1]:
+            self._venue_result(r, w)
         if kind is Trade:
             if self.positions.quantity(sym):
                 w.touched.add(sym)
@@ -275,7 +282,9 @@ class ExecutionEngine:
         self._account_step(w)
         quantity = self.positions.quantity
         for s, p in self.policies.items():
-            self._route(p.on_time(self._now, ev if s == sym and kind is BookSnapshot else None, quantity(s)), w)
+            out = p.on_time(self._now, ev if s == sym and kind is BookSnapshot else None, quantity(s))
+            if out.orders or out.cancels:
+                self._route(out, w)
 
     def _tick(self, ts: int, w: _Work) -> None:
         """The clock moves to ``ts`` (never back); a new Sao Paulo day is a new P&L day."""

@@ -337,9 +337,13 @@ class SimulatedExchange:
 
     def on_book(self, snap: BookSnapshot) -> Result:
         """Apply one L2 snapshot: arrivals before it, queue positions, resting orders it crosses."""
-        m = self._event_market(snap, BookSnapshot, _BOOK_FIELDS, "not_a_book")
-        if m is None:
-            return NO_EVENTS
+        # _event_market's answer for a well-formed snapshot of a known symbol without the call
+        # (books are the bulk of the feed); anything else is looked at there
+        if not (type(snap) is BookSnapshot and len(snap) == _BOOK_FIELDS and type(snap[1]) is int
+                and type(snap[0]) is str and (m := self._markets.get(snap[0])) is not None):
+            m = self._event_market(snap, BookSnapshot, _BOOK_FIELDS, "not_a_book")
+            if m is None:
+                return NO_EVENTS
         bp, bq, ap, aq = snap[4], snap[5], snap[6], snap[7]
         obp, obq, oap, oaq = m.bid_px, m.bid_qty, m.ask_px, m.ask_qty
         problem = _side_problem(bp, bq, obp, obq, True) or _side_problem(ap, aq, oap, oaq, False)
@@ -348,7 +352,13 @@ class SimulatedExchange:
         if problem is not None:
             return self._bad(problem)
         try:
-            t = self._reach(m, snap[1])
+            # _reach, inline
+            ts = snap[1]
+            self._market_events += 1
+            if m.pending and m.pending[0][0] < ts:
+                self._arrivals(m, ts, True)
+            t = ts if ts > m.time else m.time
+            m.time = t
             m.stamp += 1
             # A side the snapshot did not change leaves our queues there as they are; one whose
             # prices stayed put is looked at only where its quantities changed.
@@ -379,7 +389,7 @@ class SimulatedExchange:
         except Exception:
             log.exception("book processing failed")
             self._bad_market_data["internal_error"] += 1
-        return self._flush()
+        return self._flush() if self._ev else NO_EVENTS
 
     def on_market(self, events: Iterable[Any]) -> tuple[list[OrderEvent], list[Fill]]:
         """Apply trades and snapshots in order; what they caused, together."""
@@ -408,7 +418,7 @@ class SimulatedExchange:
                 self._arrivals(m, now_ns, False)
             if m.time < now_ns:
                 m.time = now_ns
-        return self._flush()
+        return self._flush() if self._ev else NO_EVENTS
 
     # -- views -------------------------------------------------------------------------
 

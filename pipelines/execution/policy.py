@@ -89,7 +89,7 @@ from pipelines.execution.policy_config import (
     PASSIVE_STYLE,
     PolicyConfig,
 )
-from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SessionDay
+from pipelines.model.clock import NS_PER_MIN, NS_PER_S, SessionDay, day_bounds_ns
 from pipelines.model.contracts import CalendarError, trading_session
 from pipelines.model.instruments import instrument_for
 from pipelines.model.messages import BookSnapshot, Decision, Trade, TradeType
@@ -123,6 +123,7 @@ from pipelines.model.orders import (
 )
 
 HOLD = "HOLD"
+_new = tuple.__new__
 
 
 class PolicyOutput(NamedTuple):
@@ -255,6 +256,8 @@ class ExecutionPolicy:
         self._window_day: date | None = None
         self._window: _Window | None = None
         self._no_window = "no_session"
+        self._day_end = 0  # the end of the window's Sao Paulo day
+        self._quiet_until = 0  # before this event time the flatten step has nothing to do (see _advance)
         self._flattened: date | None = None  # the session already flattened
         self._flatten_v = 0
         self._flatten_ns = 0
@@ -309,7 +312,7 @@ class ExecutionPolicy:
     def on_time(self, now_ns: int, book: BookSnapshot | None = None,
                 position: int | Position | None = None) -> PolicyOutput:
         """Event time has reached ``now_ns``: passive timeouts and the flatten time."""
-        out = PolicyOutput([], [])
+        out = _new(PolicyOutput, ([], []))  # PolicyOutput([], []) without its __new__ (every market event)
         self._advance(now_ns, position, book, out)
         return out
 
@@ -435,6 +438,8 @@ class ExecutionPolicy:
         self._now = max(self._now, now_ns)
         if pos is not None:
             self.position = pos
+        if self._now < self._quiet_until and not self._working and self._pending is None and not self._legs_due:
+            return True  # nothing working, waiting or due: the rest would do nothing (most market events)
         self._flatten_step(out)
         if self._working:  # checked here: this runs on every market event
             for w in list(self._working.values()):
@@ -529,6 +534,8 @@ class ExecutionPolicy:
     def _flatten_step(self, out: PolicyOutput) -> None:
         w = self._window_now()
         if w is None or not w.flatten_ns <= self._now < w.close_ns:
+            # the same until the flatten time, or else until the next day
+            self._quiet_until = w.flatten_ns if w is not None and self._now < w.flatten_ns else self._day_end
             return
         first = self._flattened != self._day.day
         retry = self.position != 0 and self._now - self._flatten_ns >= self._retry_ns and self._pending is None \
@@ -557,6 +564,7 @@ class ExecutionPolicy:
         self._day.update(self._now)
         if self._day.day != self._window_day:
             self._window_day = self._day.day
+            self._day_end = day_bounds_ns(self._day.day)[1]
             try:
                 bounds = trading_session(self._day.day, self.cfg.calendar)
                 self._no_window = "no_session"
@@ -772,6 +780,7 @@ class ExecutionPolicy:
             raise ValueError(f"state is for {d.get('account')!r}/{d.get('symbol')!r}, "
                              f"not {self.account!r}/{self.symbol!r}")
         self.position, self._now, self._auction_ns = d["position"], d["now"], d["auction_ns"]
+        self._quiet_until = 0  # the restored time may be on another day
         self._flattened = date.fromisoformat(d["flattened"]) if d["flattened"] else None
         self._flatten_v, self._flatten_ns = d["flatten_v"], d["flatten_ns"]
         dec, v, long, stop, limit, tp = d["bracket"]

@@ -39,6 +39,9 @@ class PositionBook:
         self._open: dict[str, _Open] = {}
         self._seen: set[str] = set()
         self.duplicate_fills = 0
+        # day_pnl_net() as last computed; None once a fill, a mark or a new day may have changed it
+        # (the risk engine asks on every market event, and most events are books that change none)
+        self._pnl: float | None = None
 
     def point_value(self, symbol: str) -> float:
         if symbol not in self._point_values:
@@ -52,6 +55,7 @@ class PositionBook:
             self.duplicate_fills += 1
             return self.position(fill.symbol)
         self._seen.add(fill.fill_id)
+        self._pnl = None
         qty = side_sign(fill.side) * fill.quantity
         pos, price = p.quantity, float(fill.price)
         if pos == 0 or (pos > 0) == (qty > 0):  # opening or adding: a new average price
@@ -74,6 +78,7 @@ class PositionBook:
         if not (math.isfinite(price) and price > 0):
             return
         p = self._open.setdefault(symbol, _Open())
+        self._pnl = None
         p.last_price = float(price)
         p.ts = max(p.ts, ts_event)
 
@@ -101,9 +106,12 @@ class PositionBook:
         return {s: p.quantity for s, p in self._open.items() if p.quantity}
 
     def day_pnl_net(self) -> float:
-        # Position.net_pnl of each symbol in positions()' order, without building the Positions:
-        # the risk engine asks on every market event.
-        return sum(p.realized + self._unrealized(s, p) - p.fees for s, p in sorted(self._open.items()))
+        # Position.net_pnl of each symbol in positions()' order, without building the Positions,
+        # computed again only after something it reads changed: the risk engine asks on every
+        # market event.
+        if self._pnl is None:
+            self._pnl = sum(p.realized + self._unrealized(s, p) - p.fees for s, p in sorted(self._open.items()))
+        return self._pnl
 
     def summary(self, ts_event: int) -> AccountSummary:
         ps = self.positions()
@@ -116,6 +124,7 @@ class PositionBook:
 
     def new_day(self) -> None:
         """A new session: realized P&L and fees start from zero; open positions carry over."""
+        self._pnl = None
         for p in self._open.values():
             p.realized = 0.0
             p.fees = 0.0
@@ -129,6 +138,7 @@ class PositionBook:
         if d.get("account") != self.account:
             raise ValueError(f"state is for account {d.get('account')!r}, not {self.account!r}")
         self._open = {}
+        self._pnl = None
         for s, v in d.get("open", {}).items():
             p = _Open()
             for k in _Open.__slots__:

@@ -468,6 +468,11 @@ class FeatureEngineCore:
         """The 65 features as of the last trade, float64, in ``FEATURE_NAMES`` order."""
         return np.array(self._values_list(), dtype=np.float64)
 
+    def vector_tuple(self) -> tuple[float, ...]:
+        """:meth:`vector` as a tuple of Python floats, without the array in between (the live
+        engine's every feature vector)."""
+        return tuple(map(float, self._values_list()))
+
     def values(self) -> dict[str, float]:
         return dict(zip(FEATURE_NAMES, self._values_list()))
 
@@ -506,9 +511,8 @@ class FeatureEngineCore:
         out: list[float] = []
         app = out.append
 
-        def wsum(prefix: list, w: int) -> int:
-            return prefix[nxt] - prefix[(n - w) % RING]
-
+        # A sum over the last w trades from prefix sums P: P[nxt] - P[(n - w) % RING], written out
+        # where it is needed (about 30 a vector: a helper's calls cost more than the sums).
         # volatility: std of price changes (exact integer sums) / price
         cD2 = self._cD2
         vol = {}
@@ -525,8 +529,8 @@ class FeatureEngineCore:
             app(vol[a] / vol[b] if vol[b] > 0.0 else NAN)  # NaN > 0 is False
         app(self._gk)
         if n >= BB_WINDOW:
-            s1 = wsum(self._cP, BB_WINDOW)
-            num = BB_WINDOW * wsum(self._cP2, BB_WINDOW) - s1 * s1
+            s1 = self._cP[nxt] - self._cP[(n - BB_WINDOW) % RING]
+            num = BB_WINDOW * (self._cP2[nxt] - self._cP2[(n - BB_WINDOW) % RING]) - s1 * s1
             app((BB_WINDOW * P - s1) / (2.0 * math.sqrt(num)) if num else NAN)
         else:
             app(NAN)
@@ -541,15 +545,15 @@ class FeatureEngineCore:
         cV, cSV = self._cV, self._cSV
         for w in OFI_WINDOWS:
             if n >= w:
-                v = wsum(cV, w)
-                app(wsum(cSV, w) / v if v else NAN)
+                v = cV[nxt] - cV[(n - w) % RING]
+                app((cSV[nxt] - cSV[(n - w) % RING]) / v if v else NAN)
             else:
                 app(NAN)
         app(float(self._cvd))
         if n >= FLOW_WINDOW:
-            app(float(wsum(cSV, FLOW_WINDOW)))
-            v = wsum(cV, FLOW_WINDOW)
-            vp = wsum(self._cVP, FLOW_WINDOW)
+            app(float(cSV[nxt] - cSV[(n - FLOW_WINDOW) % RING]))
+            v = cV[nxt] - cV[(n - FLOW_WINDOW) % RING]
+            vp = self._cVP[nxt] - self._cVP[(n - FLOW_WINDOW) % RING]
             app((P * v - vp) / vp if vp else NAN)
             app(float(len(self._agents)) if self._agents else NAN)
         else:
@@ -559,14 +563,14 @@ class FeatureEngineCore:
         cV2 = self._cV2
         for w in VOLUME_WINDOWS:
             if n >= w:
-                v = wsum(cV, w)
-                app(w * wsum(cV, VOLUME_SHORT) / (VOLUME_SHORT * v) if v else NAN)
+                v = cV[nxt] - cV[(n - w) % RING]
+                app(w * (cV[nxt] - cV[(n - VOLUME_SHORT) % RING]) / (VOLUME_SHORT * v) if v else NAN)
             else:
                 app(NAN)
         for w in VOLUME_WINDOWS:
             if n >= w:
-                s1 = wsum(cV, w)
-                num = w * wsum(cV2, w) - s1 * s1
+                s1 = cV[nxt] - cV[(n - w) % RING]
+                num = w * (cV2[nxt] - cV2[(n - w) % RING]) - s1 * s1
                 app((w * self._qty - s1) / math.sqrt(num) if num else NAN)
             else:
                 app(NAN)
@@ -579,7 +583,7 @@ class FeatureEngineCore:
         cP = self._cP
         for a, b in MA_PAIRS:
             if n >= b:
-                sa, sb = wsum(cP, a), wsum(cP, b)
+                sa, sb = cP[nxt] - cP[(n - a) % RING], cP[nxt] - cP[(n - b) % RING]
                 app((b * sa - a * sb) / (a * sb))  # MA_a / MA_b - 1, exact in integers
             else:
                 app(NAN)

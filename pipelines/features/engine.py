@@ -76,7 +76,10 @@ class SymbolAnalytics:
         """Fold ``events`` (trades and book snapshots of this symbol, in seq order) in;
         append what they produce to ``out`` (None: update state only)."""
         for ev in events:
-            if isinstance(ev, Trade):
+            t = type(ev)  # the exact classes first (every event of the feed), a subclass after
+            if t is BookSnapshot:
+                self._on_book(ev, out)
+            elif t is Trade or isinstance(ev, Trade):
                 self._on_trade(ev, out)
             elif isinstance(ev, BookSnapshot):
                 self._on_book(ev, out)
@@ -105,10 +108,12 @@ class SymbolAnalytics:
         self.core.on_book(s)
         self.flow.on_book(s)
         patterns = self.tape.on_book(s)
-        bar = self.footprint.advance(s.ts_event)
-        if not self._emit_events(s, bar, patterns, out):
+        ts = s.ts_event
+        bar = self.footprint.advance(ts)
+        # _emit_events only when there is something to emit or no output (most snapshots have neither)
+        if (out is None or bar is not None or patterns) and not self._emit_events(s, bar, patterns, out):
             return
-        if s.ts_event >= self._next_state:
+        if ts >= self._next_state:
             self._states(s, out)
 
     def _emit_events(self, ev, bar: FootprintBar | None, patterns, out: list | None) -> bool:
@@ -135,7 +140,7 @@ class SymbolAnalytics:
     def vector_values(self) -> tuple[float, ...]:
         """The current values of ``VECTOR_NAMES``."""
         flow = self.flow.values()
-        return tuple(self.core.vector().tolist()) + tuple(flow[n] for n in FLOW_FEATURE_NAMES)
+        return self.core.vector_tuple() + tuple(map(flow.__getitem__, FLOW_FEATURE_NAMES))
 
     def vector(self, t: Trade) -> FeatureVector:
         self._count("features")

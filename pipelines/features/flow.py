@@ -139,7 +139,10 @@ class EventTimeWindows:
         return self.now
 
     def add(self, ts: int, values: tuple) -> None:
-        self._ts.append(self.advance(ts))
+        now = self.now  # advance(ts), inline: this runs on every book snapshot, twice
+        if now is None or ts > now:
+            self.now = now = ts
+        self._ts.append(now)
         tot = self._tot = list(map(add, self._tot, values))
         self._rows.extend(tot)
         if len(self._ts) >= self._next_compact:
@@ -174,6 +177,13 @@ class EventTimeWindows:
             return n, tuple(self._tot)
         w = self._width
         return n, tuple(map(sub, self._tot, self._rows[(i - 1) * w : i * w]))
+
+    def count(self, width_ns: int) -> int:
+        """``window(width_ns)[0]`` without the sums."""
+        if width_ns > self._max_width:
+            raise ValueError(f"window {width_ns} ns is wider than the {self._max_width} ns kept")
+        ts = self._ts
+        return len(ts) - bisect_right(ts, self.now - width_ns) if ts else 0
 
     def __len__(self) -> int:
         return len(self._ts)
@@ -222,11 +232,15 @@ class OrderFlowImbalance:
         self._store.advance(ts)
 
     def on_book(self, snap: BookSnapshot) -> int | None:
-        self.snapshots += 1
-        ts = snap.ts_event
         m = self.levels
-        bp, bq = book_levels(snap.bid_px, snap.bid_qty, m, -INF)
-        ap, aq = book_levels(snap.ask_px, snap.ask_qty, m, INF)
+        return self.on_levels(snap.ts_event, *book_levels(snap.bid_px, snap.bid_qty, m, -INF),
+                              *book_levels(snap.ask_px, snap.ask_qty, m, INF))
+
+    def on_levels(self, ts: int, bp: tuple, bq: tuple, ap: tuple, aq: tuple) -> int | None:
+        """:meth:`on_book` on a snapshot's first ``levels`` non-empty levels of each side, as
+        :func:`book_levels` gives them (bids padded with -inf, asks with +inf)."""
+        self.snapshots += 1
+        m = self.levels
         if self._day.update(ts):
             self._ref = None
             self.session_resets += 1
@@ -242,16 +256,18 @@ class OrderFlowImbalance:
         ref = self._ref
         self._ref = (bp, bq, ap, aq)
         if ref is None:
-            es = (0,) * m
+            row = [0] * m
         else:
             # Per level: bid term 1{b >= b0} q - 1{b <= b0} q0, ask term
             # -1{a <= a0} r + 1{a >= a0} r0 (CKS, non-strict on purpose).
-            es = tuple([
+            row = [
                 (q if b >= b0 else 0) - (q0 if b <= b0 else 0) - (r if a <= a0 else 0) + (r0 if a >= a0 else 0)
                 for b, q, b0, q0, a, r, a0, r0 in zip(bp, bq, ref[0], ref[1], ap, aq, ref[2], ref[3])
-            ])
-        self._store.add(ts, es + (bq[0] + aq[0], sum(bq) + sum(aq), abs(es[0])))
-        return es[0]
+            ]
+        e1 = row[0]
+        row += (bq[0] + aq[0], sum(bq) + sum(aq), abs(e1))  # e_1..e_M, then the depths and |e_1|
+        self._store.add(ts, row)
+        return e1
 
     # -- reads (as of the clock) ------------------------------------------------
 
@@ -455,13 +471,18 @@ class TradeFlow:
         s = self.order_sums(window)
         return self._ratio(s[4] + s[5], s[0])
 
+    def order_ratios(self, window: str) -> tuple[float, float]:
+        """``(aggression_ratio(window), large_trade_ratio(window))`` from one read of the window."""
+        s = self.order_sums(window)
+        return self._ratio(s[1], s[0]), self._ratio(s[4] + s[5], s[0])
+
     def tape_speed(self, seconds: int) -> float:
         """Prints per second over the last ``seconds`` of event time (NaN during warm-up)."""
         now = self._trades.now
         width = seconds * NS_PER_S
         if self._session_first_ts is None or now - self._session_first_ts < width:
             return NAN
-        return self._trades.window(width)[0] / seconds
+        return self._trades.count(width) / seconds
 
     def values(self) -> dict[str, float]:
         out: dict[str, float] = {}

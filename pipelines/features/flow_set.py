@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from pipelines.features.catalog import FeatureSpec
 from pipelines.features.flow import (
+    INF,
     OrderFlowImbalance,
     SizeThresholds,
     TradeFlow,
+    book_levels,
     size_thresholds_for,
 )
 from pipelines.features.liquidity import LiquidityMonitor
@@ -59,22 +61,30 @@ class FlowFeatures:
         self.liquidity.advance(ts)
 
     def on_book(self, snap: BookSnapshot) -> None:
-        self.ofi.on_book(snap)
-        self.liquidity.on_book(snap)
-        self.trades.advance(snap.ts_event)
+        ofi, liquidity, ts = self.ofi, self.liquidity, snap.ts_event
+        m = ofi.levels
+        if m == liquidity.depth_levels:  # the defaults: both read the same levels, taken once
+            bp, bq = book_levels(snap.bid_px, snap.bid_qty, m, -INF)
+            ap, aq = book_levels(snap.ask_px, snap.ask_qty, m, INF)
+            ofi.on_levels(ts, bp, bq, ap, aq)
+            liquidity.on_levels(ts, bp, bq, ap, aq)
+        else:
+            ofi.on_book(snap)
+            liquidity.on_book(snap)
+        self.trades.advance(ts)
 
     def values(self) -> dict[str, float]:
         ofi, tr = self.ofi, self.trades
-        return {
+        out = {
             "flow_ofi_1m": ofi.ofi_normalized("1m"),
             "flow_ofi_5m": ofi.ofi_normalized("5m"),
             "flow_ofi_15m": ofi.ofi_normalized("15m"),
             "flow_volume_imbalance": tr.tfi("5m"),
-            "flow_aggression_ratio": tr.aggression_ratio("5m"),
-            "flow_large_trade_ratio": tr.large_trade_ratio("5m"),
-            "tape_speed": tr.tape_speed(60),
-            "liquidity_score": self.liquidity.liquidity_score(),
         }
+        out["flow_aggression_ratio"], out["flow_large_trade_ratio"] = tr.order_ratios("5m")
+        out["tape_speed"] = tr.tape_speed(60)
+        out["liquidity_score"] = self.liquidity.liquidity_score()
+        return out
 
     def state_sizes(self) -> dict[str, int]:
         return {**self.ofi.state_sizes(), **self.trades.state_sizes(), **self.liquidity.state_sizes()}

@@ -64,7 +64,9 @@ class LiquidityMonitor:
         self._store = EventTimeWindows(4, score_window_ns, typecode="d")
         self._x = NAN
         self._y = NAN
-        self._values: dict[str, float] = self._empty_values()
+        # (P^B, P^A, Q^B, Q^A, D^B, D^A, spread or None when one-sided) of the last accepted
+        # snapshot: values() derives the rest when asked, not on every snapshot
+        self._last: tuple | None = None
         self.snapshots = 0
         self.skipped_locked = 0
         self.skipped_crossed = 0
@@ -81,37 +83,35 @@ class LiquidityMonitor:
 
     def on_book(self, snap: BookSnapshot) -> bool:
         """Update from a snapshot; False when it was skipped (locked or crossed)."""
-        self.snapshots += 1
         m = self.depth_levels
-        bp, bq = book_levels(snap.bid_px, snap.bid_qty, m, -INF)
-        ap, aq = book_levels(snap.ask_px, snap.ask_qty, m, INF)
+        return self.on_levels(snap.ts_event, *book_levels(snap.bid_px, snap.bid_qty, m, -INF),
+                              *book_levels(snap.ask_px, snap.ask_qty, m, INF))
+
+    def on_levels(self, ts: int, bp: tuple, bq: tuple, ap: tuple, aq: tuple) -> bool:
+        """:meth:`on_book` on a snapshot's first ``depth_levels`` non-empty levels of each side,
+        as :func:`~pipelines.features.flow.book_levels` gives them (bids padded with -inf, asks
+        with +inf)."""
+        self.snapshots += 1
         pb, pa, qb, qa = bp[0], ap[0], bq[0], aq[0]
         if pb >= pa:
             if pb == pa:
                 self.skipped_locked += 1
             else:
                 self.skipped_crossed += 1
-            self._store.advance(snap.ts_event)
+            self._store.advance(ts)
             return False
         db, da = sum(bq), sum(aq)
-        v = self._values
-        v["bid_depth"], v["ask_depth"], v["depth"] = db, da, db + da
-        i = qb / (qb + qa) if qb + qa else NAN
-        v["book_imbalance"] = i
-        v["queue_imbalance"] = 2 * i - 1
-        v["depth_imbalance"] = (db - da) / (db + da) if db + da else NAN
         if qb and qa:
             spread = round((pa - pb) / self.tick, 9)
-            w = i * pa + (1 - i) * pb
-            v["spread_ticks"], v["mid"], v["weighted_mid"], v["microprice"] = spread, (pa + pb) / 2, w, w
             x = math.log1p(db + da)
             self._x, self._y = x, spread
-            self._store.add(snap.ts_event, (x, x * x, spread, spread * spread))
+            self._store.add(ts, (x, x * x, spread, spread * spread))
         else:
+            spread = None
             self.one_sided += 1
-            v["spread_ticks"] = v["mid"] = v["weighted_mid"] = v["microprice"] = NAN
             self._x = self._y = NAN
-            self._store.advance(snap.ts_event)
+            self._store.advance(ts)
+        self._last = (pb, pa, qb, qa, db, da, spread)
         return True
 
     def liquidity_score(self) -> float:
@@ -125,7 +125,22 @@ class LiquidityMonitor:
         return normal_cdf((z_depth - z_spread) / 2)
 
     def values(self) -> dict[str, float]:
-        out = dict(self._values)
+        last = self._last
+        if last is None:
+            out = self._empty_values()
+        else:
+            pb, pa, qb, qa, db, da, spread = last
+            i = qb / (qb + qa) if qb + qa else NAN
+            out = dict.fromkeys(("spread_ticks", "mid"), NAN)  # the keys in _empty_values' order
+            out["bid_depth"], out["ask_depth"], out["depth"] = db, da, db + da
+            out["book_imbalance"] = i
+            out["queue_imbalance"] = 2 * i - 1
+            out["depth_imbalance"] = (db - da) / (db + da) if db + da else NAN
+            if spread is None:  # one-sided: no spread, mid or weighted mid
+                out["weighted_mid"] = out["microprice"] = NAN
+            else:
+                w = i * pa + (1 - i) * pb
+                out["spread_ticks"], out["mid"], out["weighted_mid"], out["microprice"] = spread, (pa + pb) / 2, w, w
         out["liquidity_score"] = self.liquidity_score()
         return out
 

@@ -199,12 +199,17 @@ class IcebergDetector:
         self.detected = 0
 
     def on_book(self, snap: BookSnapshot) -> tuple[TapePattern, ...]:
-        bb, bq = _best(snap.bid_px, snap.bid_qty)
-        ba, aq = _best(snap.ask_px, snap.ask_qty)
+        # _best, inline where the touch is not empty (nearly every snapshot)
+        px, qty = snap.bid_px, snap.bid_qty
+        bb, bq = (px[0], qty[0]) if px and qty and qty[0] > 0 else _best(px, qty)
+        px, qty = snap.ask_px, snap.ask_qty
+        ba, aq = (px[0], qty[0]) if px and qty and qty[0] > 0 else _best(px, qty)
         if bb is not None and ba is not None and bb >= ba:
             return _NONE
         self._book = snap
         found = _NONE
+        if self._episodes[0] is None and self._episodes[1] is None:
+            return found
         for idx, (best, size) in enumerate(((bb, bq), (ba, aq))):
             ep = self._episodes[idx]
             if ep is None:

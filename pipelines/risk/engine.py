@@ -154,6 +154,7 @@ class RiskEngine:
         self._cooldown_reason = ""
         self._streak = 0
         self._peak = 0.0
+        self._limits_pnl = math.nan  # the day P&L on_account last evaluated (NaN: none since the day began)
         self._flatten_requested = False  # until the execution side acknowledges it
         self._flattening = False  # until every position is flat
         # the state they make, and its last change
@@ -432,7 +433,7 @@ class RiskEngine:
 
     def on_account(self, now_ns: int) -> list[RiskEvent]:
         """Re-evaluate the account limits (call on every mark and fill). Returns state changes."""
-        if not _is_ns(now_ns):
+        if not (type(now_ns) is int and now_ns >= 0 or _is_ns(now_ns)):  # the exact type first: every market event
             self._reject("bad_time")
             return []
         events = self._advance(now_ns)
@@ -440,6 +441,11 @@ class RiskEngine:
             pnl = self._account.day_pnl_net()
         except Exception:  # an account that cannot answer must not take the engine down
             pnl = None
+        # What follows reads only the P&L, the peak and the day's latches; with the same P&L as the
+        # last evaluation (and no flatten to watch) it would change nothing: most calls are books
+        # that move no price the account is marked at. A new day and a loaded state forget it.
+        if type(pnl) is float and pnl == self._limits_pnl and not self._flattening:
+            return events
         if not _is_number(pnl):
             self._reject("bad_account")
             return events
@@ -451,6 +457,7 @@ class RiskEngine:
             if quantities is not None and not any(quantities.values()):
                 self._flattening = False
                 events.append(self._change("flatten", "flatten complete: every position is flat"))
+        self._limits_pnl = float(pnl)
         return events
 
     def _account_limits(self, pnl: float) -> list[RiskEvent]:
@@ -578,7 +585,8 @@ class RiskEngine:
 
     def _advance(self, ts: int) -> list[RiskEvent]:
         """Move the clock to ``ts`` (never back): a new session day, a cooldown running out."""
-        self._now = max(self._now, ts)
+        if ts > self._now:
+            self._now = ts
         events = []
         self._clock.update(self._now)
         day = self._clock.day
@@ -595,6 +603,7 @@ class RiskEngine:
         self._loss_level, self._loss_reason, self._drawdown_reason = 0, "", ""
         self._cooldown_until, self._cooldown_reason = None, ""
         self._streak, self._peak = 0, 0.0
+        self._limits_pnl = math.nan
         before = self._state
         ev = self._change("session_day", f"new session day {day}: daily limits reset", quiet=True)
         return [ev] if ev is not None and before != self._state else []
@@ -689,6 +698,7 @@ class RiskEngine:
             self._drawdown_reason = loaded["drawdown_reason"]
             self._cooldown_until, self._cooldown_reason = loaded["cooldown_until"], loaded["cooldown_reason"]
             self._streak, self._peak = loaded["losing_streak"], loaded["peak_pnl"]
+            self._limits_pnl = math.nan
             self._working, self._denied = loaded["working"], loaded["denied"]
         self._state, self._reason, self._deny_text = self._effective()
         self._change_info = loaded["change"]
