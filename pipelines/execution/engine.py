@@ -76,7 +76,7 @@ from pipelines.model.orders import (
 )
 from pipelines.model.settings import INT64_MAX
 from pipelines.risk.config import RiskConfig
-from pipelines.risk.engine import RiskEngine
+from pipelines.risk.engine import REDUCING, RiskEngine
 
 STATE_VERSION = 1
 RATE_WINDOW_NS = NS_PER_S  # the risk engine's rate limits count per second of event time
@@ -168,7 +168,8 @@ class ExecutionEngine:
         self.risk = RiskEngine(self.positions, risk, account_id=cfg.account)
         ticks = tick_sizes or {}
         self.id_scope = id_scope
-        self.policies = {s: ExecutionPolicy(cfg.account, s, cfg.policy, tick_size=ticks.get(s), id_scope=id_scope)
+        self.policies = {s: ExecutionPolicy(cfg.account, s, cfg.policy, tick_size=ticks.get(s), id_scope=id_scope,
+                                            entry_gate=self._risk_gate)
                          for s in symbols}
         self._retry_ns = round(cfg.policy.flatten_retry_s * NS_PER_S)
         self._now = 0
@@ -196,6 +197,11 @@ class ExecutionEngine:
         for ev in it:
             self._on_event(ev, w)
         return self._finish(w)
+
+    def _risk_gate(self) -> str | None:
+        """What the policy reads before an entry: REDUCING (a cooldown, the daily loss near its
+        limit) lets only orders that reduce pass, so a flip goes out as a close."""
+        return "risk_reducing" if self.risk.trading_state == REDUCING else None
 
     def on_decision(self, decision: Decision) -> Step:
         """The orders ``decision`` causes, each through the risk engine to the venue."""

@@ -231,14 +231,19 @@ class ExecutionPolicy:
     """One account's execution policy on one symbol (see the module docstring for the rules)."""
 
     def __init__(self, account: str, symbol: str, cfg: PolicyConfig = PolicyConfig(), *,
-                 tick_size: float | None = None, id_scope: str = "") -> None:
-        """``id_scope``: the prefix of every client order id it makes (see ``client_order_id``)."""
+                 tick_size: float | None = None, id_scope: str = "",
+                 entry_gate: Callable[[], str | None] | None = None) -> None:
+        """``id_scope``: the prefix of every client order id it makes (see ``client_order_id``).
+        ``entry_gate``: why the account takes no new entry now (e.g. its risk engine reduces only),
+        or None; while it says so a flip is cut to a close, as outside the session, instead of
+        going out whole to be denied and leave the position open."""
         if tick_size is None:
             tick_size = instrument_for(symbol).tick_size  # unknown contract: a wiring error, raised here
         if not _price_ok(tick_size):
             raise ValueError(f"tick_size must be a positive number, got {tick_size!r}")
         self.account, self.symbol, self.cfg, self.tick = account, symbol, cfg, float(tick_size)
         self.id_scope = id_scope
+        self._entry_gate = entry_gate
         self.position = 0  # signed contracts filled, as last told
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -580,6 +585,9 @@ class ExecutionPolicy:
 
     def _entry_block(self) -> str | None:
         """Why a new entry can't be sent now, or None."""
+        gate = self._entry_gate() if self._entry_gate is not None else None
+        if gate:
+            return gate
         w, now = self._window_now(), self._now
         if w is None:
             return self._no_window

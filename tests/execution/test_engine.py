@@ -136,10 +136,12 @@ def test_round_trips_reach_the_risk_engine_and_three_losses_start_a_cooldown(mon
 
     t += S
     market(e, t, 5399.5, 5400.0, 5399.5)
-    s = e.on_decision(decision(SELL, 2, t))  # -1 -> -2: an entry, denied during the cooldown
-    assert s.orders == [] and [r.split()[0] for r in denials(s)] == ["cooldown"]
-    s = e.on_decision(decision(BUY, 1, t))  # -1 -> +1 is a flip (buy 2), denied as well
-    assert s.orders == [] and len(denials(s)) == 1
+    s = e.on_decision(decision(SELL, 2, t))  # -1 -> -2: an entry, not sent during the cooldown
+    assert s.orders == [] and denials(s) == [] and e.policies[WDO].rejected["no_entry_risk_reducing"] == 1
+    # -1 -> +1 is a flip: cut to a close (buy 1, reduce-only), which the risk engine lets pass; sent
+    # whole (buy 2) it would be denied and leave the short open for the whole cooldown
+    s = e.on_decision(decision(BUY, 1, t))
+    assert [(o.side, o.quantity, o.reduce_only) for o in s.orders] == [(BUY, 1, True)] and denials(s) == []
     # P&L of the account: -17.19996 - 12.19996 - 7.19996 - 1.09998 (the open short's sell half),
     # with the short marked at its entry 5399.5 (last trade 5399.5): unrealized 0
     assert e.positions.day_pnl_net() == pytest.approx(-17.19996 - 12.19996 - 7.19996 - FEE)
@@ -275,8 +277,8 @@ def test_daily_loss_reduces_then_halts_and_the_engine_flattens():
     s = market(e, t, 5396.0, 5396.5, 5396.5)
     # net = 2 x (5396.5 - 5400.5) x 10 - 2.19996 = -82.19996 <= -80: REDUCING
     assert [(r.state, r.who) for r in s.risk_events] == [(REDUCING, "daily_loss")]
-    s = e.on_decision(decision(BUY, 3, t))  # +2 -> +3: an entry, denied
-    assert s.orders == [] and [r.split(":")[0] for r in denials(s)] == ["reducing"]
+    s = e.on_decision(decision(BUY, 3, t))  # +2 -> +3: an entry, not sent while the account reduces
+    assert s.orders == [] and denials(s) == [] and e.policies[WDO].rejected["no_entry_risk_reducing"] == 1
     s = e.on_decision(decision(BUY, 1, t))  # +2 -> +1: sell 1, reduce-only, passes
     assert [(o.side, o.quantity, o.reduce_only) for o in s.orders] == [(SELL, 1, True)]
     e.on_market([book(t + 5 * MS, 5396.0, 5396.5)])  # sold 1 at 5396.0
