@@ -104,7 +104,10 @@ def test_agent_sigkilled_mid_stream_decisions_continue_and_it_returns_learned(ra
     import ray
 
     _, url = valkey_server
-    cfg = make_cfg(tmp_path, features={"enabled": True}, hmarl=hmarl_cfg(model_dir),
+    # Decisions go on without a voter that does not answer within the round timeout: the rule of a
+    # live feed (round_timeout_s). On this simulated feed a round waits recorded_round_timeout_s
+    # (300 s by default, so that timing cannot change a decision); the test sets it as short as live.
+    cfg = make_cfg(tmp_path, features={"enabled": True}, hmarl=hmarl_cfg(model_dir, recorded_round_timeout_s=5),
                    simulator={"rate": 300, "speed": 10})
     sym = cfg.symbols[0]
     g = graph_for(cfg, url)
