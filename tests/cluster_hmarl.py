@@ -44,8 +44,10 @@ def main(model_dir: str) -> None:
         "feed": {"simulator": {"rate": 300, "speed": 10, "start": SESSION_START}},
         "zmq": {**EPHEMERAL_PORTS, "resource": "edges"},
         "recorder": {"enabled": True, "path": str(tmp / "rec")},  # default placement: the head node
+        # recorded_round_timeout_s as short as a live feed's: the test wants decisions to go on while the
+        # killed agent is away (on a simulated feed a round otherwise waits for its restart)
         "hmarl": {"model_dir": model_dir, "horizon_s": 5, "decision_every_ms": 500, "scheduling": "spread",
-                  "agent_resource": "agents"},
+                  "agent_resource": "agents", "recorded_round_timeout_s": 5},
     })
     g = MarketDataGraph(cfg, url)
     out: dict = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}

@@ -69,7 +69,10 @@ def test_sigkill_every_actor_kind_and_stop_valkey(ray_session, model_dir, own_va
         "recorder": {"enabled": False},
         "supervisor": {"ping_timeout_s": 2.0},
         "features": {"enabled": True},
-        "hmarl": {"enabled": True, "model_dir": str(model_dir), "decision_every_ms": 1000, "horizon_s": 5},
+        # A round gives up on a killed voter after 5 s, as on a live feed (a simulated feed waits up to
+        # recorded_round_timeout_s, 300 s by default, for its restart): the kills here are back-to-back.
+        "hmarl": {"enabled": True, "model_dir": str(model_dir), "decision_every_ms": 1000, "horizon_s": 5,
+                  "recorded_round_timeout_s": 5},
     })
     notes: list[str] = []
     g = MarketDataGraph(cfg, url, on_event=notes.append)
