@@ -71,8 +71,8 @@ def backtest_feed(feed: FeedConfig) -> FeedConfig:
     the code's, event time drives everything). Raises ValueError for a source that never ends."""
     if feed.source not in ("simulator", "replay"):
         raise ValueError(f"feed.source: a backtest reads the simulator or a replay, not {feed.source!r}")
-    if feed.source == "simulator" and feed.simulator.max_events <= 0:
-        raise ValueError("feed.simulator.max_events: a backtest needs a finite simulator session (> 0)")
+    if feed.source == "simulator" and feed.simulator.max_events <= 0 and feed.simulator.end is None:
+        raise ValueError("feed.simulator.end or max_events: a backtest needs a finite simulator session")
     return replace(feed, simulator=replace(feed.simulator, speed=0.0), replay=replace(feed.replay, speed=0.0))
 
 

@@ -159,6 +159,9 @@ def test_a_backtest_reads_a_finite_recorded_or_simulated_source_as_fast_as_it_go
     endless = replace(endless, simulator=replace(endless.simulator, max_events=0))
     with pytest.raises(ValueError, match="max_events"):
         backtest_feed(endless)
+    # a session with an end is finite too (a simulated day: profile day, 09:00-18:00)
+    day = replace(endless, simulator=replace(endless.simulator, end="2025-11-24T18:00:00-03:00"))
+    assert backtest_feed(day).simulator.end == "2025-11-24T18:00:00-03:00"
     with pytest.raises(ValueError, match="feed.source"):
         backtest_feed(replace(feed, source="bridge"))
     with pytest.raises(ValueError, match="batch"):
