@@ -20,9 +20,11 @@ $(STAMP): $(PY) requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# A starter ML model from simulator data when models/ has none (the ML voter abstains without one).
+# A starter ML model from a simulated morning when models/ has none (the ML voter abstains without one):
+# the training pipeline's purged CV, calibration and per-fold backtests; its card says what it is worth.
 models/registry.json: | $(STAMP)
-	$(PY) scripts/train_model.py --simulator-events 60000 --horizon-s 10 --out models
+	$(PY) scripts/train_model.py train --sim --date 2026-11-23 --start 09:00 --end 13:00 --seed 0 \
+		--name starter-sim --out models
 
 run: $(STAMP) models/registry.json
 	$(PY) scripts/launch.py $(ARGS)

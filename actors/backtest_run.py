@@ -259,6 +259,21 @@ def _source(cfg: AppConfig, source: BacktestInput) -> tuple[FeedSource, int | No
     return _Window(make_source(cfg.feed, tuple(cfg.symbols)), end), start, end
 
 
+def input_batches(cfg: AppConfig, source: BacktestInput) -> Iterator[list]:
+    """The input's raw event batches as its feed polls them, cut at its end (exclusive); the start
+    bound is the caller's to apply (a replay already starts there, the simulator starts at it)."""
+    feed, _start, _end = _source(cfg, source)
+    try:
+        while not feed.exhausted:
+            batch = feed.poll(POLL_EVENTS)
+            if not batch:
+                feed.wait(SOURCE_WAIT_S)
+                continue
+            yield batch
+    finally:
+        feed.close()
+
+
 def run_backtest(cfg: AppConfig, source: BacktestInput, *, run_id: str, progress: bool = False,
                  capital: float = DEFAULT_CAPITAL, config_path: str | None = None,
                  imported: dict | None = None, stop: Callable[[], bool] | None = None) -> BacktestRun:

@@ -35,12 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.backtest import POLL_EVENTS, SOURCE_WAIT_S
 from actors.backtest_run import (DEFAULT_CAPITAL, BacktestError, BacktestInput, backtest, backtest_config,
-                                 staged_dir, write_run)
+                                 input_batches, staged_dir, write_run)
 from actors.feed import feed_validator
 from pipelines.adapters.files.replay import parse_bound
-from pipelines.adapters.sources import make_source
 from pipelines.alpha.ml import train_model
 from pipelines.backtest import sweep as psweep
 from pipelines.backtest.sweep import ParamSet, RunSummary, SweepError
@@ -139,22 +137,11 @@ def run_task(task: SweepTask) -> TaskResult:
 def read_events(cfg: AppConfig, source: BacktestInput) -> list:
     """The input's events in [start, end), validated as the feed validates them (``cfg`` as
     :func:`backtest_config` made it for ``source``)."""
-    start, end = parse_bound(source.start, is_end=False), parse_bound(source.end, is_end=True)
-    feed = make_source(cfg.feed, tuple(cfg.symbols))
+    start = parse_bound(source.start, is_end=False)
     validator = feed_validator(cfg.feed, cfg.symbols, live=False)
     events: list = []
-    try:
-        while not feed.exhausted:
-            batch = feed.poll(POLL_EVENTS)
-            if not batch:
-                feed.wait(SOURCE_WAIT_S)
-                continue
-            events.extend(e for e in validator.filter(batch)
-                          if (start is None or e.ts_event >= start) and (end is None or e.ts_event < end))
-            if end is not None and batch[-1].ts_event >= end:
-                break
-    finally:
-        feed.close()
+    for batch in input_batches(cfg, source):
+        events.extend(e for e in validator.filter(batch) if start is None or e.ts_event >= start)
     return events + validator.flush()
 
 

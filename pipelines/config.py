@@ -34,6 +34,7 @@ from pipelines.features.config import FeaturesConfig
 from pipelines.model.settings import INT32_MAX, INT64_MAX, SYMBOL_RE, bounded, choices
 from pipelines.persistence.config import ValkeyConfig
 from pipelines.risk.config import RiskConfig, account_problem
+from pipelines.training.config import TrainingConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 HOST_RE = re.compile(r"^[A-Za-z0-9._:*\[\]-]+$")  # a host name, an IPv4/IPv6 address or * (no spaces, no scheme)
@@ -135,6 +136,7 @@ class AppConfig:
     risk: RiskConfig = field(default_factory=RiskConfig)  # the risk engine and kill switch (scripts/ctl.py)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)  # orders on the simulated exchange
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)  # the ML model's pipeline (scripts/train_model.py)
 
 
 def _type_name(tp: Any) -> str:
@@ -320,6 +322,11 @@ def _check_cross_fields(cfg: AppConfig) -> None:
             raise ConfigError(f"symbols[{i}]", f"expected an upper-case contract code like WDOZ26, got {sym!r}")
     if len(set(cfg.symbols)) != len(cfg.symbols):
         raise ConfigError("symbols", "duplicate symbol")
+    tr = cfg.training
+    if tr.cv.n_test_groups >= tr.cv.n_groups:
+        raise ConfigError("training.cv.n_test_groups", f"must be below training.cv.n_groups ({tr.cv.n_groups})")
+    if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", tr.retrain.at):
+        raise ConfigError("training.retrain.at", f"expected HH:MM (Sao Paulo time), got {tr.retrain.at!r}")
     seen: dict[int, str] = {}
     for name, port in cfg.zmq.ports().items():
         if port and port in seen:

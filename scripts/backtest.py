@@ -45,7 +45,6 @@ import json  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 
-import yaml  # noqa: E402
 
 from actors.backtest_run import DEFAULT_CAPITAL, BacktestError, BacktestInput, backtest, write_run  # noqa: E402
 from pipelines.backtest import sweep as psweep  # noqa: E402
@@ -81,17 +80,6 @@ def _at(day: dt.date, text: str, flag: str) -> str:
     except ValueError:
         raise BacktestError(f"{flag}: expected HH:MM or an ISO date/time, got {text!r}") from None
     return dt.datetime.combine(day, t).isoformat()
-
-
-def _overrides(sets: list[str]) -> dict:
-    """``a.b=value`` (YAML scalar) -> {"a": {"b": value}}; the config loader checks the keys."""
-    flat = {}
-    for item in sets:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("--set", f"expected key=value, got {item!r}")
-        flat[key.strip()] = yaml.safe_load(text) if text.strip() else None
-    return psweep.nested(flat)
 
 
 def _sim_window(args, day: dt.date) -> tuple[str, str]:
@@ -216,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id = args.run_id or f"{source.kind}-{_now()}"
         if (Path(args.out) / run_id).exists() and not args.force:
             raise BacktestError(f"{Path(args.out) / run_id} exists (choose another --run-id, or --force)")
-        run = backtest(source, config_path=args.config, overrides=_overrides(args.set), run_id=run_id,
+        run = backtest(source, config_path=args.config, overrides=psweep.set_overrides(args.set), run_id=run_id,
                        progress=not args.quiet, capital=args.capital, stop=lambda: interrupts > 0)
         path = write_run(run, args.out, report=not args.no_report, force=args.force)
     except (ConfigError, BacktestError) as e:
@@ -249,7 +237,7 @@ def _sweep(args, inputs: list[BacktestInput], stop) -> int:
     """A sweep or a walk-forward: sets x inputs as tasks (Ray with --ray), one combined result."""
     from actors import sweep
 
-    overrides = _overrides(args.set)
+    overrides = psweep.set_overrides(args.set)
     if args.ray:
         import ray
 

@@ -545,6 +545,10 @@ class MLModel:
             return []
         X = np.array([v.values for v in vectors], dtype=np.float64)
         p = self.booster.inplace_predict(X, missing=np.nan)
+        if self.meta.get("calibration"):  # the training pipeline's calibration of P(up) (pipelines.training.fit)
+            from pipelines.training.fit import apply_calibration
+
+            p = apply_calibration(self.meta["calibration"], p)
         self._counts["predictions"] += len(vectors)
         return p.astype(float).tolist()
 

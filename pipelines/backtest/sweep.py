@@ -42,6 +42,7 @@ import yaml
 from scipy import stats as sps
 
 from pipelines.backtest.stats import SESSIONS_PER_YEAR, daily_pnl
+from pipelines.config import ConfigError
 
 MAX_SETS = 10_000  # a grid larger than this is refused: narrow it or draw at random
 EULER_GAMMA = 0.5772156649015329  # the Euler-Mascheroni constant of the expected maximum
@@ -222,6 +223,18 @@ def nested(params: Mapping[str, Any]) -> dict[str, Any]:
             raise SweepError(f"{key}: is a section with keys set inside it")
         node[parts[-1]] = value
     return out
+
+
+def set_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """The CLIs' ``--set a.b=value`` (a YAML scalar) as overrides ``{"a": {"b": value}}``; the config
+    loader checks the keys."""
+    flat = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", f"expected key=value, got {item!r}")
+        flat[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    return nested(flat)
 
 
 def validate_sets(sets: Sequence[ParamSet], check: Callable[[dict[str, Any]], object]) -> None:

@@ -35,7 +35,7 @@ from pipelines.alpha.ml import (
     train_model,
 )
 from pipelines.model.messages import FeatureVector, FlowState, LiquidityState
-from tests.helpers import load_script, simulated_events
+from tests.helpers import simulated_events
 
 SYM = "WDOZ26"
 NS_PER_S = 1_000_000_000
@@ -287,21 +287,6 @@ def test_no_model_abstains(vectors, tmp_path, where):
         ml.predict(vectors[-1:])
 
 
-def test_cli_trains_and_registers(tmp_path, capsys):
-    cli = load_script("train_model")
-    rc = cli.main(["--simulator-events", "8000", "--rate", "60", "--horizon-s", "5", "--out", str(tmp_path)])
-    meta = json.loads(capsys.readouterr().out)
-    assert rc == 0 and meta["name"] == "sim-20261123" and meta["feature_hash"] == ENGINE_FEATURE_HASH
-    assert (meta["instrument_root"], meta["data_source"], meta["data_kind"]) == ("WDO", "simulator", "simulated")
-    registry = read_registry(tmp_path)
-    assert registry["current"] == "sim-20261123" and (tmp_path / "sim-20261123.ubj").exists()
-    assert [(v["name"], v["instrument_root"], v["data_source"]) for v in registry["versions"]] == [
-        ("sim-20261123", "WDO", "simulator")]
-    assert MLModel(tmp_path).load_latest()
-    rc = cli.main(["--simulator-events", "8000", "--rate", "60", "--horizon-s", "5", "--out", str(tmp_path)])
-    assert rc == 2 and "already exists" in capsys.readouterr().err
-
-
 # -- the market a model was trained on ------------------------------------------------
 
 
@@ -316,7 +301,7 @@ def test_instrument_roots_and_data_kinds():
 
 @pytest.fixture(scope="module")
 def sim_wdo(vectors, tmp_path_factory) -> Path:
-    """A small real model of simulated WDO (10 trees), as scripts/train_model.py --simulator-events records it."""
+    """A small real model of simulated WDO (10 trees), recorded as trained on the simulator."""
     out = tmp_path_factory.mktemp("sim_wdo")
     meta = train_model(vectors, HORIZON, out, "wdo-sim", params={"num_boost_round": 10}, data_source="simulator")
     assert (meta["instrument_root"], meta["data_source"], meta["data_kind"]) == ("WDO", "simulator", "simulated")
