@@ -38,6 +38,7 @@ from pipelines.training.evaluate import CVResult, compare, cross_validate, make_
 from pipelines.training.fit import fit_model
 
 log = logging.getLogger("quantumtrader.training")
+INNER_SPLITS = 3  # walk-forward folds of the CV that tunes one outer fold's recipe
 
 
 class TrainingError(ValueError):
@@ -100,7 +101,8 @@ def load_dataset(inputs: Sequence[BacktestInput], workdir: Path, *, config_path:
         raise TrainingError(str(e)) from None
 
 
-def _verdict(cv: CVResult) -> str:
+def verdict(cv: CVResult) -> str:
+    """One sentence: what the pooled out-of-sample figures say the model is worth."""
     s = cv.overall["scores"]
     lo, hi = s.get("auc_ci") or [float("nan")] * 2
     base = cv.overall["baselines"]["majority"]["log_loss"]
@@ -146,12 +148,12 @@ def _card(ds: Dataset, cfg: TrainingConfig, fit_cfg: FitConfig, cv: CVResult, se
           tuning: dict | None, backtest: list[dict]) -> dict[str, Any]:
     windows = _fold_windows(cv, ds)
     folds = [{**f, "test_window": f"{_iso(a)} - {_iso(b)}"} for f, (a, b) in zip(cv.folds, windows)]
-    verdict = _verdict(cv)
+    text = verdict(cv)
     nets = [b["net_pnl"] for b in backtest if b.get("error") is None and b.get("net_pnl") is not None]
     if nets:
-        verdict += (f"; alone through the backtest engine, net R$ {sum(nets):+,.2f} after B3 fees over "
+        text += (f"; alone through the backtest engine, net R$ {sum(nets):+,.2f} after B3 fees over "
                     f"{len(nets)} test folds ({', '.join(f'{x:+,.2f}' for x in nets)})")
-    return {"verdict": verdict, "data": {**ds.summary(), "inputs": ds.meta.get("inputs"),
+    return {"verdict": text, "data": {**ds.summary(), "inputs": ds.meta.get("inputs"),
                                              "events": ds.meta.get("events"), "trades": ds.meta.get("trades")},
             "label": ds.meta.get("label"), "decision_every_ns": ds.meta.get("decision_every_ns"),
             "cv": {"scheme": cv.scheme, "folds": folds, "overall": cv.overall, "fold_log_loss": cv.fold_log_loss},
@@ -191,18 +193,13 @@ def train(inputs: Sequence[BacktestInput], *, model_dir: str | Path | None, name
             folds = make_folds(ds.t0, ds.t1, tcfg.cv)
         except ValueError as e:
             raise TrainingError(str(e)) from None
-        fit_cfg, tuning = tcfg.fit, None
+        fit_cfg, tuning, fold_cfgs = tcfg.fit, None, None
         if trials > 0:
-            from actors.tune import tune_model, tune_summary
-
-            say(f"tuning: {trials} trials on Ray ({address or 'local'})")
-            result = tune_model(ds, tcfg.fit, tcfg.cv, trials, seed=tcfg.fit.seed,
-                                consensus_threshold=cfg.hmarl.threshold, address=address, progress=bar)
-            fit_cfg, tuning = result.best, tune_summary(result)
+            fit_cfg, fold_cfgs, tuning = nested_tuning(ds, folds, cfg, trials, address=address, say=say, bar=bar)
         say(f"cross-validation: {len(folds)} {tcfg.cv.scheme} folds")
         try:
             cv = cross_validate(ds, fit_cfg, tcfg.cv, consensus_threshold=cfg.hmarl.threshold, n_boot=tcfg.bootstrap,
-                                seed=tcfg.fit.seed, folds=folds, keep_models=backtest,
+                                seed=tcfg.fit.seed, folds=folds, keep_models=backtest, fold_cfgs=fold_cfgs,
                                 on_fold=lambda k, n: say(f"fold {k}/{n} done"))
         except ValueError as e:
             raise TrainingError(str(e)) from None
@@ -233,6 +230,46 @@ def train(inputs: Sequence[BacktestInput], *, model_dir: str | Path | None, name
         report.decision = decide(model_dir, name, champion, ds, cv, folds, cfg)
         report.seconds = time.monotonic() - started
         return report
+
+
+def nested_tuning(ds: Dataset, folds: list, cfg: AppConfig, trials: int, *, address: str | None,
+                  say: Callable[[str], None], bar: bool) -> tuple[FitConfig, list[FitConfig], dict[str, Any]]:
+    """Hyper-parameters are fitted like everything else: inside each training fold only. Each
+    fold's recipe is tuned by a purged walk-forward CV of that fold's training samples (``INNER_SPLITS``
+    folds), so its test samples never choose it; a fold too small for that keeps ``training.fit``.
+    The recipe of the final model is tuned on every sample. Returns (final recipe, per-fold recipes,
+    the card's tuning record)."""
+    import ray
+
+    from actors.tune import tune_model, tune_summary
+
+    tcfg = cfg.training
+    inner = dataclasses.replace(tcfg.cv, scheme="walk_forward", n_splits=INNER_SPLITS)
+    started = not ray.is_initialized()
+    if started:  # one Ray session for every tuning run
+        ray.init(**({"address": address} if address else {"address": "local", "include_dashboard": False}),
+                 log_to_driver=False)
+    try:
+        fold_cfgs, per_fold = [], []
+        for k, fold in enumerate(folds):
+            say(f"tuning fold {k + 1}/{len(folds)}: {trials} trials on its {len(fold.train)} training samples")
+            try:
+                r = tune_model(ds.subset(fold.train), tcfg.fit, inner, trials, seed=tcfg.fit.seed + k,
+                               consensus_threshold=cfg.hmarl.threshold, progress=bar)
+            except ValueError as e:  # too few samples for the inner folds
+                fold_cfgs.append(tcfg.fit)
+                per_fold.append({"fold": k, "recipe": "training.fit (not tuned)", "why": str(e).splitlines()[0]})
+                continue
+            fold_cfgs.append(r.best)
+            per_fold.append({"fold": k, "recipe": dataclasses.asdict(r.best), "inner_cv_log_loss": r.best_score})
+        say(f"tuning the final recipe: {trials} trials on all {len(ds.y)} samples")
+        final = tune_model(ds, tcfg.fit, tcfg.cv, trials, seed=tcfg.fit.seed, consensus_threshold=cfg.hmarl.threshold,
+                           progress=bar)
+    finally:
+        if started:
+            ray.shutdown()
+    return final.best, fold_cfgs, {**tune_summary(final), "per_fold": per_fold, "inner_splits": INNER_SPLITS,
+                                   "scheme": "nested: each fold's recipe tuned on its training samples only"}
 
 
 def _model_meta(ds: Dataset, cfg: AppConfig) -> dict[str, Any]:

@@ -11,7 +11,9 @@ On Ray: each trial asks for 1 CPU, so a cluster runs as many trials at once as i
 node; the dataset and the folds (made once, here, so a bad CV setting fails before any trial)
 reach the trials through the object store (``tune.with_parameters``), not pickled per trial.
 Trial actors are reused: a fresh worker process per trial would spend longer starting and
-importing XGBoost than a small dataset's whole cross-validation takes. A trial's score depends
+importing XGBoost than a small dataset's whole cross-validation takes. (Tune then gives the next
+trial to an actor that just finished rather than wait for one still starting, so trials shorter
+than an actor's start may run on fewer actors than there are CPUs.) A trial's score depends
 on its parameters only (XGBoost on one thread, ``base.seed``); which parameters Optuna proposes
 after its first random ones depends on which trials finished first when several run at once,
 so the sets tried are reproducible with ``max_concurrent=1`` only.

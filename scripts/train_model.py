@@ -167,6 +167,7 @@ def _summary(report) -> dict:
 
 def cmd_train(args, validate: bool = False) -> int:
     from actors.training import train
+    from pipelines.training.registry import json_ready
 
     inputs, dataset = _input(args)
     overrides = psweep.set_overrides(args.set)
@@ -184,8 +185,10 @@ def cmd_train(args, validate: bool = False) -> int:
         say(f"card: {Path(args.out) / (report.name + '.card.md')}")
         say(("promoted to champion: " if report.decision["promote"] else "not promoted: ") + report.decision["why"])
     else:
-        say(out.get("verdict") or "validated (nothing written)")
-    print(json.dumps(out, default=float))
+        from actors.training import verdict
+
+        say(f"{verdict(report.cv)} (validated: nothing written)")
+    print(json.dumps(json_ready(out), allow_nan=False))
     return 0
 
 

@@ -80,6 +80,10 @@ class Dataset:
     def t1(self) -> np.ndarray:
         return self.labelled()["t1"].to_numpy(np.int64)
 
+    def subset(self, positions: np.ndarray) -> "Dataset":
+        """The labelled rows at ``positions`` (of :meth:`labelled`) as a dataset: a training fold."""
+        return Dataset(self.labelled().iloc[positions].reset_index(drop=True), self.feature_names, dict(self.meta))
+
     def summary(self) -> dict[str, Any]:
         f = self.frame
         y = f["label"]

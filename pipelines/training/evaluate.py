@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -60,8 +60,10 @@ class CVResult:
 
 def cross_validate(ds: Dataset, fit_cfg: FitConfig, cv: CVConfig, *, consensus_threshold: float = 0.15,
                    n_boot: int = 500, seed: int = 0, folds: list[Fold] | None = None,
-                   on_fold: Callable[[int, int], None] | None = None, keep_models: bool = False) -> CVResult:
-    """Fit ``fit_cfg`` on every fold of ``ds`` (``folds``: given, else :func:`make_folds`)."""
+                   on_fold: Callable[[int, int], None] | None = None, keep_models: bool = False,
+                   fold_cfgs: Sequence[FitConfig] | None = None) -> CVResult:
+    """Fit ``fit_cfg`` on every fold of ``ds`` (``folds``: given, else :func:`make_folds`);
+    ``fold_cfgs``: a recipe per fold instead (each tuned on its fold's training samples only)."""
     X, y, t0, t1 = ds.X, ds.y, ds.t0, ds.t1
     last = ds.labelled()["last_return_ticks"].to_numpy(np.float64)
     folds = make_folds(t0, t1, cv) if folds is None else folds
@@ -72,7 +74,8 @@ def cross_validate(ds: Dataset, fit_cfg: FitConfig, cv: CVConfig, *, consensus_t
         tr, te = fold.train, fold.test
         if len(np.unique(y[tr])) < 2:
             raise ValueError(f"fold {k}: its training samples hold one label class only")
-        model = fit_model(X[tr], y[tr], t0[tr], t1[tr], fit_cfg, ds.feature_names)
+        recipe = fit_cfg if fold_cfgs is None else fold_cfgs[k]
+        model = fit_model(X[tr], y[tr], t0[tr], t1[tr], recipe, ds.feature_names)
         p = model.predict(X[te])
         if keep_models:
             models.append(model)

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pipelines.alpha.ml import REGISTRY_FILE, _write_atomic, data_kind, read_registry
 from pipelines.training.fit import FittedModel
 
@@ -69,7 +70,7 @@ def save_model(model_dir: str | Path, name: str, model: FittedModel, meta: dict[
     tmp = model_dir / f".{name}.tmp.ubj"  # save_model picks the format from the suffix
     model.booster.save_model(str(tmp))
     tmp.replace(model_dir / f"{name}.ubj")
-    _write_atomic(model_dir / f"{name}.json", json.dumps(meta, indent=2, default=_json).encode())
+    _write_atomic(model_dir / f"{name}.json", _dump(meta))
     _write_atomic(model_dir / f"{name}.card.md", card_markdown(meta).encode())
     registry["versions"] = [v for v in registry["versions"] if v["name"] != name]
     registry["versions"].append({"name": name, "version": version, "feature_hash": meta.get("feature_hash"),
@@ -81,12 +82,22 @@ def save_model(model_dir: str | Path, name: str, model: FittedModel, meta: dict[
     return meta
 
 
-def _json(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if hasattr(v, "tolist"):
-        return v.tolist()
-    raise TypeError(f"not JSON: {type(v).__name__}")
+def json_ready(v: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays as numbers and lists, an undefined figure (NaN) as
+    null, so strict JSON readers (browsers, jq) read the cards."""
+    if isinstance(v, dict):
+        return {k: json_ready(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [json_ready(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    return None if isinstance(v, float) and v != v else v
+
+
+def _dump(meta: dict[str, Any]) -> bytes:
+    return json.dumps(json_ready(meta), indent=2, allow_nan=False).encode()
 
 
 def _make_champion(registry: dict[str, Any], name: str) -> None:
@@ -136,7 +147,7 @@ def set_status(model_dir: str | Path, name: str, status: str, decision: dict[str
     if decision is not None:
         meta = load_meta(model_dir, name)
         meta.setdefault("card", {})["promotion"] = decision
-        _write_atomic(Path(model_dir) / f"{name}.json", json.dumps(meta, indent=2, default=_json).encode())
+        _write_atomic(Path(model_dir) / f"{name}.json", _dump(meta))
         _write_atomic(Path(model_dir) / f"{name}.card.md", card_markdown(meta).encode())
 
 

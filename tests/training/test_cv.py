@@ -1,9 +1,12 @@
-"""Purged walk-forward and combinatorial purged CV (pipelines/training/cv.py), checked by brute force.
+"""Purged walk-forward and combinatorial purged CV (pipelines/training/cv.py, on purgedcv), checked by brute force.
 
-Every fold is re-derived here with plain loops: the groups from np.array_split's documented sizes
-(the first n % k groups one longer), the test blocks as runs of consecutive sample positions, and
-for each candidate training sample whether its label window [t0, t1] touches a block's span
-[min t0, max t1] (purged) or, if not, whether its t0 falls in (end, end + embargo] (embargoed).
+Every fold is re-derived here with plain loops over samples, from the rules the module documents:
+- groups: CPCV cuts n samples into k groups, the first n % k one longer; walk-forward makes
+  n_splits test blocks of n // (n_splits + 1) samples at the end, the rest before them is block 0;
+- purge: a candidate training sample is purged if its closed window [t0, t1] meets a test
+  sample's closed window (t0_j <= t1_i and t0_i <= t1_j);
+- embargo: a candidate not purged is embargoed if its t0 lies in [t1_j, t1_j + embargo] for a
+  test sample j (purgedcv's closed rule, measured from each test sample's label end).
 """
 
 from __future__ import annotations
@@ -13,39 +16,36 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.training.cv import cpcv_paths, combinatorial_purged, purge, purged_walk_forward
+from pipelines.training.cv import cpcv_paths, combinatorial_purged, purged_walk_forward
 
 
 def samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted t0 with ties; label windows mostly short, a few long enough to reach over a group."""
+    """Sorted t0 with ties; label windows mostly short (from 1 ns), a few long enough to reach over a group."""
     rng = np.random.default_rng(seed)
     t0 = np.cumsum(rng.integers(0, 5, n)).astype(np.int64)
-    length = np.where(rng.random(n) < 0.05, rng.integers(50, 150, n), rng.integers(0, 40, n))
+    length = np.where(rng.random(n) < 0.05, rng.integers(50, 150, n), rng.integers(1, 40, n))
     return t0, (t0 + length).astype(np.int64)
 
 
-def group_ranges(n: int, k: int) -> list[range]:
+def cpcv_groups(n: int, k: int) -> list[range]:
     q, r = divmod(n, k)
     sizes = [q + 1] * r + [q] * (k - r)
     starts = [sum(sizes[:g]) for g in range(k)]
     return [range(s, s + size) for s, size in zip(starts, sizes)]
 
 
+def walk_forward_blocks(n: int, n_splits: int) -> list[range]:
+    size = n // (n_splits + 1)
+    first = n - n_splits * size
+    return [range(0, first)] + [range(first + k * size, first + (k + 1) * size) for k in range(n_splits)]
+
+
 def expected_split(t0, t1, test: list[int], candidates: list[int], embargo: int):
-    spans, run = [], [test[0]]
-    for j in test[1:]:
-        if j == run[-1] + 1:
-            run.append(j)
-        else:
-            spans.append(run)
-            run = [j]
-    spans.append(run)
-    spans = [(min(t0[j] for j in r), max(t1[j] for j in r)) for r in spans]
     kept, purged, embargoed = [], 0, 0
     for i in candidates:
-        if any(t0[i] <= e and t1[i] >= s for s, e in spans):
+        if any(t0[j] <= t1[i] and t0[i] <= t1[j] for j in test):
             purged += 1
-        elif any(e < t0[i] <= e + embargo for _, e in spans):
+        elif any(t1[j] <= t0[i] <= t1[j] + embargo for j in test):
             embargoed += 1
         else:
             kept.append(i)
@@ -59,36 +59,37 @@ def check_fold(fold, t0, t1, test: list[int], candidates: list[int], embargo: in
     kept, purged, embargoed = expected_split(t0.tolist(), t1.tolist(), test, candidates, embargo)
     assert fold.train.tolist() == kept
     assert (fold.purged, fold.embargoed) == (purged, embargoed)
-    # No kept training label window overlaps any test sample's own label window.
-    a, b = t0[fold.train][:, None], t1[fold.train][:, None]
-    assert not ((a <= t1[fold.test][None, :]) & (b >= t0[fold.test][None, :])).any()
 
 
-def test_purge_hand_case():
+def test_closed_windows_and_the_embargo_by_hand():
+    # Groups of 2 (n_groups=3, one test group): [0, 1] [2, 3] [4, 5]; test group 1 = samples 2, 3.
     t0 = np.array([0, 10, 20, 25, 40, 50], np.int64)
     t1 = np.array([20, 12, 25, 35, 41, 60], np.int64)
-    # test span (20, 25) = sample 2. Sample 0 [0, 20] touches it at 20 -> purged; sample 3 [25, 35]
-    # touches it at 25 -> purged; sample 4 starts at 40 in (25, 25 + 15] -> embargoed; 1 and 5 kept.
-    kept, n_purged, n_embargoed = purge([0, 1, 3, 4, 5], t0, t1, [(20, 25)], 15)
-    assert kept.tolist() == [1, 5] and (n_purged, n_embargoed) == (2, 1)
-    # Without embargo sample 4 stays; a sample both purged (span 2) and after span 1 counts as purged.
-    kept, n_purged, n_embargoed = purge([0, 1, 3, 4, 5], t0, t1, [(20, 25)], 0)
-    assert kept.tolist() == [1, 4, 5] and (n_purged, n_embargoed) == (2, 0)
-    kept, n_purged, n_embargoed = purge([1, 3, 4, 5], t0, t1, [(0, 5), (40, 41)], 40)
-    # span (0, 5): 1 [10, 12] and 3 [25, 35] start in its embargo (5, 45] -> embargoed; 4 [40, 41]
-    # starts there too but touches span (40, 41) -> purged; 5 [50, 60] starts in (41, 81] -> embargoed.
-    assert kept.tolist() == [] and (n_purged, n_embargoed) == (1, 3)
+    folds = {f.groups: f for f in combinatorial_purged(t0, t1, 3, 1, embargo_ns=5, min_train=0)}
+    # Sample 0 [0, 20] ends exactly at test sample 2's t0: its label used the trade at 20 -> purged.
+    # Sample 4 starts at 40, in [t1_3, t1_3 + 5] = [35, 40] -> embargoed. 1 and 5 kept.
+    f = folds[(1,)]
+    assert f.train.tolist() == [1, 5] and (f.purged, f.embargoed) == (1, 1)
+    assert (f.test_start_ns, f.test_end_ns) == (20, 35)
+    # One ns less embargo and sample 4 (t0 = 40 > 35 + 4) stays.
+    f = {g.groups: g for g in combinatorial_purged(t0, t1, 3, 1, embargo_ns=4, min_train=0)}[(1,)]
+    assert f.train.tolist() == [1, 4, 5] and (f.purged, f.embargoed) == (1, 0)
+    # Test group 0 = samples 0, 1: sample 2 starts at 20 == t1_0 -> purged (closed); sample 3 starts
+    # at 25 in [20, 25] -> embargoed; 4 and 5 kept.
+    f = folds[(0,)]
+    assert f.train.tolist() == [4, 5] and (f.purged, f.embargoed) == (1, 1)
 
 
 @pytest.mark.parametrize("seed, n, n_splits, embargo", [(0, 400, 3, 0), (1, 401, 4, 25), (2, 333, 5, 80)])
 def test_walk_forward_folds_are_purged_and_before_the_test(seed, n, n_splits, embargo):
     t0, t1 = samples(n, seed)
     folds = purged_walk_forward(t0, t1, n_splits, embargo_ns=embargo, min_train=10)
-    groups = group_ranges(n, n_splits + 1)
+    blocks = walk_forward_blocks(n, n_splits)
     assert len(folds) == n_splits
     for k, fold in enumerate(folds):
         assert fold.index == k and fold.groups == (k + 1,)
-        test = list(groups[k + 1])
+        test = list(blocks[k + 1])
+        assert len(test) == n // (n_splits + 1)
         check_fold(fold, t0, t1, test, list(range(test[0])), embargo)
         assert fold.train.max() < test[0]
         assert t1[fold.train].max() < fold.test_start_ns  # every kept label is known before the test starts
@@ -96,12 +97,20 @@ def test_walk_forward_folds_are_purged_and_before_the_test(seed, n, n_splits, em
     assert sum(f.purged for f in folds) > 0  # the long windows did reach over a boundary
 
 
+def test_walk_forward_remainder_goes_to_the_first_training_block():
+    # 333 samples, 5 splits: 5 test blocks of 55 at the end, 58 samples before them.
+    t0 = np.arange(333, dtype=np.int64) * 10
+    folds = purged_walk_forward(t0, t0 + 1, 5, min_train=0)
+    assert [(f.test[0], len(f.test)) for f in folds] == [(58, 55), (113, 55), (168, 55), (223, 55), (278, 55)]
+    assert [len(f.train) for f in folds] == [58, 113, 168, 223, 278]  # nothing overlaps: windows 1 ns, 10 ns apart
+
+
 @pytest.mark.parametrize("seed, n, n_groups, k, embargo", [(3, 400, 6, 2, 0), (4, 397, 6, 2, 30), (5, 600, 5, 3, 60),
                                                            (6, 300, 4, 1, 15)])
 def test_cpcv_folds_are_purged_and_embargoed_around_each_block(seed, n, n_groups, k, embargo):
     t0, t1 = samples(n, seed)
     folds = combinatorial_purged(t0, t1, n_groups, k, embargo_ns=embargo, min_train=10)
-    groups = group_ranges(n, n_groups)
+    groups = cpcv_groups(n, n_groups)
     assert len(folds) == math.comb(n_groups, k)
     times_tested = np.zeros(n, int)
     for fold in folds:
@@ -109,9 +118,18 @@ def test_cpcv_folds_are_purged_and_embargoed_around_each_block(seed, n, n_groups
         candidates = [i for i in range(n) if i not in set(test)]
         check_fold(fold, t0, t1, test, candidates, embargo)
         times_tested[fold.test] += 1
+        if embargo:
+            # After a test block the embargo is (block's max t1, max t1 + embargo]: the first kept
+            # training sample after each block starts beyond it.
+            for g in fold.groups:
+                if g + 1 < n_groups and g + 1 not in fold.groups:
+                    end = max(t1[i] for i in groups[g])
+                    after = [i for i in fold.train if i > groups[g][-1]]
+                    assert not after or t0[after[0]] > end + embargo
     assert (times_tested == math.comb(n_groups - 1, k - 1)).all()
     if embargo:
         assert sum(f.embargoed for f in folds) > 0
+    assert sum(f.purged for f in folds) > 0
 
 
 def test_cpcv_tests_every_combination_in_order():
@@ -121,21 +139,24 @@ def test_cpcv_tests_every_combination_in_order():
     assert [f.index for f in folds] == list(range(6))
 
 
-def test_cpcv_adjacent_test_groups_form_one_block():
+def test_cpcv_purges_against_every_test_group():
     # Four samples per group, label windows 1 ns long, samples 10 ns apart; no embargo.
     t0 = np.arange(16, dtype=np.int64) * 10
     t1 = t0 + 1
     t1[3] = 50  # group 0's last label is decided at 50, inside group 1
+    t1[7] = 80  # group 1's last label is decided at 80, exactly group 2's first t0
     folds = {f.groups: f for f in combinatorial_purged(t0, t1, 4, 2, min_train=1)}
-    # (1, 2) is one block, span [40, 111]: sample 3's window [30, 50] overlaps it -> purged.
+    # (1, 2): sample 3 [30, 50] overlaps test samples 4 [40, 41] and 5 [50, 51] -> purged.
     assert folds[(1, 2)].train.tolist() == [0, 1, 2] + list(range(12, 16))
     assert folds[(1, 2)].purged == 1
-    # (0, 3) are two blocks, spans [0, 50] and [120, 151]: samples 4 [40, 41] and 5 [50, 51] touch
-    # the first one's span and are purged, though no test sample's own window covers 5.
+    # (0, 3): samples 4 [40, 41] and 5 [50, 51] start inside test sample 3's window [30, 50] -> purged;
+    # sample 11 [110, 111] meets nothing of group 3 (from 120) and stays.
     assert folds[(0, 3)].train.tolist() == list(range(6, 12)) and folds[(0, 3)].purged == 2
     assert (folds[(0, 3)].test_start_ns, folds[(0, 3)].test_end_ns) == (0, 151)
-    # (0, 1) is one block, span [0, 71]: nothing after it reaches back.
-    assert folds[(0, 1)].train.tolist() == list(range(8, 16)) and folds[(0, 1)].purged == 0
+    # (0, 2): 4 and 5 purged by sample 3; sample 7 [70, 80] ends at test sample 8's t0 -> purged.
+    assert folds[(0, 2)].train.tolist() == [6, 12, 13, 14, 15] and folds[(0, 2)].purged == 3
+    # (0, 1): sample 8 starts at 80 == t1_7: purged (closed windows); 9 to 15 kept.
+    assert folds[(0, 1)].train.tolist() == list(range(9, 16)) and folds[(0, 1)].purged == 1
 
 
 @pytest.mark.parametrize("n_groups, k, paths", [(6, 2, 5), (10, 2, 9), (5, 1, 1), (6, 3, 10), (8, 4, 35)])
@@ -152,20 +173,24 @@ def test_folds_cover_every_sample_once_per_fold():
 
 
 T0 = np.arange(100, dtype=np.int64)
+T1 = T0 + 1
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda: purged_walk_forward(T0[::-1].copy(), T0[::-1].copy(), 3), "sorted by t0"),
-    (lambda: purged_walk_forward(T0, T0 - 1, 3), "t1 must be >= t0"),
-    (lambda: purged_walk_forward(T0, T0[:50], 3), "same length"),
-    (lambda: purged_walk_forward(T0.astype(float), T0, 3), "integer ns"),
-    (lambda: purged_walk_forward(T0, T0, 1), "n_splits"),
-    (lambda: purged_walk_forward(T0, T0, 3, embargo_ns=-1), "embargo_ns"),
-    (lambda: purged_walk_forward(T0, T0, 3, min_train=30), "too few samples"),  # fold 0 trains on 25
-    (lambda: purged_walk_forward(T0[:3], T0[:3], 3, min_train=0), "too few samples"),  # an empty test group
-    (lambda: combinatorial_purged(T0, T0, 6, 0), "n_test_groups"),
-    (lambda: combinatorial_purged(T0, T0, 6, 6), "n_test_groups"),
-    (lambda: combinatorial_purged(T0, T0, 6, 2, embargo_ns=-5), "embargo_ns"),
+    (lambda: purged_walk_forward(T0[::-1].copy(), T1[::-1].copy(), 3), "sorted by t0"),
+    (lambda: purged_walk_forward(T0, T0 - 1, 3), "t1 must be > t0"),
+    (lambda: combinatorial_purged(T0, T0, 6, 2), "t1 must be > t0"),  # an empty label window
+    (lambda: purged_walk_forward(T0, T1[:50], 3), "same length"),
+    (lambda: purged_walk_forward(T0.astype(float), T1, 3), "integer ns"),
+    (lambda: purged_walk_forward(T0, T1, 1), "n_splits"),
+    (lambda: purged_walk_forward(T0, T1, 2.5), "n_splits"),
+    (lambda: purged_walk_forward(T0, T1, 3, embargo_ns=-1), "embargo_ns"),
+    (lambda: purged_walk_forward(T0, T1, 3, min_train=30), "too few samples"),  # fold 0 trains on 25
+    (lambda: purged_walk_forward(T0[:3], T1[:3], 3, min_train=0), "too few samples"),  # an empty test block
+    (lambda: combinatorial_purged(T0, T1, 6, 0), "n_test_groups"),
+    (lambda: combinatorial_purged(T0, T1, 6, 6), "n_test_groups"),
+    (lambda: combinatorial_purged(T0, T1, 6, 2, embargo_ns=-5), "embargo_ns"),
+    (lambda: combinatorial_purged(T0[:5], T1[:5], 6, 2, min_train=0), "too few samples: 5 for 6 groups"),
     (lambda: combinatorial_purged(T0, T0 + 40, 6, 2, min_train=50), "too few samples"),
     (lambda: cpcv_paths(4, 4), "n_test_groups"),
 ])
@@ -176,8 +201,8 @@ def test_bad_input_is_one_line_value_error(call, words):
 
 
 def test_walk_forward_min_train_counts_after_purge():
-    # 100 samples, 4 groups of 25; each label window reaches 30 samples ahead, so fold 0's 25
-    # training samples all overlap group 1 and are purged.
+    # 100 samples, 3 test blocks of 25 after a first block of 25; each label window reaches 30
+    # samples ahead, so fold 0's 25 training samples all overlap block 1 and are purged.
     with pytest.raises(ValueError, match="too few samples: fold 0"):
         purged_walk_forward(T0, T0 + 30, 3, min_train=1)
     folds = purged_walk_forward(T0, T0 + 30, 3, min_train=0)

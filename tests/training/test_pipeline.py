@@ -241,14 +241,27 @@ def test_the_running_ml_actor_serves_the_new_champion_within_its_reload_interval
 # -- the command line -------------------------------------------------------------------------
 
 
-def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train_model.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+@pytest.fixture()
+def run_cli(capsys):
+    """scripts/train_model.py's main() in this process (the script's own start-up is tested once below):
+    (exit code, stdout, stderr)."""
+    from types import SimpleNamespace
+
+    from tests.helpers import load_script
+
+    script = load_script("train_model")
+
+    def run(*args):
+        rc = script.main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+    return run
 
 
 @pytest.mark.slow
-def test_train_validate_list_and_card_on_a_simulated_session(tmp_path):
-    common = ["--sim", "--date", "2026-11-24", "--start", "09:00", "--end", "10:00", "--seed", "5",
+def test_train_validate_list_and_card_on_a_simulated_session(tmp_path, run_cli):
+    common = ["--sim", "--date", "2026-11-24", "--start", "09:00", "--end", "09:50", "--seed", "5",
               "--set", "training.cv.n_splits=3", "--set", "training.bootstrap=200", "--quiet"]
     p = run_cli("train", *common, "--out", str(tmp_path), "--name", "sim-a")
     assert p.returncode == 0, p.stderr[-2000:]
@@ -271,7 +284,7 @@ def test_train_validate_list_and_card_on_a_simulated_session(tmp_path):
     assert lst.returncode == 0 and "sim-a" in lst.stdout and "champion" in lst.stdout
 
 
-def test_bad_input_is_one_line_exit_2_and_writes_no_model(tmp_path):
+def test_bad_input_is_one_line_exit_2_and_writes_no_model(tmp_path, run_cli):
     cases = [
         (["train", "--sim", "--date", "2026-11-24", "--start", "10:00", "--end", "10:02", "--quiet"], "too few"),
         (["train", "--recordings", str(tmp_path / "none"), "--quiet"], "recordings folder not found"),
@@ -287,12 +300,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_no_model(tmp_path):
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").glob("*.ubj"))
 
 
-def test_a_dataset_of_other_features_is_refused(tmp_path):
+def test_a_dataset_of_other_features_is_refused_by_the_script(tmp_path):
     ds = planted_dataset(400)
     ds.meta["feature_hash"] = "ffffffffffffffff"
     ds.save(tmp_path / "old.parquet")
-    p = run_cli("train", "--dataset", str(tmp_path / "old.parquet"), "--out", str(tmp_path / "m"), "--quiet")
-    assert p.returncode == 2 and "feature_hash ffffffffffffffff but the engine's is" in p.stderr
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "train_model.py"), "train", "--dataset",
+                        str(tmp_path / "old.parquet"), "--out", str(tmp_path / "m"), "--quiet"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [f"train_model: dataset {tmp_path / 'old.parquet'}: feature_hash "
+                                             f"ffffffffffffffff but the engine's is {ENGINE_FEATURE_HASH}: the features "
+                                             f"were defined differently when it was built; rebuild it"]
     assert not (tmp_path / "m").exists()
 
 
@@ -329,7 +347,7 @@ def three_days(tmp_path_factory):
     root = base / "recordings"
     for i, day in enumerate(("2026-11-23", "2026-11-24", "2026-11-25")):
         part = base / f"part-{i}"
-        record_input(BacktestInput("simulator", start=f"{day}T09:00", end=f"{day}T09:50", seed=11 + i, rate=40,
+        record_input(BacktestInput("simulator", start=f"{day}T09:00", end=f"{day}T09:40", seed=11 + i, rate=40,
                                    profile="day"), part)
         for d in part.glob("*/symbol=*/date=*"):
             target = root / d.relative_to(part)
@@ -339,7 +357,7 @@ def three_days(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_retrain_uses_the_last_n_days_and_proposes_a_challenger(tmp_path, three_days):
+def test_retrain_uses_the_last_n_days_and_proposes_a_challenger(tmp_path, three_days, run_cli):
     sets = ["--set", f"training.retrain.recordings={three_days}", "--set", "training.retrain.trials=0",
             "--set", "training.cv.n_splits=3", "--set", "training.bootstrap=0", "--set", "training.backtest=false",
             "--quiet"]
@@ -347,7 +365,7 @@ def test_retrain_uses_the_last_n_days_and_proposes_a_challenger(tmp_path, three_
                     "--out", str(tmp_path), "--data-source", "simulator")
     assert first.returncode == 0, first.stderr[-2000:]
     card = json.loads((tmp_path / "r1.json").read_text())["card"]
-    assert card["data"]["start"].startswith("2026-11-25T09:00") and card["data"]["end"].startswith("2026-11-25T09:49")
+    assert card["data"]["start"].startswith("2026-11-25T09:00") and card["data"]["end"].startswith("2026-11-25T09:39")
     second = run_cli("--retrain", *sets, "--set", "training.retrain.days=2", "--name", "r2",
                      "--out", str(tmp_path), "--data-source", "simulator")
     assert second.returncode == 0, second.stderr[-2000:]

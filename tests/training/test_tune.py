@@ -25,6 +25,10 @@ NS = 1_000_000_000
 T_START = 1_796_000_000 * NS  # 2026-11-30
 BASE = FitConfig(num_boost_round=60, early_stopping_rounds=10, seed=7)  # small: each CV well under a second
 CV = CVConfig(n_splits=4, embargo_s=20.0, min_train=200)
+# On the cluster, trials of 1-4 s (no early stopping), longer than starting a trial actor, as real
+# trials are: Tune gives a finished actor the next trial rather than wait for one still starting,
+# so much shorter trials could all run on whichever node's actor came up first.
+CLUSTER_BASE = FitConfig(num_boost_round=1500, early_stopping_rounds=1500, seed=7)
 
 
 def planted_dataset(n: int = 1500, seed: int = 3, up_from: int | None = None) -> Dataset:
@@ -43,13 +47,13 @@ def planted_dataset(n: int = 1500, seed: int = 3, up_from: int | None = None) ->
     return Dataset(frame, tuple(VECTOR_NAMES), {"symbol": "WDOZ26", "feature_hash": ENGINE_FEATURE_HASH})
 
 
-def recomputed(ds: Dataset, params: dict) -> tuple[float, list[float]]:
+def recomputed(ds: Dataset, base: FitConfig, params: dict) -> tuple[float, list[float]]:
     """The trial's score computed in this process, without Ray: the mean of the fold losses."""
-    r = cross_validate(ds, dataclasses.replace(BASE, **params), CV, n_boot=0, seed=0)
+    r = cross_validate(ds, dataclasses.replace(base, **params), CV, n_boot=0, seed=0)
     return float(np.mean(r.fold_log_loss)), [float(x) for x in r.fold_log_loss]
 
 
-def check_trials(ds: Dataset, trials: list[dict], space: dict) -> None:
+def check_trials(ds: Dataset, base: FitConfig, trials: list[dict], space: dict) -> None:
     """Each trial: params inside the space, scores equal to a recompute here."""
     for t in trials:
         assert t["error"] is None, t
@@ -57,7 +61,7 @@ def check_trials(ds: Dataset, trials: list[dict], space: dict) -> None:
         for k, (kind, lo, hi) in space.items():
             assert lo <= t["params"][k] <= hi
             assert isinstance(t["params"][k], int if kind == "int" else float)
-        mean, folds = recomputed(ds, t["params"])
+        mean, folds = recomputed(ds, base, t["params"])
         assert t["fold_log_loss"] == pytest.approx(folds, rel=1e-9, abs=1e-12)
         assert t["cv_log_loss"] == pytest.approx(mean, rel=1e-9, abs=1e-12)
         assert len(folds) == CV.n_splits
@@ -87,7 +91,7 @@ def test_trials_on_the_session_ray_report_their_purged_cv_score(ray_session):
     ds = planted_dataset()
     result = tune_model(ds, BASE, CV, 4, seed=11, progress=False)
     assert [t["trial"] for t in result.trials] == [0, 1, 2, 3]
-    check_trials(ds, result.trials, DEFAULT_SPACE)
+    check_trials(ds, BASE, result.trials, DEFAULT_SPACE)
     assert len({json.dumps(t["params"], sort_keys=True) for t in result.trials}) == 4  # four different sets
     scores = [t["cv_log_loss"] for t in result.trials]
     assert result.best_trial == int(np.argmin(scores)) and result.best_score == min(scores)
@@ -125,7 +129,7 @@ def _cluster_main() -> None:
     worker = cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        result = tune_model(planted_dataset(), BASE, CV, 6, seed=5, progress=False)
+        result = tune_model(planted_dataset(), CLUSTER_BASE, CV, 6, seed=5, progress=False)
         out = {"head": cluster.head_node.node_id, "worker": worker.node_id, "trials": result.trials,
                "best_trial": result.best_trial, "best_score": result.best_score,
                "ray_still_up": ray.is_initialized()}
@@ -149,7 +153,7 @@ def test_tuning_on_a_two_node_cluster_spreads_trials_and_scores_them_as_in_proce
     assert [t["trial"] for t in r["trials"]] == list(range(6))
     assert {t["node"] for t in r["trials"]} == {r["head"], r["worker"]}  # both nodes ran trials
     assert r["ray_still_up"]  # a Ray session it found is left running
-    check_trials(planted_dataset(), r["trials"], DEFAULT_SPACE)
+    check_trials(planted_dataset(), CLUSTER_BASE, r["trials"], DEFAULT_SPACE)
     scores = [t["cv_log_loss"] for t in r["trials"]]
     assert r["best_trial"] == int(np.argmin(scores)) and r["best_score"] == min(scores)
 
