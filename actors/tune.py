@@ -81,6 +81,9 @@ def check_space(space: dict[str, tuple[str, float, float]]) -> dict[str, tuple[s
             raise ValueError(f"search space: {name} must be (kind, low, high), got {spec!r}") from None
         if kind not in _KINDS:
             raise ValueError(f"search space: {name} kind must be one of {', '.join(_KINDS)}, got {kind!r}")
+        if kind == "int" and not (lo.is_integer() and hi.is_integer()):
+            raise ValueError(f"search space: {name} is an integer field, its range must be whole numbers, "
+                             f"got [{lo:g}, {hi:g}]")
         if (kind == "int") != (types[name] == "int"):
             raise ValueError(f"search space: {name} is {'an integer' if types[name] == 'int' else 'a float'} field, "
                              f"kind {kind!r} does not fit")

@@ -40,7 +40,7 @@ from actors.feed import FeedActor, Route
 from actors.rounds import RoundPlan
 from pipelines.adapters.sources import make_source
 from pipelines.alpha.registry import ML_VOTER
-from pipelines.config import AppConfig
+from pipelines.config import AppConfig, HmarlConfig
 from pipelines.execution.costs import CostModel
 from pipelines.model.instruments import tick_size_for
 from pipelines.persistence.runs import new_run_id, stage_totals
@@ -55,6 +55,11 @@ RECORDER = "recorder"
 ANALYTICS_PUBLISHER = "analytics_publisher"
 ALL_KINDS = frozenset({"tick", "book", "book_update"})
 RECORDED_SOURCES = frozenset({"simulator", "replay"})  # feeds whose event time runs at the reader's pace
+
+
+def model_path(cfg: HmarlConfig) -> Path:
+    """``hmarl.model_dir``, relative to the repository (where ``make run`` trains the starter)."""
+    return Path(cfg.model_dir) if Path(cfg.model_dir).is_absolute() else REPO / cfg.model_dir
 
 
 def buffer_name(kind: str, symbol: str) -> str:
@@ -195,7 +200,7 @@ class MarketDataGraph:
                  for a in cfg.agents]
         voters = tuple(cfg.agents)
         if cfg.ml_enabled:
-            model_dir = Path(cfg.model_dir) if Path(cfg.model_dir).is_absolute() else REPO / cfg.model_dir
+            model_dir = model_path(cfg)
             specs.append(ActorSpec(ml_name(sym), MLActor, config,
                                    dict(model_dir=str(model_dir), feed_source=self.cfg.feed.source),
                                    options=dict(placement)))

@@ -8,6 +8,8 @@
     python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--batch-ms 5] [--graph]
     python scripts/bench.py backtest [--events 200000] [--rate 2000] [--repeats 3] [--decision-ms 1000]
                                      [--only throughput,day,sweep] [--day-rate 40] [--sweep-tasks 4]
+    python scripts/bench.py training [--events 400000] [--rate 40] [--repeats 3] [--trials 16] [--tune-repeats 3]
+                                     [--only dataset,cv,tune]
 
 pipeline: the issue-2 graph (simulator feed -> buffers -> Valkey and ZeroMQ) on
 a private local Ray and an embedded Valkey. For each offered rate it reports
@@ -120,6 +122,22 @@ runs over the same events as Ray tasks on a private local Ray with 2 CPUs, first
 time (each task asks for both CPUs), then two at a time (one CPU each), interleaved
 ``--sweep-repeats`` times; the speed-up is the median wall time of the one-at-a-time runs
 over the two-at-a-time runs' (the tasks of both runs give the same decisions, checked).
+
+training: the ML training pipeline (pipelines/training, actors/tune.py) on one simulator
+session (``--events`` events at ``--rate`` events/s of event time, ``--seed``), generated once.
+``dataset``: :func:`build_dataset` (features at the ``--decision-ms`` cadence through the live
+engine's class, fixed-horizon labels with the default dead zone) ``--repeats`` times: samples/s
+and events/s of wall time, then the median. ``cv``: one :func:`cross_validate` of that dataset
+with the default FitConfig and CVConfig (walk-forward, 5 folds, 500 bootstrap resamples), in
+seconds. ``tune``: ``--trials`` Optuna trials on Ray Tune over the default search space, on a
+fresh local Ray of 1 CPU and of 2 CPUs (one and two trials at a time; Ray's start is not timed),
+interleaved ``--tune-repeats`` times (1, 2, 1, 2, ...); the speed-up is the median wall time of
+the 1-CPU runs over the 2-CPU runs'. Each trial is a whole purged CV (no bootstrap) in a reused
+Tune actor. A fresh Ray per run, because Tune hands the next trial to an actor that just
+finished rather than wait for one still starting: on a Ray whose idle worker processes earlier
+runs used up, the second actor of short trials never gets a trial. ``same_trials_one_at_a_time``: whether the 1-CPU runs tried the same parameters
+with the same scores (Optuna is seeded; with two at a time its later proposals depend on which
+trial finished first).
 """
 
 from __future__ import annotations
@@ -1001,6 +1019,106 @@ def bench_backtest_sweep(args, model_dir: str, statistics) -> None:
         ray.shutdown()
 
 
+# -- training ---------------------------------------------------------------------------------
+
+
+def training_config(args):
+    from pipelines.config import config_from_dict
+
+    return config_from_dict({
+        "symbols": [BACKTEST_SYM],
+        "feed": {"simulator": {"seed": args.seed, "rate": args.rate, "start": args.start,
+                               "max_events": args.events, "speed": 0.0}},
+        "recorder": {"enabled": False},
+        "hmarl": {"decision_every_ms": args.decision_ms},
+    })
+
+
+def bench_training(args) -> None:
+    import statistics
+
+    from pipelines.model.clock import NS_PER_MS
+    from pipelines.training.dataset import build_dataset
+
+    cfg = training_config(args)
+    events = simulate(cfg)
+    common = {"bench": "training", "events": len(events), "rate": args.rate, "seed": args.seed,
+              "decision_ms": args.decision_ms}
+
+    def build():
+        return build_dataset(events, BACKTEST_SYM, cfg.feed.simulator.tick_size, cfg.training.label,
+                             decision_every_ns=int(cfg.hmarl.decision_every_ms * NS_PER_MS),
+                             vector_every_ns=int(cfg.features.vector_every_ms * NS_PER_MS),
+                             costs=cfg.execution.exchange.costs, source="simulator")
+
+    ds = None
+    if "dataset" in args.only:
+        seconds = []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            ds = build()
+            dt = time.perf_counter() - t0
+            seconds.append(dt)
+            s = ds.summary()
+            emit(**common, part="dataset", run=r, samples=s["samples"], labelled=s["labelled"], seconds=round(dt, 3),
+                 samples_per_s=round(s["samples"] / dt), events_per_s=round(len(events) / dt))
+        med = statistics.median(seconds)
+        emit(**common, part="dataset", summary="median", runs=len(seconds), samples=len(ds.frame),
+             seconds=round(med, 3), samples_per_s=round(len(ds.frame) / med), events_per_s=round(len(events) / med),
+             min_s=round(min(seconds), 3), max_s=round(max(seconds), 3))
+    ds = ds if ds is not None else build()
+    if "cv" in args.only:
+        from pipelines.training.evaluate import cross_validate
+
+        tcfg = cfg.training
+        t0 = time.perf_counter()
+        result = cross_validate(ds, tcfg.fit, tcfg.cv, consensus_threshold=cfg.hmarl.threshold,
+                                n_boot=tcfg.bootstrap, seed=tcfg.fit.seed)
+        emit(**common, part="cv", scheme=tcfg.cv.scheme, folds=len(result.fold_log_loss), labelled=len(ds.y),
+             n_boot=tcfg.bootstrap, seconds=round(time.perf_counter() - t0, 3), score=round(result.score, 5))
+    if "tune" in args.only:
+        bench_training_tune(args, cfg, ds, common, statistics)
+
+
+def bench_training_tune(args, cfg, ds, common: dict, statistics) -> None:
+    """The same ``--trials`` tuning run on a fresh local Ray of 1 CPU and of 2 CPUs, interleaved."""
+    import os
+
+    import ray
+
+    from actors.tune import tune_model
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    tcfg = cfg.training
+    times: dict[int, list[float]] = {1: [], 2: []}
+    sequential: set[str] = set()
+    for r in range(args.tune_repeats):
+        for workers in (1, 2):
+            # A fresh Ray per run (its start not timed): every run begins with idle worker processes
+            # for its trial actors; tune_model runs as many trials at once as the Ray has CPUs.
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     object_store_memory=200_000_000)
+            try:
+                t0 = time.perf_counter()
+                result = tune_model(ds, tcfg.fit, tcfg.cv, args.trials, seed=args.seed,
+                                    consensus_threshold=cfg.hmarl.threshold, progress=False)
+                dt = time.perf_counter() - t0
+            finally:
+                ray.shutdown()
+            times[workers].append(dt)
+            if workers == 1:
+                sequential.add(orjson.dumps([(t["params"], t["cv_log_loss"]) for t in result.trials],
+                                            option=orjson.OPT_SORT_KEYS).decode())
+            emit(**common, part="tune", run=r, workers=workers, trials=args.trials, labelled=len(ds.y),
+                 seconds=round(dt, 3), seconds_per_trial=round(dt / args.trials, 3),
+                 failed=sum(t["error"] is not None for t in result.trials), best_score=round(result.best_score, 5))
+    one, two = statistics.median(times[1]), statistics.median(times[2])
+    emit(**common, part="tune", summary="median", trials=args.trials, runs=args.tune_repeats,
+         seconds_1_worker=round(one, 3), seconds_2_workers=round(two, 3), speedup=round(one / two, 3),
+         same_trials_one_at_a_time=len(sequential) == 1,
+         how="Ray Tune + OptunaSearch, 1 CPU per trial, trial actors reused, a fresh local Ray of 1 vs 2 CPUs")
+
+
 def graph_parser(sub, name: str, help_text: str, warmup: float):
     """A subcommand that runs the actor graph at a list of offered rates."""
     p = sub.add_parser(name, help=help_text)
@@ -1071,6 +1189,20 @@ def main(argv=None) -> int:
     pb.add_argument("--sweep-tasks", type=int, default=4)
     pb.add_argument("--sweep-events", type=int, default=100_000)
     pb.add_argument("--sweep-repeats", type=int, default=3)
+    pt = sub.add_parser("training", help="ML training: dataset build samples/s, one purged CV, tuning on 2 Ray "
+                                         "workers against 1")
+    pt.add_argument("--events", type=int, default=400_000, help="simulator events (default: %(default)s)")
+    pt.add_argument("--rate", type=float, default=40.0, help="simulator events/s of event time (default: %(default)s)")
+    pt.add_argument("--seed", type=int, default=1)
+    pt.add_argument("--start", default="2026-11-23T10:00:00-03:00", help="session start (ISO, with its offset)")
+    pt.add_argument("--decision-ms", type=float, default=1000.0,
+                    help="hmarl.decision_every_ms: one sample per round (default: %(default)s)")
+    pt.add_argument("--repeats", type=int, default=3, help="dataset builds (default: %(default)s)")
+    pt.add_argument("--trials", type=int, default=16, help="tuning trials per run (default: %(default)s)")
+    pt.add_argument("--tune-repeats", type=int, default=3,
+                    help="tuning runs per concurrency, interleaved (default: %(default)s)")
+    pt.add_argument("--only", type=lambda s: s.split(","), default=["dataset", "cv", "tune"],
+                    help="comma-separated parts: dataset, cv, tune (default: all)")
     args = p.parse_args(argv)
     if args.bench == "pipeline":
         bench_pipeline(args)
@@ -1083,6 +1215,11 @@ def main(argv=None) -> int:
         if bad:
             p.error(f"--only: unknown part(s) {', '.join(sorted(bad))}; use throughput, day, sweep")
         bench_backtest(args)
+    elif args.bench == "training":
+        bad = set(args.only) - {"dataset", "cv", "tune"}
+        if bad:
+            p.error(f"--only: unknown part(s) {', '.join(sorted(bad))}; use dataset, cv, tune")
+        bench_training(args)
     elif args.bench == "profitdll":
         bench_profitdll(args)
     elif args.bench == "execution":

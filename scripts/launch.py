@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             "pid": os.getpid(),
         }
         print("READY " + orjson.dumps(ready).decode(), flush=True)
+        if cfg.hmarl.enabled and cfg.hmarl.ml_enabled:
+            from actors.wiring import model_path
+            from pipelines.training.registry import champion_line
+
+            print(champion_line(model_path(cfg.hmarl)), flush=True)
         retention = None
         if valkey_url and cfg.hmarl.enabled and cfg.hmarl.retention_days > 0:
             retention = Retention(valkey_url, resolve_password(cfg.valkey), cfg.hmarl.retention_days,

@@ -118,6 +118,20 @@ def champion(model_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def champion_line(model_dir: str | Path) -> str:
+    """What the ML voter will serve, in one line for the launcher: the champion and what its card says
+    it is worth out of sample."""
+    try:
+        meta = champion(model_dir)
+    except (OSError, ValueError) as e:
+        return f"ml model: registry in {model_dir} unreadable ({e}); the ML voter abstains"
+    if meta is None:
+        return f"ml model: none in {model_dir}; the ML voter abstains (train one: scripts/train_model.py train)"
+    card = meta.get("card") or {}
+    worth = card.get("verdict") or "no model card (trained before the pipeline): its out-of-sample worth is unknown"
+    return f"ml model: {meta.get('name')} v{meta.get('version')} (champion): {worth}"
+
+
 def load_meta(model_dir: str | Path, name: str) -> dict[str, Any]:
     path = Path(model_dir) / f"{name}.json"
     if not path.exists():

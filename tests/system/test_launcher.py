@@ -65,6 +65,8 @@ def test_launch_streams_prints_ready_and_stops_cleanly_on_sigint(valkey_server, 
     assert proc.returncode == 0, text[-3000:]
     stopped = [l for l in text.splitlines() if l.startswith("STOPPED ")]
     assert stopped, text[-3000:]
+    # What the ML voter serves, and what it is worth, said once at start (pipelines.training.registry).
+    assert len([l for l in text.splitlines() if l.startswith("ml model: ")]) == 1, text[-3000:]
     summary = orjson.loads(stopped[0][len("STOPPED "):])
     store = EventStore(connect(url))
     assert store.last_seq(sym) == summary["events"]  # drained: everything the feed made is in Valkey

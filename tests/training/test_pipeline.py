@@ -203,6 +203,16 @@ def test_a_worse_challenger_is_not_promoted_and_a_better_one_is(tmp_path, app_cf
     assert "Not promoted" in card and "lower on" in card
 
 
+def test_the_launcher_line_says_what_the_champion_is_worth(tmp_path, app_cfg):
+    assert reg.champion_line(tmp_path) == (f"ml model: none in {tmp_path}; the ML voter abstains (train one: "
+                                           "scripts/train_model.py train)")
+    ds = planted_dataset(1200, seed=2)
+    _train(ds, tmp_path, "m1", FIT, app_cfg)
+    card = json.loads((tmp_path / "m1.json").read_text())["card"]
+    assert reg.champion_line(tmp_path) == f"ml model: m1 v1 (champion): {card['verdict']}"
+    assert card["verdict"].startswith("out-of-sample AUC ")
+
+
 @pytest.mark.ray
 def test_the_running_ml_actor_serves_the_new_champion_within_its_reload_interval(ray_session, tmp_path, app_cfg):
     import ray
