@@ -102,8 +102,8 @@ def cross_validate(ds: Dataset, fit_cfg: FitConfig, cv: CVConfig, *, consensus_t
                "fold_log_loss_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0}
     scheme = {"scheme": cv.scheme, "n_splits": cv.n_splits, "n_groups": cv.n_groups,
               "n_test_groups": cv.n_test_groups, "embargo_s": cv.embargo_s, "folds": len(folds),
-              "purge": "training samples whose label window [t0, t1] overlaps a test block; "
-                       "embargo: those starting within embargo_s after it"}
+              "purge": "training samples whose label window [t0, t1] touches a test sample's (purgedcv, "
+                       "closed windows); embargo: those starting within embargo_s after a test sample's t1"}
     return CVResult(scheme, rows, overall, losses, {"t0": t0[tested], "y": yt, "p": pooled}, models)
 
 
