@@ -71,6 +71,8 @@ def save_model(model_dir: str | Path, name: str, model: FittedModel, meta: dict[
     model.booster.save_model(str(tmp))
     tmp.replace(model_dir / f"{name}.ubj")
     _write_atomic(model_dir / f"{name}.json", _dump(meta))
+    if meta.get("card"):
+        _write_atomic(model_dir / f"{name}.reliability.png", reliability_png(meta))
     _write_atomic(model_dir / f"{name}.card.md", card_markdown(meta).encode())
     registry["versions"] = [v for v in registry["versions"] if v["name"] != name]
     registry["versions"].append({"name": name, "version": version, "feature_hash": meta.get("feature_hash"),
@@ -168,6 +170,46 @@ def set_status(model_dir: str | Path, name: str, status: str, decision: dict[str
 # -- the card for people -----------------------------------------------------------------------
 
 
+def reliability_png(meta: dict[str, Any]) -> bytes:
+    """The card's picture: the calibration curve of the pooled test predictions (does P(up) = 0.6
+    come true 60 % of the time?) beside each test fold's AUC with its interval."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cv = (meta.get("card") or {}).get("cv") or {}
+    curve = (cv.get("overall") or {}).get("calibration_curve") or []
+    folds = cv.get("folds") or []
+    fig = Figure(figsize=(9, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--", label="perfectly calibrated")
+    if curve:
+        n = np.array([b["n"] for b in curve], float)
+        left.plot([b["mean_p"] for b in curve], [b["frac_up"] for b in curve], color="#1f6fb4", lw=1.5)
+        left.scatter([b["mean_p"] for b in curve], [b["frac_up"] for b in curve], s=20 + 180 * n / n.max(),
+                     color="#1f6fb4", zorder=3, label="test samples per bin (area)")
+    left.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(up)", ylabel="observed up rate",
+             title="Reliability (pooled test folds)")
+    left.legend(loc="upper left", fontsize=8, frameon=False)
+    for k, f in enumerate(folds):
+        sc = f.get("scores") or {}
+        auc, ci = sc.get("auc"), sc.get("auc_ci") or [None, None]
+        if auc is None or auc != auc:
+            continue
+        lo, hi = ci if ci[0] is not None and ci[0] == ci[0] else (auc, auc)
+        right.errorbar([k], [auc], yerr=[[auc - lo], [hi - auc]], fmt="o", color="#1f6fb4", capsize=4)
+    right.axhline(0.5, color="#999999", lw=1, ls="--")
+    right.set(xlabel="test fold (in time order)", ylabel="AUC, 95 % interval", title="Out-of-sample AUC per fold",
+              xticks=range(len(folds)))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+
 def _ci(scores: dict[str, Any], key: str, digits: int = 3) -> str:
     v = scores.get(key)
     lo, hi = (scores.get(f"{key}_ci") or [None, None])[:2]
@@ -185,6 +227,7 @@ def card_markdown(meta: dict[str, Any]) -> str:
     s = overall.get("scores") or {}
     lines = [f"# Model {meta.get('name')} v{meta.get('version')}", "",
              f"**Worth out of sample:** {card.get('verdict', 'not evaluated')}", "",
+             f"![reliability and AUC per fold]({meta.get('name')}.reliability.png)", "",
              f"- Market: {meta.get('instrument_root')} ({meta.get('data_source')}), symbols {meta.get('symbols')}",
              f"- Data: {card.get('data', {}).get('start')} to {card.get('data', {}).get('end')}, "
              f"{card.get('data', {}).get('labelled')} labelled samples of {card.get('data', {}).get('samples')}",

@@ -287,6 +287,9 @@ def test_train_validate_list_and_card_on_a_simulated_session(tmp_path, run_cli):
     assert card["cv"]["overall"]["tested_samples"] == sum(f["test"] for f in card["cv"]["folds"])
     md = (tmp_path / "sim-a.card.md").read_text()
     assert "Worth out of sample" in md and card["verdict"] in md
+    assert "(sim-a.reliability.png)" in md
+    png = (tmp_path / "sim-a.reliability.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 900  # 9 in at 100 dpi
     v = run_cli("validate", *common, "--no-backtest")
     assert v.returncode == 0, v.stderr[-2000:]
     assert json.loads(v.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(out["auc"])  # deterministic
