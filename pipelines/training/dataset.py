@@ -7,8 +7,10 @@ the live ML voter gets one: the boundary vector of each decision round, the firs
 at or after each ``decision_every_ns`` boundary (``actors.rounds.DecisionRounds.on_output``).
 A feature's value therefore only uses events up to and including the sample's trade.
 
-Labels (:mod:`pipelines.training.labels`): from the trade tape strictly after the sample's time:
-the fixed horizon with a dead zone, or the triple barrier. The dead zone is at least the round
+Labels (:mod:`pipelines.training.labels`): from prices strictly after the sample's time, the
+trade tape (``training.label.price: trade``, what the feedback system scores voters on) or the
+mid of the best bid and ask (``mid``: without the bid-ask bounce of last-trade prices): the fixed
+horizon with a dead zone, or the triple barrier. The dead zone is at least the round
 trip's cost in ticks (spread + B3 fees both ways, :func:`cost_ticks`): a move that does not pay
 the costs is not a trade, so it is not taught as one. Each sample keeps ``t1``, the end of its
 label window, which the purged cross-validation needs.
@@ -36,7 +38,7 @@ from pipelines.execution.costs import CostModel, CostsConfig
 from pipelines.features.engine import VECTOR_NAMES, SymbolAnalytics
 from pipelines.model.clock import NS_PER_S, from_ns
 from pipelines.model.instruments import point_value_for
-from pipelines.model.messages import FeatureVector, Trade
+from pipelines.model.messages import BookSnapshot, FeatureVector, Trade
 from pipelines.training import labels as lb
 from pipelines.training.config import LabelConfig
 
@@ -143,6 +145,13 @@ def boundary_vectors(events: Sequence, symbol: str, tick_size: float, decision_e
     return picked
 
 
+def mid_path(events: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(ts, mid) of every book with both sides quoted, in feed order."""
+    books = [e for e in events if isinstance(e, BookSnapshot) and e.bid_px and e.ask_px]
+    return (np.array([b.ts_event for b in books], np.int64),
+            np.array([(b.bid_px[0] + b.ask_px[0]) / 2.0 for b in books], np.float64))
+
+
 def build_dataset(events: Sequence, symbol: str, tick_size: float, label: LabelConfig, *,
                   decision_every_ns: int, vector_every_ns: int = 0, costs: CostsConfig = CostsConfig(),
                   source: str | None = None, input_name: str = "0") -> Dataset:
@@ -154,33 +163,46 @@ def build_dataset(events: Sequence, symbol: str, tick_size: float, label: LabelC
     vectors = boundary_vectors(mine, symbol, tick_size, decision_every_ns, vector_every_ns)
     if not vectors:
         raise ValueError(f"no feature vector of {symbol}: too few valid trades")
-    trade_ts = np.array([t.ts_event for t in trades], np.int64)
-    trade_px = np.array([t.price for t in trades], np.float64)
-    order = np.argsort(trade_ts, kind="stable")  # the feed's order within a timestamp
-    trade_ts, trade_px = trade_ts[order], trade_px[order]
     t0 = np.array([v.ts_event for v in vectors], np.int64)
-    p0 = np.array([v.price for v in vectors], np.float64)
+    if label.price == "mid":
+        path_ts, path_px = mid_path(mine)
+        # The mid at the sample: the last book at or before it (NaN before the first book: no label).
+        at = np.searchsorted(path_ts, t0, side="right") - 1
+        p0 = np.where(at >= 0, path_px[np.maximum(at, 0)], np.nan)
+    else:
+        path_ts = np.array([t.ts_event for t in trades], np.int64)
+        path_px = np.array([t.price for t in trades], np.float64)
+        p0 = np.array([v.price for v in vectors], np.float64)
+    order = np.argsort(path_ts, kind="stable")  # the feed's order within a timestamp
+    path_ts, path_px = path_ts[order], path_px[order]
     cost = cost_ticks(symbol, tick_size, label.spread_ticks, costs)
     dead_ticks = lb.dead_zone_ticks(label.dead_zone_ticks, cost)
     horizon_ns = int(round(label.horizon_s * NS_PER_S))
-    if label.kind == "triple_barrier":
-        y, t1, move, barrier = lb.triple_barrier_labels(t0, p0, trade_ts, trade_px, label.tp_ticks * tick_size,
-                                                        label.sl_ticks * tick_size, horizon_ns, dead_ticks * tick_size)
-    else:
-        y, t1, move = lb.fixed_horizon_labels(t0, p0, trade_ts, trade_px, horizon_ns, dead_ticks * tick_size)
-        barrier = np.where(np.isnan(move), "open", "time")
+    known = ~np.isnan(p0)
+    y, t1 = np.full(len(t0), np.nan), t0 + horizon_ns
+    move, barrier = np.full(len(t0), np.nan), np.full(len(t0), "open", dtype=object)
+    if known.any():
+        k = np.flatnonzero(known)
+        if label.kind == "triple_barrier":
+            y[k], t1[k], move[k], barrier[k] = lb.triple_barrier_labels(
+                t0[k], p0[k], path_ts, path_px, label.tp_ticks * tick_size, label.sl_ticks * tick_size, horizon_ns,
+                dead_ticks * tick_size)
+        else:
+            y[k], t1[k], move[k] = lb.fixed_horizon_labels(t0[k], p0[k], path_ts, path_px, horizon_ns,
+                                                           dead_ticks * tick_size)
+            barrier[k] = np.where(np.isnan(move[k]), "open", "time")
     frame = pd.DataFrame({
         "t0": t0, "t1": np.asarray(t1, np.int64), "symbol": symbol, "price": p0, "label": y,
         "move_ticks": np.asarray(move) / tick_size,
         # The baseline's input: the last move before the sample (between the two previous samples' prices).
-        "last_return_ticks": np.concatenate([[0.0], np.diff(p0)]) / tick_size,
+        "last_return_ticks": np.nan_to_num(np.concatenate([[0.0], np.diff(p0)]) / tick_size),
         "barrier": np.asarray(barrier, dtype=object), "input": input_name})
     features = pd.DataFrame(np.array([v.values for v in vectors], np.float64), columns=list(vectors[0].names))
     frame = pd.concat([frame, features], axis=1)
     meta = {"symbol": symbol, "instrument_root": instrument_root(symbol), "data_source": source,
             "tick_size": tick_size, "decision_every_ns": int(decision_every_ns),
             "feature_hash": feature_hash(vectors[0].names),
-            "label": {"kind": label.kind, "horizon_ns": horizon_ns, "dead_zone_ticks": dead_ticks,
+            "label": {"kind": label.kind, "price": label.price, "horizon_ns": horizon_ns, "dead_zone_ticks": dead_ticks,
                       "round_trip_cost_ticks": round(cost, 6), "spread_ticks": label.spread_ticks,
                       **({"tp_ticks": label.tp_ticks, "sl_ticks": label.sl_ticks}
                          if label.kind == "triple_barrier" else {})},

@@ -27,7 +27,7 @@ def events():
 
 @pytest.fixture(scope="module")
 def ds(events):
-    return build_dataset(events, SYM, 0.5, LabelConfig(horizon_s=5.0), decision_every_ns=EVERY)
+    return build_dataset(events, SYM, 0.5, LabelConfig(horizon_s=5.0, price="trade"), decision_every_ns=EVERY)
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -52,7 +52,7 @@ def test_samples_are_the_vectors_the_live_ml_voter_gets(events, ds):
 
 def test_features_never_see_events_after_the_sample(events, ds):
     cut = events[len(events) // 2].ts_event
-    early = build_dataset([e for e in events if e.ts_event < cut], SYM, 0.5, LabelConfig(horizon_s=5.0),
+    early = build_dataset([e for e in events if e.ts_event < cut], SYM, 0.5, LabelConfig(horizon_s=5.0, price="trade"),
                           decision_every_ns=EVERY)
     n = len(early.frame)
     assert n > 50 and early.frame["t0"].tolist() == ds.frame["t0"].iloc[:n].tolist()
@@ -80,7 +80,7 @@ def test_fixed_horizon_labels_recomputed_from_the_tape(events, ds):
 
 
 def test_triple_barrier_labels_recomputed_from_the_tape(events):
-    cfg = LabelConfig(kind="triple_barrier", horizon_s=2.0, tp_ticks=3, sl_ticks=2)
+    cfg = LabelConfig(kind="triple_barrier", horizon_s=2.0, tp_ticks=3, sl_ticks=2, price="trade")
     tb = build_dataset(events, SYM, 0.5, cfg, decision_every_ns=EVERY)
     trades = [(e.ts_event, e.price) for e in events if isinstance(e, Trade)]
     dead = tb.meta["label"]["dead_zone_ticks"] * 0.5
@@ -108,8 +108,8 @@ def test_the_dead_zone_is_at_least_the_round_trip_cost():
     # ES has no B3 schedule: the spread alone.
     assert cost_ticks("ESH22", 0.25, 1.0) == pytest.approx(1.0)
     trades = [Trade(SYM, i * NS, i * NS, i + 1, 5000.0 + (i % 7) * 0.5, 1, 1) for i in range(1, 400)]
-    wide = build_dataset(trades, SYM, 0.5, LabelConfig(horizon_s=3.0, dead_zone_ticks=4.0), decision_every_ns=NS)
-    narrow = build_dataset(trades, SYM, 0.5, LabelConfig(horizon_s=3.0, dead_zone_ticks=0.5), decision_every_ns=NS)
+    wide = build_dataset(trades, SYM, 0.5, LabelConfig(horizon_s=3.0, dead_zone_ticks=4.0, price="trade"), decision_every_ns=NS)
+    narrow = build_dataset(trades, SYM, 0.5, LabelConfig(horizon_s=3.0, dead_zone_ticks=0.5, price="trade"), decision_every_ns=NS)
     assert wide.meta["label"]["dead_zone_ticks"] == 4.0
     assert narrow.meta["label"]["dead_zone_ticks"] == pytest.approx(cost_ticks(SYM, 0.5, 1.0))
 
@@ -131,3 +131,28 @@ def test_save_and_load_round_trip_and_refuse_other_features(ds, tmp_path):
 def test_no_trades_is_one_line():
     with pytest.raises(ValueError, match=r"^no trades of WDOZ26 in the input$"):
         build_dataset([], SYM, 0.5, LabelConfig(), decision_every_ns=NS)
+
+
+def test_mid_price_labels_recomputed_from_the_book(events):
+    """The default: moves of the best bid/ask mid, without the bounce of last-trade prices."""
+    mid = build_dataset(events, SYM, 0.5, LabelConfig(horizon_s=5.0), decision_every_ns=EVERY)
+    books = [(e.ts_event, (e.bid_px[0] + e.ask_px[0]) / 2) for e in events
+             if type(e).__name__ == "BookSnapshot" and e.bid_px and e.ask_px]
+    dead = mid.meta["label"]["dead_zone_ticks"]
+    assert mid.meta["label"]["price"] == "mid"
+    checked = 0
+    for t0, p0, label in zip(mid.frame["t0"], mid.frame["price"], mid.frame["label"]):
+        before = [m for ts, m in books if ts <= t0]
+        if not before:
+            assert np.isnan(p0) and np.isnan(label)
+            continue
+        assert p0 == before[-1]  # the mid at the sample: the last book at or before it
+        if t0 + 5 * NS > books[-1][0]:
+            assert np.isnan(label)
+            continue
+        after = [m for ts, m in books if t0 < ts <= t0 + 5 * NS]
+        move = (after[-1] - p0) / 0.5 if after else 0.0
+        want = 1.0 if move > dead else 0.0 if move < -dead else np.nan
+        assert _same(np.array([label]), np.array([want]))
+        checked += 1
+    assert checked > 100 and mid.frame["label"].notna().sum() > 20

@@ -56,7 +56,7 @@ def recorded(tmp_path_factory):
 def models(recorded, tmp_path_factory):
     """Two model folders with the fitted model, and one whose metadata names other features."""
     _, _, events = recorded
-    ds = build_dataset(events, SYM, tick_size_for(SYM, 0.5), LabelConfig(), decision_every_ns=250_000_000,
+    ds = build_dataset(events, SYM, tick_size_for(SYM, 0.5), LabelConfig(price="trade"), decision_every_ns=250_000_000,
                        source="simulator")
     t0, t1 = ds.t0, ds.t1
     train = t1 < SPLIT_NS  # t1 >= t0: the whole label window lies before the split
