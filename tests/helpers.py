@@ -100,6 +100,41 @@ def run_launch(*args: str, cwd=None, timeout: float = 60.0, env: dict | None = N
                           timeout=timeout, cwd=cwd, env=env)
 
 
+# -- a 2-node Ray cluster in a child process ---------------------------------------------------
+
+
+def on_two_nodes(work: Callable[[], dict]) -> None:
+    """In a child process: ``work()`` on a ``ray.cluster_utils.Cluster`` of a head and one worker
+    (1 CPU, 150 MB each), its result printed as ``RESULT <json>`` with the two node ids added."""
+    import json
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20})
+    worker = cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        out = {"head": cluster.head_node.node_id, "worker": worker.node_id, **work()}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def child_result(module: str, *args: str, timeout: float) -> dict:
+    """Run ``python -m module cluster args...`` (without RAY_ADDRESS) and return its RESULT json."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", module, "cluster", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 # -- market data --------------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ from pipelines.features.engine import VECTOR_NAMES
 from pipelines.model.clock import NS_PER_S
 from pipelines.model.instruments import UnknownInstrument, instrument_for
 from pipelines.model.messages import FeatureVector, Signal
+from pipelines.training.fit import apply_calibration
 
 log = logging.getLogger("quantumtrader.ml")
 
@@ -545,9 +546,7 @@ class MLModel:
             return []
         X = np.array([v.values for v in vectors], dtype=np.float64)
         p = self.booster.inplace_predict(X, missing=np.nan)
-        if self.meta.get("calibration"):  # the training pipeline's calibration of P(up) (pipelines.training.fit)
-            from pipelines.training.fit import apply_calibration
-
+        if self.meta.get("calibration"):  # the training pipeline's calibration of P(up)
             p = apply_calibration(self.meta["calibration"], p)
         self._counts["predictions"] += len(vectors)
         return p.astype(float).tolist()

@@ -166,15 +166,17 @@ def build_dataset(events: Sequence, symbol: str, tick_size: float, label: LabelC
     t0 = np.array([v.ts_event for v in vectors], np.int64)
     if label.price == "mid":
         path_ts, path_px = mid_path(mine)
+    else:
+        path_ts = np.array([t.ts_event for t in trades], np.int64)
+        path_px = np.array([t.price for t in trades], np.float64)
+    order = np.argsort(path_ts, kind="stable")  # the feed's order within a timestamp
+    path_ts, path_px = path_ts[order], path_px[order]
+    if label.price == "mid":
         # The mid at the sample: the last book at or before it (NaN before the first book: no label).
         at = np.searchsorted(path_ts, t0, side="right") - 1
         p0 = np.where(at >= 0, path_px[np.maximum(at, 0)], np.nan)
     else:
-        path_ts = np.array([t.ts_event for t in trades], np.int64)
-        path_px = np.array([t.price for t in trades], np.float64)
         p0 = np.array([v.price for v in vectors], np.float64)
-    order = np.argsort(path_ts, kind="stable")  # the feed's order within a timestamp
-    path_ts, path_px = path_ts[order], path_px[order]
     cost = cost_ticks(symbol, tick_size, label.spread_ticks, costs)
     dead_ticks = lb.dead_zone_ticks(label.dead_zone_ticks, cost)
     horizon_ns = int(round(label.horizon_s * NS_PER_S))

@@ -86,6 +86,7 @@ def cross_validate(ds: Dataset, fit_cfg: FitConfig, cv: CVConfig, *, consensus_t
         rows.append({"fold": k, "groups": list(fold.groups), "train": len(tr), "test": len(te),
                      "purged": fold.purged, "embargoed": fold.embargoed,
                      "test_start_ns": int(fold.test_start_ns), "test_end_ns": int(fold.test_end_ns),
+                     "test_last_ns": int(t0[te].max()),  # the last test sample (test_end_ns: its label's end)
                      "train_end_ns": int(t0[tr].max()), "trees": model.best_iteration, "parts": model.sizes,
                      "scores": scores, "raw_brier": tm.brier(y[te], model.predict_raw(X[te])),
                      "baselines": tm.baselines(y[tr], y[te], last[te], p_threshold=thr, n_boot=n_boot, seed=seed + k)})

@@ -34,6 +34,12 @@ def xgb_params(cfg: FitConfig) -> dict[str, Any]:
             "seed": cfg.seed, "nthread": 1}  # one thread: the same data and seed give the same trees
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    """The booster's margin back from its probability (kept finite at 0 and 1)."""
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
 def apply_calibration(calibration: dict[str, Any] | None, p: np.ndarray) -> np.ndarray:
     """Calibrated P(up) from the booster's raw probabilities (the ML voter calls this too)."""
     p = np.asarray(p, np.float64)
@@ -42,8 +48,7 @@ def apply_calibration(calibration: dict[str, Any] | None, p: np.ndarray) -> np.n
     if calibration["kind"] == "isotonic":
         return np.interp(p, calibration["x"], calibration["y"])
     if calibration["kind"] == "platt":
-        z = np.log(np.clip(p, _EPS, 1 - _EPS) / np.clip(1 - p, _EPS, 1))
-        return 1.0 / (1.0 + np.exp(-(calibration["a"] * z + calibration["b"])))
+        return 1.0 / (1.0 + np.exp(-(calibration["a"] * _logit(p) + calibration["b"])))
     raise ValueError(f"unknown calibration kind {calibration.get('kind')!r}")
 
 
@@ -60,8 +65,7 @@ def _fit_calibration(kind: str, p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return {"kind": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
     from sklearn.linear_model import LogisticRegression
 
-    z = np.log(np.clip(p, _EPS, 1 - _EPS) / np.clip(1 - p, _EPS, 1)).reshape(-1, 1)
-    lr = LogisticRegression(C=1e6).fit(z, y)  # Platt: a logistic map of the margin, unregularised
+    lr = LogisticRegression(C=1e6).fit(_logit(p).reshape(-1, 1), y)  # Platt: a logistic map of the margin, unregularised
     return {"kind": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
 
 

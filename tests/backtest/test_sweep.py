@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -24,7 +22,7 @@ from pipelines.backtest import sweep as ps
 from pipelines.backtest.stats import EQUITY_COLUMNS
 from pipelines.config import ConfigError, load_config
 from pipelines.model.clock import parse_time, to_ns
-from tests.helpers import REPO
+from tests.helpers import child_result, on_two_nodes
 
 # Short simulator sessions (2 min at 40 events/s, ~4,700 events each, well under a second a run).
 SIM = dict(rate=40.0)
@@ -384,25 +382,16 @@ def test_sweep_on_the_session_ray_equals_in_process(ray_session, tmp_path):
 
 def _cluster_main(model_dir: str) -> None:
     """In the child process: the sweep on a head (1 CPU) and one worker node (1 CPU)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
     from actors.sweep import run_sweep
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20})
-    worker = cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
+    def work() -> dict:
         result = run_sweep(ps.grid(PARAMS), INPUTS, sweep_id="c", overrides=common(model_dir), use_ray=True)
-        out = {"head": cluster.head_node.node_id, "worker": worker.node_id,
-               "runs": [{"set_id": r.set_id, "input": r.input_index, "node": r.node, "error": r.error,
-                         "decision_hash": r.decision_hash, "fill_hash": r.fill_hash,
-                         "statistics": r.stats["statistics"] if r.stats else None} for r in result.results],
-               "ranking": result.ranking["set_id"].tolist(), "deflated": result.deflated}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    print("RESULT " + json.dumps(out), flush=True)
+        return {"runs": [{"set_id": r.set_id, "input": r.input_index, "node": r.node, "error": r.error,
+                          "decision_hash": r.decision_hash, "fill_hash": r.fill_hash,
+                          "statistics": r.stats["statistics"] if r.stats else None} for r in result.results],
+                "ranking": result.ranking["set_id"].tolist(), "deflated": result.deflated}
+
+    on_two_nodes(work)
 
 
 @pytest.mark.ray
@@ -410,12 +399,7 @@ def _cluster_main(model_dir: str) -> None:
 def test_sweep_on_a_two_node_cluster_runs_every_set_once_with_in_process_results(tmp_path):
     from actors.sweep import run_sweep
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-m", "tests.backtest.test_sweep", "cluster", str(tmp_path / "no-model")],
-                          capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(lines[-1][len("RESULT "):])
+    r = child_result("tests.backtest.test_sweep", str(tmp_path / "no-model"), timeout=400)
     sets = ps.grid(PARAMS)
     # Every (set, input) ran exactly once, without error, and both nodes did work.
     assert sorted((x["set_id"], x["input"]) for x in r["runs"]) == [(s.set_id, k) for s in sets for k in range(2)]

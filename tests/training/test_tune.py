@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -19,7 +17,7 @@ from pipelines.features.engine import VECTOR_NAMES
 from pipelines.training.config import CVConfig, FitConfig
 from pipelines.training.dataset import Dataset
 from pipelines.training.evaluate import cross_validate
-from tests.helpers import REPO
+from tests.helpers import child_result, on_two_nodes
 
 NS = 1_000_000_000
 T_START = 1_796_000_000 * NS  # 2026-11-30
@@ -121,22 +119,15 @@ def test_every_trial_failing_is_one_line_naming_the_first_error(ray_session):
 def _cluster_main() -> None:
     """In the child process: 6 trials on a head (1 CPU) and one worker node (1 CPU)."""
     import ray
-    from ray.cluster_utils import Cluster
 
     from actors.tune import tune_model
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20})
-    worker = cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20)
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
+    def work() -> dict:
         result = tune_model(planted_dataset(), CLUSTER_BASE, CV, 6, seed=5, progress=False)
-        out = {"head": cluster.head_node.node_id, "worker": worker.node_id, "trials": result.trials,
-               "best_trial": result.best_trial, "best_score": result.best_score,
-               "ray_still_up": ray.is_initialized()}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    print("RESULT " + json.dumps(out), flush=True)
+        return {"trials": result.trials, "best_trial": result.best_trial, "best_score": result.best_score,
+                "ray_still_up": ray.is_initialized()}
+
+    on_two_nodes(work)
 
 
 @pytest.mark.ray
@@ -144,12 +135,7 @@ def _cluster_main() -> None:
 def test_tuning_on_a_two_node_cluster_spreads_trials_and_scores_them_as_in_process():
     from actors.tune import DEFAULT_SPACE
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-m", "tests.training.test_tune", "cluster"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(lines[-1][len("RESULT "):])
+    r = child_result("tests.training.test_tune", timeout=120)
     assert [t["trial"] for t in r["trials"]] == list(range(6))
     assert {t["node"] for t in r["trials"]} == {r["head"], r["worker"]}  # both nodes ran trials
     assert r["ray_still_up"]  # a Ray session it found is left running
