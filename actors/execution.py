@@ -19,8 +19,13 @@ once, which is the acknowledgement ctl waits for.
 Restart: the engine's state and the feed position it was taken at are stored together under
 ``hmarl:execution:<account>`` after every call that sent, changed or filled an order or applied
 a command, and otherwise at most every ``STATE_EVERY_S`` of event time. A restarted actor loads
-them and the feed re-sends the market data since from its resend window; the engine is
-deterministic, so the replay makes the same orders and fills, which the stores keep once. A
+them and the feed re-sends the market data since from its resend window. Each call's writes
+(orders, events, fills, positions, outcomes and the state after them) are one MULTI/EXEC
+transaction, so a SIGKILL leaves Valkey at the end of a call, never inside one: the fills stored
+are exactly those of the stored state, and what the replay makes is new. (The engine is
+deterministic, so the replay usually makes the same orders and fills again; it need not, when the
+feed's resend window no longer reaches back to the saved position or a decision's call completed
+but its state did not reach Valkey.) A
 decision already seen makes nothing (the policy remembers decision ids, and client order ids
 are derived from them). The risk state stored under ``hmarl:risk:<account>`` is the authority
 for the trading state: a restarted system comes back HALTED if it was halted.
@@ -49,7 +54,8 @@ import math
 import os
 import time
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from actors.config import ActorConfig
 from actors.peers import Peer, Runtime
@@ -118,6 +124,7 @@ class ExecutionActor:
         self.restore_error: str | None = None
         self._state_every_ns = int(STATE_EVERY_S * NS_PER_S)
         self._saved_at = 0
+        self._commit_due = 0  # what the call's _save asked for: 1 commit, 2 commit and acknowledge a command
         self.trading = self.risk_store = None
         url = config.valkey.url
         if url:
@@ -129,7 +136,8 @@ class ExecutionActor:
             self.trading = TradingStore(url, password, ttl=TradingTTL(order_s=cfg.ttl_order_s,
                                                                      position_s=cfg.ttl_position_s))
             self.risk_store = RiskStore(url, password, writer_id=f"execution-{self.incarnation[:12]}")
-            self._restore()
+            with self._call():
+                self._restore()
 
     # -- restart ----------------------------------------------------------------------
 
@@ -209,14 +217,35 @@ class ExecutionActor:
             "version": STATE_VERSION, "run_id": self.run_id, "engine": self.engine.state(),
             **self.sequencer.state(to_dict)})
         self.risk_store.save_state(self.account, self.engine.risk.state())
-        # The trading store's commit returns at once during an outage; the risk store's waits it
-        # out, which only a command's acknowledgement is worth (ctl waits for the stored state).
-        if commit and not (self.trading.commit(COMMIT_S) and (not ack or self.risk_store.commit(COMMIT_S))):
+        if commit:  # waited for when the call's transaction has been queued (_call)
+            self._commit_due = max(self._commit_due, 2 if ack else 1)
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        """One call's writes as one transaction (``TradingStore.transaction``): its orders, events,
+        fills, positions and outcomes with the engine state saved after them. A SIGKILL mid-call
+        leaves all of them in Valkey or none, so the fills stored are always those of the stored
+        state: a restarted engine replays from that state, and whatever the replay makes is new.
+        Then the commit the call asked for: the trading store's returns at once during an
+        outage; the risk store's waits it out, which only a command's acknowledgement is worth
+        (ctl waits for the stored state)."""
+        if self.trading is None:
+            yield
+            return
+        self._commit_due = 0
+        with self.trading.transaction():
+            yield
+        due, self._commit_due = self._commit_due, 0
+        if due and not (self.trading.commit(COMMIT_S) and (due < 2 or self.risk_store.commit(COMMIT_S))):
             self.unsaved += 1
 
     # -- inputs -----------------------------------------------------------------------
 
     def on_batch(self, events: list[Event] | bytes, prev: dict[str, int | None]) -> BatchReply:
+        with self._call():
+            return self._on_batch(events, prev)
+
+    def _on_batch(self, events: list[Event] | bytes, prev: dict[str, int | None]) -> BatchReply:
         ack = self._serve_commands()
         try:
             good, resync = self.gate.admit(events, prev)
@@ -234,6 +263,10 @@ class ExecutionActor:
         market event up to that seq; ``until`` ({symbol: event time}): its next decision will be on
         an event at or after that time. Returns how many orders were sent in this call (a decision
         whose market data has not come yet sends its orders later)."""
+        with self._call():
+            return self._on_decisions(decisions, through, until)
+
+    def _on_decisions(self, decisions: Any, through: Any, until: Any) -> int:
         ack = self._serve_commands()
         if not isinstance(decisions, (list, tuple)):
             self._bad("decisions_not_a_list")
@@ -270,8 +303,9 @@ class ExecutionActor:
     def command(self, kind: str, who: str, reason: str = "") -> dict:
         """The kill switch by an actor call (``halt`` | ``resume`` | ``flatten``); the risk status after it."""
         self.commands += 1
-        self._store(self.engine.command(kind, who, reason, self.engine.now))
-        self._after(True, ack=True)
+        with self._call():
+            self._store(self.engine.command(kind, who, reason, self.engine.now))
+            self._after(True, ack=True)
         return self.engine.risk.status()._asdict()
 
     def _bad(self, reason: str) -> None:
@@ -331,8 +365,9 @@ class ExecutionActor:
 
     def ping(self) -> dict:
         # Serving the command stream here too: the supervisor's ping comes every second, market data or not.
-        if self._serve_commands():
-            self._after(True, ack=True)
+        with self._call():
+            if self._serve_commands():
+                self._after(True, ack=True)
         return {"incarnation": self.incarnation, "pid": os.getpid(), "accepted": self.accepted}
 
     def stats(self) -> dict:
@@ -362,9 +397,10 @@ class ExecutionActor:
     def close(self, timeout_s: float = 10.0) -> dict:
         """Process what is still held (the coordinators have stopped before this), save the state,
         flush the writes, close the stores; may be called again."""
-        self._release(everything=True)
-        if self.trading is not None:
+        with self._call():
+            self._release(everything=True)
             self._save(commit=False)
+        if self.trading is not None:
             self.trading.close(timeout_s)
             self.risk_store.close(timeout_s)
             self.trading = self.risk_store = None  # in memory from now on: nothing is lost by a late call

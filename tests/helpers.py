@@ -250,13 +250,14 @@ def graph_for(cfg, url):
 
 
 def ping_new(handle, old_incarnation):
-    """The actor's ping once it answers from another incarnation than ``old_incarnation``, else None."""
+    """The actor's ping once it answers from another incarnation than ``old_incarnation``, else None
+    (also while a restarted actor is still busy with the calls Ray re-sent to it)."""
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import GetTimeoutError, RayActorError
 
     try:
         info = ray.get(handle.ping.remote(), timeout=5)
-    except RayActorError:
+    except (RayActorError, GetTimeoutError):
         return None
     return info if info["incarnation"] != old_incarnation else None
 

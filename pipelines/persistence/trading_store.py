@@ -39,6 +39,11 @@ lost connection, so each write is one Lua script that makes a replay harmless:
   makes one outcome per part it opened, and each part starts at its own ``ts_open``);
 - a position: a plain SET (the latest written is the latest: one writer per account and symbol).
 
+Writes made inside a :meth:`TradingStore.transaction` block are queued as one MULTI/EXEC item,
+applied all or nothing: the execution actor stores each call's orders, events, fills, positions
+and outcomes with the engine state they led to, so what is stored always belongs to the stored
+state, whenever the actor is killed.
+
 An order is in its account's open set while it is stored and not terminal: the scripts add it
 (order stored, event not terminal) and remove it (terminal event) atomically with the record, so
 a replayed order or event cannot put a finished order back. Scripts never decode JSON (Lua's
@@ -57,7 +62,8 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple, get_type_hints
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, get_type_hints
 
 import orjson
 from valkey.exceptions import ResponseError
@@ -80,7 +86,7 @@ from pipelines.model.orders import (
 )
 from pipelines.model.settings import ACCOUNT_RE, INT32_MAX, INT64_MAX, SYMBOL_RE, bounded
 from pipelines.persistence.connection import CONN_ERRORS, RateLimit, connect, redact, scan_stream, suppressed_note
-from pipelines.persistence.write_behind import WriteBehind
+from pipelines.persistence.write_behind import Transaction, WriteBehind
 
 log = logging.getLogger("quantumtrader.trading.store")
 
@@ -353,6 +359,7 @@ class TradingStore:
         self._counts: dict[str, dict[str, int]] = {"rejected": {}, "read_errors": {}, "bad_records": {}}
         self._ratelimit = RateLimit(10.0)
         self._lock = threading.Lock()  # counters: an actor may store from one thread and read from another
+        self._group: list[tuple] | None = None  # the writes of an open transaction() block
 
     # -- writes -------------------------------------------------------------------------
 
@@ -364,7 +371,7 @@ class TradingStore:
             key, blob = self._order_key(order.client_order_id), _blob(order)
         except _Rejected as e:
             return self._count("rejected", f"order: {e}", "order not stored: %s", e)
-        self._wb.submit([("EVAL", _ORDER_LUA, 2, key, open_orders_key(order.account), blob, self._order_ttl,
+        self._submit([("EVAL", _ORDER_LUA, 2, key, open_orders_key(order.account), blob, self._order_ttl,
                           order.client_order_id)])
 
     def store_order_event(self, event: OrderEvent) -> None:
@@ -379,7 +386,7 @@ class TradingStore:
             return self._count("rejected", f"order event: {e}", "order event not stored: %s", e)
         terminal = event.status in TERMINAL
         progress = 4 * event.filled_qty + (3 if terminal else _RANK[event.status])
-        self._wb.submit([("EVAL", _EVENT_LUA, 3, key, ORDERS_STREAM, open_orders_key(event.account),
+        self._submit([("EVAL", _EVENT_LUA, 3, key, ORDERS_STREAM, open_orders_key(event.account),
                           blob, self._order_ttl,
                           event.client_order_id, f"ev:{event.status}:{event.filled_qty}", progress,
                           "1" if terminal else "0", _ms(event), self._maxlen)])
@@ -397,7 +404,7 @@ class TradingStore:
             key, blob = self._order_key(fill.client_order_id), _blob(fill)
         except _Rejected as e:
             return self._count("rejected", f"fill: {e}", "fill not stored: %s", e)
-        self._wb.submit([("EVAL", _FILL_LUA, 2, key, FILLS_STREAM, blob, self._order_ttl,
+        self._submit([("EVAL", _FILL_LUA, 2, key, FILLS_STREAM, blob, self._order_ttl,
                           f"fill:{fill.fill_id}", _ms(fill), self._maxlen)])
 
     def store_position(self, position: Position) -> None:
@@ -408,7 +415,7 @@ class TradingStore:
         except _Rejected as e:
             return self._count("rejected", f"position: {e}", "position not stored: %s", e)
         expiry = () if self.ttl.position_s is None else ("EX", self.ttl.position_s)
-        self._wb.submit([("SET", position_key(position.account, position.symbol), blob, *expiry),
+        self._submit([("SET", position_key(position.account, position.symbol), blob, *expiry),
                          ("SADD", positions_key(position.account), position.symbol)])
 
     def store_outcome(self, outcome: DecisionOutcome) -> None:
@@ -429,7 +436,7 @@ class TradingStore:
             return self._count("rejected", f"outcome: {e.reason}", "outcome not stored: %s", e)
         except _Rejected as e:
             return self._count("rejected", f"outcome: {e}", "outcome not stored: %s", e)
-        self._wb.submit([("EVAL", _OUTCOME_LUA, 2, key, OUTCOMES_STREAM, blob, self._order_ttl, _ms(outcome),
+        self._submit([("EVAL", _OUTCOME_LUA, 2, key, OUTCOMES_STREAM, blob, self._order_ttl, _ms(outcome),
                           self._maxlen)])
 
     def save_engine_state(self, account: str, state: dict) -> None:
@@ -441,7 +448,7 @@ class TradingStore:
         except (BadKeyPart, _Rejected, TypeError, orjson.JSONEncodeError) as e:
             reason = getattr(e, "reason", None) or (str(e) if isinstance(e, _Rejected) else "not_json")
             return self._count("rejected", f"engine state: {reason}", "engine state not stored: %s", e)
-        self._wb.submit([("SET", key, blob)])
+        self._submit([("SET", key, blob)])
 
     def load_engine_state(self, account: str) -> dict | None:
         """The stored engine state; {} when none is stored; None when Valkey is unreachable or the
@@ -460,6 +467,28 @@ class TradingStore:
                 self._count("bad_records", "engine state", "a stored %s is no JSON object", "engine state")
             return None
         return d
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes made inside go to Valkey as one :class:`Transaction` when the block ends
+        (all or nothing): an actor that stores a step's fills and the state it reached after
+        them can never leave the fills without the state, or the state without the fills."""
+        if self._group is not None:  # nested: the outer block sends everything
+            yield
+            return
+        self._group = []
+        try:
+            yield
+        finally:
+            ops, self._group = self._group, None
+            if ops:
+                self._wb.submit([Transaction(ops)])
+
+    def _submit(self, ops: list[tuple]) -> None:
+        if self._group is not None:
+            self._group.extend(ops)
+        else:
+            self._wb.submit(ops)
 
     def commit(self, timeout_s: float = 2.0) -> bool:
         """Wait for the writes queued so far while Valkey is reachable; return False at once when

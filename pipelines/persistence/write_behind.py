@@ -17,7 +17,8 @@ in chunks, one pipelined round trip per chunk, and survives outages:
 
 What an item is and how a chunk goes on the wire is the :class:`Sender`'s
 business: :class:`CommandSender` sends command tuples
-(``("SET", key, value, "EX", 3600)``) through a valkey-py pipeline; the
+(``("SET", key, value, "EX", 3600)``) through a valkey-py pipeline, and a
+:class:`Transaction` of them as one item applied all or nothing (MULTI/EXEC); the
 market-data writer (:class:`~pipelines.persistence.events.StreamWriter`) packs
 its XADDs itself, because valkey-py's command packer is too slow for the feed.
 """
@@ -37,7 +38,7 @@ from pipelines.persistence.connection import CONN_ERRORS, RateLimit, connect, re
 
 log = logging.getLogger("quantumtrader.valkey.write_behind")
 
-__all__ = ["DUPLICATE", "CommandSender", "Sender", "WriteBehind"]
+__all__ = ["DUPLICATE", "CommandSender", "Sender", "Transaction", "WriteBehind"]
 
 # The server's reply to an XADD whose explicit id is not above the stream top:
 # the entry was written before (a re-sent chunk), so it counts as a duplicate.
@@ -74,8 +75,14 @@ class Sender(Protocol):
         ...
 
 
+class Transaction(tuple):
+    """Command tuples queued as one item and applied all or nothing (MULTI ... EXEC): a writer
+    killed mid-chunk, or a chunk boundary, never leaves part of them on the server. One item in
+    the counts; its reply is EXEC's list of replies, or the first error in it."""
+
+
 class CommandSender:
-    """Items are command tuples, sent through a plain valkey-py pipeline."""
+    """Items are command tuples (or :class:`Transaction` s of them), sent through a plain valkey-py pipeline."""
 
     def prepare(self, client: valkey.Valkey, chunk: list[tuple]) -> list[tuple]:
         return chunk
@@ -83,13 +90,31 @@ class CommandSender:
     def send(self, client: valkey.Valkey, chunk: list[tuple]) -> list[Any]:
         try:
             pipe = client.pipeline(transaction=False)
+            at = []  # per item, the index of its reply in the pipeline's replies
+            n = 0
             for op in chunk:
-                pipe.execute_command(*op)
-            return pipe.execute(raise_on_error=False)
+                if isinstance(op, Transaction):
+                    pipe.execute_command("MULTI")
+                    for sub in op:
+                        pipe.execute_command(*sub)
+                    pipe.execute_command("EXEC")
+                    n += len(op) + 2
+                else:
+                    pipe.execute_command(*op)
+                    n += 1
+                at.append(n - 1)
+            replies = pipe.execute(raise_on_error=False)
         except CONN_ERRORS:
             raise
         except Exception as e:  # an op valkey-py cannot encode: a caller bug must not stop the thread
             return [e] * len(chunk)
+        out = []
+        for op, i in zip(chunk, at):
+            r = replies[i]
+            if isinstance(op, Transaction) and isinstance(r, list):
+                r = next((x for x in r if isinstance(x, Exception)), r)
+            out.append(r)
+        return out
 
     def reset(self) -> None:
         pass

@@ -165,6 +165,30 @@ def test_fill_round_trip_stream_ids_follow_event_time(store, client):
                                "liquidity": TAKER, "fees": 1.25, "decision_id": "", "kind": "fill"}
 
 
+def test_a_transaction_stores_its_writes_together_when_the_block_ends(store, client):
+    """What the execution actor relies on across a SIGKILL: a call's fills and the engine state
+    after them reach Valkey together or not at all; nothing inside the block is sent before it ends."""
+    acct, sym = names()
+    o = order(acct, sym, f"{sym}-1", T0)
+    f1 = fill(o, 1, T0 + SEC, 2, 5400.5)
+    with store.transaction():
+        store.store_order(o)
+        store.store_fill(f1)
+        store.store_position(Position(acct, sym, T0 + SEC, 2, 5400.5, 5400.5, 0.0, 0.0, 1.25))
+        store.save_engine_state(acct, {"version": 1, "at": T0 + SEC})
+        with store.transaction():  # nested: sent with the outer block
+            store.store_order_event(event(o, T0 + SEC, FILLED, 2, 5400.5))
+        assert store.flush(10)  # the writer has nothing yet
+        assert store.fills_since(T0, account=acct) == [] and store.load_engine_state(acct) == {}
+        assert client.get(position_key(acct, sym)) is None
+    assert store.flush(10)
+    assert [f.fill_id for f in store.fills_since(T0, account=acct)] == [f1.fill_id]
+    assert store.load_engine_state(acct) == {"version": 1, "at": T0 + SEC}
+    assert store.order(o.client_order_id)["event"]["status"] == FILLED
+    assert store.load_positions(acct)[0].quantity == 2
+    assert store.stats()["write_behind"]["written"] >= 1 and not store.stats()["write_behind"]["errors"]
+
+
 # ---------------------------------------------------------------------------
 # Idempotency and the open-orders index
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.persistence.connection import connect
 from pipelines.persistence.server import free_port
-from pipelines.persistence.write_behind import WriteBehind
+from pipelines.persistence.write_behind import Transaction, WriteBehind
 from tests.helpers import FAST_RECONNECT, wait_for
 
 
@@ -36,6 +36,25 @@ def test_reply_errors_counted_not_fatal_and_duplicates(valkey_server, client):
     assert [f for _i, f in client.xrange(k + ":x")] == [{b"f": b"a"}]
     with pytest.raises(RuntimeError, match="closed"):
         wb.submit([("SET", k, 1)])
+
+
+def test_a_transaction_is_one_item_applied_all_or_nothing(valkey_server, client):
+    k = f"wb:{uuid.uuid4().hex}"
+    wb = WriteBehind(valkey_server[1], None, chunk=2, **FAST_RECONNECT)  # a transaction of 3 is still one item
+    wb.submit([("RPUSH", k + ":l", 1),
+               Transaction([("SET", k + ":a", "1"), ("RPUSH", k + ":l", 2), ("SET", k + ":b", "2")]),
+               # a wrong arity is refused while queueing: EXEC aborts and none of it is applied
+               Transaction([("SET", k + ":c", "3"), ("SET", k + ":d")]),
+               # a command that fails when run fails alone (Valkey has no rollback): the rest is applied
+               Transaction([("SET", k + ":s", "x"), ("INCR", k + ":s"), ("RPUSH", k + ":l", 3)])])
+    assert wb.flush(10)
+    s = wb.stats()
+    wb.close()
+    assert (s["submitted"], s["written"], s["dropped"], s["queued"]) == (4, 2, 0, 0)
+    assert sum(s["errors"].values()) == 2
+    assert client.lrange(k + ":l", 0, -1) == [b"1", b"2", b"3"]
+    assert (client.get(k + ":a"), client.get(k + ":b"), client.get(k + ":c"), client.get(k + ":s")) == (
+        b"1", b"2", None, b"x")
 
 
 def test_full_queue_drops_oldest_while_down(own_valkey):

@@ -60,7 +60,8 @@ def test_a_minute_of_paper_trading_with_a_crash_a_halt_and_a_flatten(ray_session
         os.kill(info["pid"], signal.SIGKILL)
         wait_for(lambda: ping_new(ex, info["incarnation"]), timeout=60, what="the restarted execution actor")
         after = wait_for(lambda: (s := stats())["restored"] and s["counts"].get("fills", 0) > first["counts"]["fills"]
-                         and s, timeout=60, retry_on=(ray.exceptions.RayActorError,), what="a fill after the restart")
+                         and s, timeout=60, retry_on=(ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError),
+                         what="a fill after the restart")
         assert after["restore_error"] is None
         # the kill switch: halted, decisions keep coming and are denied, no order is sent
         wait_for(lambda: stats()["now"] - start_ns >= 45 * S, timeout=60, what="45 s of event time")
