@@ -60,7 +60,7 @@ from typing import Any, Iterator
 from actors.config import ActorConfig
 from actors.peers import Peer, Runtime
 from pipelines.data.sequencing import BatchReply, DecisionSequencer, SeqGate
-from pipelines.execution.config import ExecutionConfig
+from pipelines.execution.config import PROFITDLL, ExecutionConfig
 from pipelines.execution.engine import ExecutionEngine, Step
 from pipelines.model.clock import NS_PER_S
 from pipelines.model.messages import Event, from_dict, to_dict
@@ -86,12 +86,14 @@ class ExecutionActor:
     def __init__(self, config: ActorConfig[ExecutionConfig], *, risk: RiskConfig, symbols: tuple[str, ...],
                  tick_sizes: dict[str, float] | None = None, decided: tuple[str, ...] = (),
                  publisher: str | None = None, feedback: dict[str, str] | None = None, journal: bool = False,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, routing: str | None = None):
         """``decided``: the symbols whose coordinator sends decisions (their market data waits for
         them); ``publisher``: the actor that owns ZeroMQ 5561 (None: nothing published);
         ``feedback``: symbol -> its feedback actor, which reports each decision's outcome;
         ``journal``: keep every non-empty Step in ``journal``, in order (a backtest's record; the
-        live graph has Valkey and leaves it off); ``runtime``: how other actors are called (None: Ray)."""
+        live graph has Valkey and leaves it off); ``runtime``: how other actors are called (None: Ray);
+        ``routing``: ``live`` | ``shadow`` when ``execution.venue`` is ``profitdll`` (the launcher's
+        --live / --shadow; the DLL host must be in the same mode), else None."""
         cfg = config.domain
         self.account = cfg.account
         self.run_id = config.run_id
@@ -99,7 +101,11 @@ class ExecutionActor:
         # Client order ids name the account and the run: hmarl:order:<id> is one key space for all
         # accounts, and a new run numbers its decisions from 1 again.
         scope = f"{self.account}/{self.run_id}/" if self.run_id else f"{self.account}/"
-        self._new_engine = lambda: ExecutionEngine(cfg, risk, tuple(symbols), tick_sizes=tick_sizes, id_scope=scope)
+        self.routing = routing
+        self.venue = self._live_venue(cfg, tick_sizes) if cfg.venue == PROFITDLL else None
+        self._reconcile_due = self.venue is not None
+        self._new_engine = lambda: ExecutionEngine(cfg, risk, tuple(symbols), tick_sizes=tick_sizes, id_scope=scope,
+                                                   venue=self.venue)
         self.engine = self._new_engine()
         self.gate = SeqGate()
         self._new_sequencer = lambda: DecisionSequencer(decided, cfg.max_held_events)
@@ -122,6 +128,7 @@ class ExecutionActor:
         self.unsaved = 0  # commits that did not finish in time (Valkey slow or down; the writes stay queued)
         self.restored = False
         self.restore_error: str | None = None
+        self.venue_error: str | None = None
         self._state_every_ns = int(STATE_EVERY_S * NS_PER_S)
         self._saved_at = 0
         self._commit_due = 0  # what the call's _save asked for: 1 commit, 2 commit and acknowledge a command
@@ -138,6 +145,75 @@ class ExecutionActor:
             self.risk_store = RiskStore(url, password, writer_id=f"execution-{self.incarnation[:12]}")
             with self._call():
                 self._restore()
+        if self.venue is not None:
+            self._check_host_mode()
+            self._reconcile()
+
+    # -- the live venue ---------------------------------------------------------------
+
+    def _live_venue(self, cfg: ExecutionConfig, tick_sizes: dict[str, float] | None):
+        from pipelines.adapters.bridge.order_client import OrderClient
+        from pipelines.execution.costs import CostModel
+        from pipelines.execution.profitdll_venue import ProfitDLLVenue
+
+        if self.routing not in ("live", "shadow"):
+            raise ValueError("execution.venue: profitdll needs routing 'live' or 'shadow' (launch.py --live | --shadow)")
+        pd = cfg.profitdll
+        client = OrderClient(pd.orders, pd.updates, pd.broker_account, token=os.environ.get(pd.token_env) or None)
+        return ProfitDLLVenue(client, cfg.account, costs=CostModel(cfg.exchange.costs), tick_sizes=tick_sizes,
+                              request_timeout_s=pd.request_timeout_s)
+
+    def _check_host_mode(self) -> None:
+        """The DLL host must route the way the launcher was told: a --shadow run never reaches a
+        host that sends to the DLL, a --live run never trusts a shadow host's acknowledgements.
+        A host in the other mode, or none answering, halts trading (the operator resumes with ctl)."""
+        from pipelines.execution.profitdll_venue import NO_ANSWER
+
+        try:
+            status = self.venue.link.request("status", {}, self.venue.timeout_s)
+        except NO_ANSWER as e:
+            self.venue_error = f"the DLL host does not answer: {e}"
+        else:
+            host_shadow = bool(status.get("shadow"))
+            if host_shadow != (self.routing == "shadow"):
+                self.venue_error = (f"the DLL host routes {'in shadow' if host_shadow else 'LIVE'} but this run is "
+                                    f"--{self.routing}: start the host with{'out' if not host_shadow else ''} --shadow")
+            else:
+                self.venue_error = None
+        if self.venue_error:
+            log.error("execution %s: %s; trading HALTED", self.account, self.venue_error)
+            with self._call():
+                self._store(self.engine.command("halt", "execution", self.venue_error, self.engine.now))
+                self._after(True, ack=True)
+
+    def _reconcile(self) -> None:
+        """The broker read and applied (``ExecutionEngine.reconcile``); tried again on the next
+        ping while the host does not answer."""
+        from pipelines.execution.profitdll_venue import NO_ANSWER
+
+        try:
+            with self._call():
+                step = self.engine.reconcile(self.engine.now)
+                self._store(step)
+                self._after(True)
+        except NO_ANSWER as e:
+            self._reconcile_due = True
+            log.warning("execution %s: reconcile with the broker failed (%s); trying again", self.account, e)
+            return
+        self._reconcile_due = False
+        report = self.venue.last_reconcile or {}
+        log.info("execution %s: reconciled with the broker: %s", self.account, report)
+
+    def _poll_venue(self) -> None:
+        """A live venue's news without market data (fills while the market is quiet), and a
+        reconcile after the host restarted or the link came back."""
+        if self.venue is None:
+            return
+        if self._reconcile_due or self.venue.link.take_reconnected():
+            self._reconcile()
+        with self._call():
+            if self._store(self.engine.poll_venue()):
+                self._after(True)
 
     # -- restart ----------------------------------------------------------------------
 
@@ -368,6 +444,7 @@ class ExecutionActor:
         with self._call():
             if self._serve_commands():
                 self._after(True, ack=True)
+        self._poll_venue()
         return {"incarnation": self.incarnation, "pid": os.getpid(), "accepted": self.accepted}
 
     def stats(self) -> dict:
@@ -390,6 +467,8 @@ class ExecutionActor:
             "unsaved": self.unsaved,
             "restored": self.restored,
             "restore_error": self.restore_error,
+            "routing": self.routing,
+            "venue_error": self.venue_error,
             "trading_store": self.trading.stats() if self.trading is not None else None,
             "risk_store": self.risk_store.stats() if self.risk_store is not None else None,
         }
@@ -400,6 +479,8 @@ class ExecutionActor:
         with self._call():
             self._release(everything=True)
             self._save(commit=False)
+        if self.venue is not None:
+            self.venue.link.close()
         if self.trading is not None:
             self.trading.close(timeout_s)
             self.risk_store.close(timeout_s)

@@ -96,8 +96,11 @@ class MarketDataGraph:
     """The whole actor graph (market data, analytics, decisions), for every configured symbol."""
 
     def __init__(self, cfg: AppConfig, valkey_url: str | None, on_event: Callable[[str], None] | None = None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, routing: str | None = None):
+        """``routing``: ``live`` | ``shadow`` for ``execution.venue: profitdll`` (launch.py's
+        --live / --shadow), None for paper trading."""
         self.cfg = cfg
+        self.routing = routing
         self.valkey_url = valkey_url
         self.on_event = on_event or (lambda msg: log.info(msg))
         self.specs: dict[str, ActorSpec] = {}
@@ -169,7 +172,8 @@ class MarketDataGraph:
         return ActorSpec(execution_name(execution.account), ExecutionActor, self.run.with_domain(execution),
                          dict(risk=cfg.risk, symbols=tuple(cfg.symbols),
                               tick_sizes={s: self._tick_size(s) for s in cfg.symbols}, decided=tuple(cfg.symbols),
-                              publisher=ANALYTICS_PUBLISHER, feedback={s: feedback_name(s) for s in cfg.symbols}),
+                              publisher=ANALYTICS_PUBLISHER, feedback={s: feedback_name(s) for s in cfg.symbols},
+                              routing=self.routing),
                          kinds=ExecutionActor.KINDS, symbols=frozenset(cfg.symbols),
                          options={"max_task_retries": -1})
 

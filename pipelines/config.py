@@ -354,6 +354,21 @@ def _check_cross_fields(cfg: AppConfig) -> None:
     for key in ("pub", "rep"):
         if not re.match(r"^(tcp|ipc)://\S+$", getattr(cfg.feed.bridge, key)):
             raise ConfigError(f"feed.bridge.{key}", f"expected a ZeroMQ endpoint like tcp://host:5562, got {getattr(cfg.feed.bridge, key)!r}")
+    ex = cfg.execution
+    for key in ("orders", "updates"):
+        if not re.match(r"^(tcp|ipc)://\S+$", getattr(ex.profitdll, key)):
+            raise ConfigError(f"execution.profitdll.{key}",
+                              f"expected a ZeroMQ endpoint like tcp://127.0.0.1:5564, got {getattr(ex.profitdll, key)!r}")
+    if ex.venue == "profitdll":
+        # Live trading only with the account named and the risk engine guarding it.
+        if not re.match(r"^\d+:[^:\s]+(:[^:\s]+)?$", ex.profitdll.broker_account or ""):
+            raise ConfigError("execution.profitdll.broker_account",
+                              f"expected BROKER:ACCOUNT[:SUB] (as in Profit) for execution.venue: profitdll, "
+                              f"got {ex.profitdll.broker_account!r}")
+        if not ex.enabled:
+            raise ConfigError("execution.enabled", "must be true for execution.venue: profitdll")
+        if not cfg.risk.enabled:
+            raise ConfigError("risk.enabled", "must be true for execution.venue: profitdll (no live orders unguarded)")
     for i, agent in enumerate(cfg.hmarl.agents):
         if agent not in AGENTS:
             raise ConfigError(f"hmarl.agents[{i}]", f"unknown agent {agent!r} (known: {', '.join(AGENTS)})")

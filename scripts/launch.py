@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard with a local Ray")
     p.add_argument("--resume", action="store_true",
                    help="continue the previous run (its paper account, orders and pending outcomes); default: a new run")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--live", action="store_true",
+                      help="send real orders through the DLL host (needs execution.venue: profitdll, an account, risk on)")
+    mode.add_argument("--shadow", action="store_true",
+                      help="run the live order path up to the DLL host, which acknowledges without sending (host --shadow)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -215,6 +220,18 @@ def resolve_contracts(cfg):
     return dataclasses.replace(cfg, symbols=resolved) if resolved != tuple(cfg.symbols) else cfg
 
 
+def routing_mode(cfg, live: bool, shadow: bool) -> str | None | ConfigError:
+    """Paper trading is the default; real orders need the config *and* the command line to say so."""
+    if cfg.execution.venue == "profitdll":
+        if not (live or shadow):
+            return ConfigError("execution.venue", "profitdll sends real orders: add --live (or --shadow to rehearse)")
+        return "live" if live else "shadow"
+    if live or shadow:
+        return ConfigError("execution.venue", f"--{'live' if live else 'shadow'} needs execution.venue: profitdll "
+                                              f"(it is {cfg.execution.venue})")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -231,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.duration is not None and args.duration <= 0:
         print("config error: --duration: must be > 0", file=sys.stderr)
+        return 2
+    routing = routing_mode(cfg, args.live, args.shadow)
+    if isinstance(routing, ConfigError):
+        print(f"config error: {routing}", file=sys.stderr)
         return 2
 
     stop = threading.Event()
@@ -260,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"placement error: {e}", file=sys.stderr)
             return 2
         graph = MarketDataGraph(cfg, valkey_url, on_event=lambda m: print(f"supervisor: {m}", flush=True),
-                                run_id=run["run_id"])
+                                run_id=run["run_id"], routing=routing)
         graph.start()
         ready = {
             "namespace": cfg.namespace,

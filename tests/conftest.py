@@ -113,3 +113,13 @@ def fake_so():
     from tests.profitdll_fake import fake_dll_or_skip
 
     return fake_dll_or_skip()
+
+
+@pytest.fixture()
+def dll_host(tmp_path, fake_so):
+    """The DLL hosts and order clients of one test (tests/order_host.py), stopped after it."""
+    from tests.order_host import Run
+
+    r = Run(tmp_path, fake_so)
+    yield r
+    r.close()

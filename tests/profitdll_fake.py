@@ -10,8 +10,11 @@
 - :func:`read_sent_log` parses the fake's ``FAKE_PROFITDLL_SENT_LOG`` (one ``key=value``
   tab-separated line per callback; format in the C file's header).
 - :class:`FakeDebug` reads the fake's debug exports (thread alive, outstanding FullBook
-  allocations...).
-- :data:`CREDENTIALS` are the login values the graph tests give the fake and then search for.
+  allocations...) and drives its broker (``set_book``, ``set_market``, ``broker_idle``).
+- :func:`read_broker_state` parses the broker's state file (``FAKE_PROFITDLL_BROKER_STATE``:
+  one record per line, the last record of an order or position wins).
+- :data:`CREDENTIALS` are the login values the graph tests give the fake and then search for;
+  :data:`ROUTING_PASSWORD` the fake's default routing password (searched for the same way).
 
 All behaviour switches are ``FAKE_PROFITDLL_*`` environment variables read at init (see the C
 file's header); :data:`ENV_PREFIX` and :func:`fake_env` help build them.
@@ -34,6 +37,8 @@ from zoneinfo import ZoneInfo
 # dir or Valkey is a leak, not a coincidence.
 CREDENTIALS = {"PROFIT_KEY": "key-Ω-4821-activation", "PROFIT_USER": "user-Ω-5530",
                "PROFIT_PASSWORD": "pw-Ω-7319"}
+# The fake broker's routing password when FAKE_PROFITDLL_ROUTING_PASSWORD is not set.
+ROUTING_PASSWORD = "route-Ω-2207"
 
 SOURCE = Path(__file__).resolve().parent / "fake_profitdll" / "fake_profitdll.c"
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent / "_build" / "fake_profitdll"
@@ -121,8 +126,14 @@ class FakeDebug:
         self.lib = lib
         lib.FakeThreadAlive.restype = ctypes.c_int32
         for name in ("FakeOutstandingAllocations", "FakeBadFrees", "FakeEventsSent", "FakeMarketEventsSent",
-                     "FakeUndelivered", "FakeNativeThreadId"):
+                     "FakeUndelivered", "FakeNativeThreadId", "FakeBrokerOrderCount"):
             getattr(lib, name).restype = ctypes.c_int64
+        lib.FakeBrokerSetBook.restype = ctypes.c_int32
+        lib.FakeBrokerSetBook.argtypes = [ctypes.c_char_p, ctypes.c_double, ctypes.c_int64, ctypes.c_double,
+                                          ctypes.c_int64]
+        lib.FakeBrokerSetMarket.restype = ctypes.c_int32
+        lib.FakeBrokerSetMarket.argtypes = [ctypes.c_int32]
+        lib.FakeBrokerIdle.restype = ctypes.c_int32
 
     def thread_alive(self) -> bool:
         return bool(self.lib.FakeThreadAlive())
@@ -144,6 +155,43 @@ class FakeDebug:
 
     def native_thread_id(self) -> int:
         return self.lib.FakeNativeThreadId()
+
+    # -- the broker --------------------------------------------------------------------------
+
+    def set_book(self, ticker: str, bid: float, bid_qty: int, ask: float, ask_qty: int) -> None:
+        """Reset ``ticker``'s scripted book (5 levels a tick apart, each with the best's quantity);
+        resting orders it crosses trade on the DLL's thread. 0 for a price or quantity = empty side."""
+        result = self.lib.FakeBrokerSetBook(ticker.encode("ascii"), bid, bid_qty, ask, ask_qty)
+        if result != 0:
+            raise RuntimeError(f"FakeBrokerSetBook({ticker!r}) failed: {result}")
+
+    def set_market(self, open_: bool) -> None:
+        self.lib.FakeBrokerSetMarket(1 if open_ else 0)
+
+    def broker_idle(self) -> bool:
+        """True when the broker has no command, delayed match or recovery left to run."""
+        return bool(self.lib.FakeBrokerIdle())
+
+    def broker_order_count(self) -> int:
+        return self.lib.FakeBrokerOrderCount()
+
+
+def read_broker_state(path: str | os.PathLike) -> dict[str, dict]:
+    """The fake broker's state file: ``{"orders": {local_id: record}, "positions": {(broker,
+    account, sub, ticker, exch): record}}``, records as dicts of strings, the last line of each
+    order / position winning (the file is a journal). A torn last line is ignored, as the fake does."""
+    orders: dict[int, dict[str, str]] = {}
+    positions: dict[tuple[str, ...], dict[str, str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                continue
+            rec = dict(field.split("=", 1) for field in line.rstrip("\n").split("\t") if "=" in field)
+            if rec.get("kind") == "order":
+                orders[int(rec["local_id"])] = rec
+            elif rec.get("kind") == "pos":
+                positions[(rec["broker"], rec["account"], rec["sub"], rec["ticker"], rec["exch"])] = rec
+    return {"orders": orders, "positions": positions}
 
 
 # -- reference parsers of the sent log's fields (independent of the binding: zoneinfo + strptime) --

@@ -60,6 +60,22 @@ class ExchangeConfig:
     costs: CostsConfig = field(default_factory=CostsConfig)
 
 
+SIMULATED, PROFITDLL = "simulated", "profitdll"
+
+
+@dataclass(frozen=True)
+class ProfitDLLVenueConfig:
+    """The live venue (:mod:`pipelines.execution.profitdll_venue`): the DLL host's order endpoints
+    (``scripts/feed_bridge.py --routing``) and the broker account it routes for. The routing
+    password never appears here: it stays in the host's process."""
+
+    orders: str = "tcp://127.0.0.1:5564"  # the host's command socket (ROUTER)
+    updates: str = "tcp://127.0.0.1:5565"  # the host's order updates (PUB)
+    broker_account: str | None = None  # BROKER:ACCOUNT[:SUB], as the host's --account; required for live trading
+    token_env: str = "PROFIT_BRIDGE_TOKEN"  # the variable holding the host's shared token (a host off 127.0.0.1)
+    request_timeout_s: float = field(default=2.0, metadata=bounded(0.05, 60))
+
+
 @dataclass(frozen=True)
 class ExecutionConfig:
     """One account's execution (:class:`pipelines.execution.engine.ExecutionEngine`): how its
@@ -70,7 +86,11 @@ class ExecutionConfig:
     enabled: bool = True
     account: str = "paper"  # the account's name, one Valkey key part (hmarl:position:<account>:<SYM>)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Where orders go: the simulated exchange (paper trading, the default) or the broker through
+    # ProfitDLL, which also needs --live (or --shadow) on the launcher's command line.
+    venue: str = field(default=SIMULATED, metadata=choices(SIMULATED, PROFITDLL))
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    profitdll: ProfitDLLVenueConfig = field(default_factory=ProfitDLLVenueConfig)
     # Valkey expiry of hmarl:order:<id> (orders outlive their session, for restarts and reports)
     # and of hmarl:position:<account>:<SYM> (null: kept, it is the account's state).
     ttl_order_s: int = field(default=7 * 86_400, metadata=bounded(1, INT32_MAX))

@@ -45,6 +45,7 @@ public methods on bad data.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from typing import Any, Iterable, NamedTuple, Protocol, Sequence
@@ -63,6 +64,7 @@ from pipelines.model.orders import (
     REJECTED,
     SELL,
     SUBMITTED,
+    TAKER,
     TERMINAL,
     AccountSummary,
     DecisionOutcome,
@@ -77,6 +79,8 @@ from pipelines.model.orders import (
 from pipelines.model.settings import INT64_MAX
 from pipelines.risk.config import RiskConfig
 from pipelines.risk.engine import REDUCING, RiskEngine
+
+log = logging.getLogger("quantumtrader.execution")
 
 STATE_VERSION = 1
 RATE_WINDOW_NS = NS_PER_S  # the risk engine's rate limits count per second of event time
@@ -240,6 +244,52 @@ class ExecutionEngine:
     @property
     def now(self) -> int:
         return self._now
+
+    def poll_venue(self) -> Step:
+        """What a live venue reported without market data (its fills and order events arrive on
+        their own; the actor calls this on its timer). The simulated exchange has nothing then."""
+        w = _Work()
+        r = self.venue.advance(self._now)
+        if r[0] or r[1]:
+            self._venue_result(r, w)
+            self._account_step(w)
+        return self._finish(w)
+
+    def reconcile(self, now_ns: int) -> Step:
+        """A live venue's broker read and applied (at start and after the link came back): our
+        orders take the broker's state, and a position that still differs from the broker's is
+        set to it by an adjusting fill (the broker is the truth): ``reconcile:<SYM>:<n>``, at the
+        broker's average price when it holds a position, else at our last price, without fees,
+        decision id ``reconcile``. Each adjustment is counted and logged. The simulated exchange
+        has no broker: nothing happens. Raises what the venue raises when the broker does not answer."""
+        w = _Work()
+        read = getattr(self.venue, "reconcile", None)
+        if read is None:
+            return self._finish(w)
+        if now_ns > self._now:
+            self._tick(now_ns, w)
+        events, fills, report = read(self._now)
+        self._venue_result((events, fills), w)
+        for sym, broker in sorted(report.get("positions", {}).items()):
+            if sym not in self.policies or not isinstance(broker, dict):
+                continue
+            ours = self.positions.position(sym)
+            diff = int(broker.get("quantity", 0)) - ours.quantity
+            if not diff:
+                continue
+            avg = broker.get("avg_price")
+            price = float(avg) if broker.get("quantity") and avg else ours.last_price
+            self.counts["reconcile_adjustments"] += 1
+            n = self.counts["reconcile_adjustments"]
+            log.warning("reconcile %s %s: broker holds %s, we held %d: adjusting by %+d at %s",
+                        self.account, sym, broker.get("quantity"), ours.quantity, diff, price)
+            fill = Fill(f"reconcile:{sym}:{n}", f"reconcile:{sym}:{n}", self.account, sym, self._now,
+                        BUY if diff > 0 else SELL, abs(diff), price, TAKER, 0.0, "reconcile")
+            self.positions.apply(fill)
+            w.fills.append(fill)
+            w.touched.add(sym)
+        self._account_step(w)
+        return self._finish(w)
 
     def working(self) -> list[Order]:
         """Orders sent to the venue and not finished."""

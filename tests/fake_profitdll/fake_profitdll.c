@@ -1,5 +1,6 @@
 /*
- * fake_profitdll.c - a native stand-in for Nelogica's ProfitDLL 4.0 (market data part), for tests.
+ * fake_profitdll.c - a native stand-in for Nelogica's ProfitDLL 4.0 (market data and order routing),
+ * for tests.
  *
  * Built as a Linux shared object by tests/profitdll_fake.py (cc -shared -fPIC -pthread -O2).
  * It exports the ProfitDLL functions the binding uses, with the same names, argument lists and
@@ -66,6 +67,100 @@
  *   real DLL. Calling it from inside a callback returns NL_INTERNAL_ERROR (it would join itself).
  *
  * ---------------------------------------------------------------------------------------------
+ * Order routing: a small broker (DLLInitializeLogin only)
+ * ---------------------------------------------------------------------------------------------
+ * After DLLInitializeMarketLogin every routing export returns NL_MARKET_ONLY; after a rejected
+ * login NL_NO_LOGIN; before init NL_NOT_INITIALIZED. Records are the real DLL's (asserted below);
+ * TString0In strings of TConnectorAccountIdentifierOut are UTF-16 (uint16_t[100]) as on Windows.
+ * - Accounts: FAKE_PROFITDLL_ACCOUNTS. GetAccountCount / GetAccounts list the masters,
+ *   GetSubAccountCount / GetSubAccounts the subs of one (NL_NOT_FOUND for an unknown master);
+ *   GetAccountDetails (two-pass): BrokerName "Corretora Fake", OwnerName "Titular Simulação",
+ *   SubOwnerName "Subconta <sub>" for a sub, flags CA_IS_ENABLED (+ CA_IS_SUB_ACCOUNT).
+ * - SendOrder (Version 0..2, else NL_VERSION_NOT_SUPPORTED; V0 enums translated; V2 writes the
+ *   MessageID): synchronous checks, in order: unknown account -> NL_INVALID_ARGS; NULL/empty
+ *   ticker or exchange -> NL_INVALID_ARGS, unknown exchange -> NL_EXCHANGE_UNKNOWN, ticker not
+ *   valid (market-data rules above) -> NL_INVALID_TICKER; bad type/side for the version, quantity
+ *   <= 0, limit price <= 0 (limit, stop-limit), stop <= 0 (stop-limit) -> NL_INVALID_ARGS; NULL or
+ *   empty password -> NL_NO_PASSWORD. Then the order is created at the broker with status 10
+ *   PendingNew, persisted, and its positive LocalOrderID returned (ClOrderID "FK<id + 4000000>",
+ *   first id 100001; ids keep increasing across processes through the state file). The password
+ *   is compared with FAKE_PROFITDLL_ROUTING_PASSWORD and forgotten: only pw_ok=1/0 is kept.
+ * - Everything after that happens on the native thread, one callback per step; each order
+ *   callback passes a TConnectorOrderIdentifier BY VALUE (LocalOrderID + ClOrderID), the client
+ *   reads the order back with GetOrderDetails (an accessor, callable inside the callback); trading
+ *   message results pass a POINTER to TConnectorTradingMessageResult:
+ *     order PendingNew(10); result 6 SentToBroker; then either
+ *     a rejection: status 8 Rejected with the text, leaves 0, result 7 RejectedBroker "invalid
+ *       routing password" | 9 RejectedMarket "market closed" (FAKE_PROFITDLL_MARKET=closed) |
+ *       9 "invalid price: <p> is not a multiple of the tick <t>" (limit or stop price off the
+ *       tick: WDO 0.5, WIN 5, others 0.01) | 24 BlockedByRisk "insufficient margin: position would
+ *       reach <n> (max <m>)" (|position + this order + the working orders on its side| above
+ *       FAKE_PROFITDLL_MAX_POSITION), checked in that order; or
+ *     acceptance: result 10 Accepted, order 0 New (leaves = quantity), then matching.
+ * - Matching, against a scripted book per ticker (FAKE_PROFITDLL_BROKER_BOOK; 5 levels per side,
+ *   level i is i ticks from the best, every level with the best's quantity). Taken liquidity is
+ *   removed from the book. One fill per level, each an order callback: 1 PartiallyFilled, or
+ *   2 Filled for the one that completes the order (avg price = volume-weighted, TradedQuantity /
+ *   LeavesQuantity updated). Market: takes level after level; what the 5 levels cannot fill is
+ *   cancelled (15 PartiallyFilledCanceled, or 4 Canceled if nothing traded, text "no liquidity for
+ *   the rest of the market order"). Limit: trades the levels at or better than its price, the rest
+ *   rests (0 New, or 1 PartiallyFilled with leaves > 0). Stop-limit: rests untriggered (0 New)
+ *   until the best ask >= stop (buy) / best bid <= stop (sell), then works as a limit. Resting
+ *   orders trade when FakeBrokerSetBook moves the book through them (on the native thread, in
+ *   LocalOrderID order). FAKE_PROFITDLL_FILL_DELAY_MS delays the first matching of an accepted
+ *   order (a window to kill the process between acceptance and fill).
+ * - Positions per account and asset: signed quantity; average price of the open quantity (more
+ *   on the same side: volume-weighted; reducing: unchanged; flipping: the fill's price; flat: 0);
+ *   daily buy/sell quantity and average price. GetPositionV2 (Version 0..2; V1+ PositionType 1/2
+ *   required, both read the same book here): OpenQuantity = |qty|, OpenSide 1 bought / 2 sold /
+ *   0 flat, OpenAveragePrice, Daily* fields, DailyQuantity = bought - sold, DailyQuantityAvailable
+ *   = |qty|, EventID (V2) a counter bumped by every fill; an asset never traded -> NL_NO_POSITION.
+ * - SendChangeOrderV2 (V0..1; V1 writes MessageID) / SendCancelOrderV2 (V0..1): by LocalOrderID,
+ *   else ClOrderID. Synchronous: unknown account or neither id -> NL_INVALID_ARGS, unknown order ->
+ *   NL_NOT_FOUND, another account's order -> NL_INVALID_ARGS, quantity <= 0 or price <= 0
+ *   (change) -> NL_INVALID_ARGS, no password -> NL_NO_PASSWORD. Then on the native thread: an order
+ *   not working -> result 9 "... rejected: the order is not working"; wrong password -> result 7;
+ *   cancel: 6 PendingCancel, then 4 Canceled (15 if it had traded), result 10; change: 14
+ *   PendingReplace, then 5 Replaced with the new price/stop/quantity (leaves = quantity - traded)
+ *   and result 10, then matching again; a change to an off-tick price or to a quantity not above
+ *   the traded one is refused: the order goes back to its previous status with the reason as
+ *   its text, result 9.
+ * - SendCancelAllOrdersV2 (V0): every cancelable order of exactly that account (a master's call
+ *   does not touch its subs) goes PendingCancel -> Canceled; a wrong password -> one result 7.
+ * - SendZeroPositionV2 (V0..2; V1+ PositionType 1/2; V2 writes MessageID): a flat (or never
+ *   traded) asset -> NL_NO_POSITION (what 4.0.0.24 made of it; FIN saw NL_INVALID_ARGS on older
+ *   builds); else a new order for |position| on the other side, market when Price = -1, limit at
+ *   Price otherwise, returned as its LocalOrderID and processed like any order. Working orders are
+ *   left alone.
+ * - GetOrderDetails (Version 0..1, two-pass): by LocalOrderID (> 0), else by ClOrderID; unknown ->
+ *   NL_NOT_FOUND. A NULL string pointer gets its *Length set; a non-NULL one receives at most
+ *   *Length chars and a NUL (the caller allocates Length + 1). A NULL OrderID.ClOrderID is set to
+ *   the broker's own string (stable for the life of the process). Dates are B3 local time
+ *   (UTC-3) SystemTimes of the real clock; ValidityDate zero; validity 0 (Day).
+ * - EnumerateAllOrders(account, version 0..1, lparam, proc): calls proc on the CALLER's thread for
+ *   each order of the account (a master: its subs' orders too), in LocalOrderID order, until it
+ *   returns false; an unknown account -> NL_OK without calls (as the manual says). The record and
+ *   its strings are valid during the call only.
+ * - SetDayTrade(on): recorded (kind=set_day_trade) and stamped on later orders (day_trade=).
+ * - The broker survives the process (FAKE_PROFITDLL_BROKER_STATE=<file>): every change appends
+ *   the changed order or position as one line (one write(2), O_APPEND), so a killed process leaves
+ *   whole lines (a torn last line is ignored). At init the file is replayed (last record wins)
+ *   and rewritten compacted (tmp + rename); orders, positions, the next LocalOrderID and
+ *   MessageID carry over. The scripted book does not (it comes from the environment). Work a
+ *   killed process left is redone once the new client's order callback is set (or 0.5 s after
+ *   the connection states): PendingNew orders go through the whole flow above (acceptance,
+ *   fills), working ones are matched against the new book, a PendingCancel completes, a
+ *   PendingReplace falls back to its previous working status.
+ * - Crash on command: FAKE_PROFITDLL_CRASH_ON_ORDER=N. The N-th successful SendOrder of the process
+ *   returns its LocalOrderID and is persisted as PendingNew; when the native thread picks it up
+ *   it writes `kind=crash reason=crash_on_order local_id=<id>` and segfaults (a real write through
+ *   NULL) before any callback for it. The next process (same state file) finds it PendingNew and
+ *   accepts and fills it from its book, firing the callbacks then: the order was sent once and
+ *   its fill is not lost.
+ * - Locking: the broker's state is under the DLL's lock; callbacks and enumeration procs are
+ *   always invoked without it (the client calls GetOrderDetails from inside them).
+ *
+ * ---------------------------------------------------------------------------------------------
  * Environment variables (read once, at init)
  * ---------------------------------------------------------------------------------------------
  *   FAKE_PROFITDLL_RATE           market events per second over all tickers (default 5000;
@@ -99,6 +194,18 @@
  *   FAKE_PROFITDLL_TODAY          YYYY-MM-DD for the 30-day history limit (default: local date).
  *   FAKE_PROFITDLL_START          YYYY-MM-DD HH:MM:SS, the market clock start (default
  *                                 2025-08-04 09:00:00; each event advances a ticker's clock 0-2 ms).
+ *   Order routing:
+ *   FAKE_PROFITDLL_ACCOUNTS       "broker:account[:sub],..." (default "308:1234567"); a sub
+ *                                 implies its master.
+ *   FAKE_PROFITDLL_ROUTING_PASSWORD  the routing password (UTF-8; default "route-Ω-2207").
+ *                                 Compared only; never written anywhere (logs say pw_ok=1/0).
+ *   FAKE_PROFITDLL_MARKET         open | closed (default open; closed rejects new orders).
+ *   FAKE_PROFITDLL_MAX_POSITION   margin limit on |position| (default 10).
+ *   FAKE_PROFITDLL_BROKER_BOOK    "TICKER:bid x bidq / ask x askq;..." e.g.
+ *                                 "WDOZ26:5000.0x3/5000.5x2" (no spaces).
+ *   FAKE_PROFITDLL_BROKER_STATE   path of the broker's state file (default: none, memory only).
+ *   FAKE_PROFITDLL_CRASH_ON_ORDER N: segfault on the N-th SendOrder (see above).
+ *   FAKE_PROFITDLL_FILL_DELAY_MS  delay before an accepted order is first matched (default 0).
  *
  * ---------------------------------------------------------------------------------------------
  * Sent-log format: one line per callback, fields separated by TABs, each `key=value`:
@@ -118,13 +225,38 @@
  *   daily     ticker exch date open high low close vol ajuste maxlimit minlimit volbuyer volseller
  *             qtd negocios contratos qtdbuyer qtdseller negbuyer negseller
  *   invalid   ticker exch
- *   crash     reason
+ *   crash     reason [local_id]
+ *   Order routing (commands are logged by the caller's thread before they are queued, so a
+ *   command's line precedes the callbacks it causes; `result` is the returned id or NL code; the
+ *   account fields are broker account sub ("-" for none); strings as passed):
+ *   broker_load   orders positions next_id recover   (at init, after the state file)
+ *   send_order    result broker account sub ticker exch side type price stop qty version
+ *                 message_id pw_ok day_trade   (side/type as passed, i.e. in the version's enums)
+ *   change_order  result local_id broker account sub order_local_id order_cl_ord_id price stop
+ *                 qty version message_id pw_ok
+ *   cancel_order  result local_id broker account sub order_local_id order_cl_ord_id version
+ *                 message_id pw_ok
+ *   cancel_all    result broker account sub version pw_ok
+ *   zero_position result broker account sub ticker exch price position_type version qty
+ *                 message_id pw_ok
+ *   set_day_trade on
+ *   set_book      ticker bid bidq ask askq
+ *   order_cb      local_id cl_ord_id broker account sub ticker exch side type status validity qty
+ *                 traded leaves price stop avg date last event_id text   (what GetOrderDetails
+ *                 answers during that callback; dates B3 local YYYY-MM-DD HH:MM:SS.mmm or "-")
+ *   msg_result    local_id cl_ord_id broker message_id code message
+ *   fill          local_id cl_ord_id broker account sub ticker side price qty fill_no traded leaves
+ *                 avg position position_avg   (the position after the fill)
  *   Doubles are printed with %.17g (round-trip exact). Dates of book/daily lines are the exact
  *   wide string sent ("" for an empty string, "-" for NULL).
  *
  * Debug exports (not in the real DLL): FakeThreadAlive(), FakeOutstandingAllocations(),
  * FakeBadFrees(), FakeEventsSent(), FakeMarketEventsSent(), FakeNativeThreadId(),
- * FakeUndelivered().
+ * FakeUndelivered(); broker: FakeBrokerSetBook(const char *ticker, double bid, int64 bidq,
+ * double ask, int64 askq) (resets that ticker's scripted book and matches resting orders on the
+ * native thread; bid or ask <= 0 = an empty side), FakeBrokerSetMarket(int open),
+ * FakeBrokerIdle() (1 when no broker command, delayed match or recovery is pending or running),
+ * FakeBrokerOrderCount().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -260,6 +392,7 @@ static long long g_lines;             /* sent-log counter (n=) */
 static long long g_market_sent;       /* market events over all tickers */
 static long long g_undelivered;
 static int * volatile g_crash_ptr = NULL;
+static int g_bcmd_n; /* broker commands queued for the native thread (g_lock) */
 
 static TStateCallback cb_state;
 static TProgressCallback cb_progress;
@@ -341,8 +474,12 @@ static long long env_ll(const char *name, long long dflt) {
 /* ---- sent log ------------------------------------------------------------------------------ */
 static char g_line[1 << 18];
 static size_t g_len;
+/* One line at a time: order commands log from the caller's thread, callbacks from the native
+ * thread. lb_reset takes the lock, lb_flush releases it (every line is reset ... flush). */
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void lb_reset(const char *kind) {
+    pthread_mutex_lock(&g_log_lock);
     g_lines++;
     g_len = (size_t)snprintf(g_line, sizeof g_line, "n=%lld\tkind=%s", g_lines, kind);
 }
@@ -364,14 +501,16 @@ static void lb_wstr(const char *key, const wchar_t *w) {
     lb_add("\t%s=%s", key, tmp);
 }
 static void lb_flush(void) {
-    if (cfg.log_fd < 0) return;
-    g_line[g_len++] = '\n';
-    size_t off = 0;
-    while (off < g_len) {
-        ssize_t w = write(cfg.log_fd, g_line + off, g_len - off);
-        if (w < 0) { if (errno == EINTR) continue; break; }
-        off += (size_t)w;
+    if (cfg.log_fd >= 0) {
+        g_line[g_len++] = '\n';
+        size_t off = 0;
+        while (off < g_len) {
+            ssize_t w = write(cfg.log_fd, g_line + off, g_len - off);
+            if (w < 0) { if (errno == EINTR) continue; break; }
+            off += (size_t)w;
+        }
     }
+    pthread_mutex_unlock(&g_log_lock);
 }
 #define LOGGING (cfg.log_fd >= 0)
 
@@ -393,7 +532,7 @@ static struct timespec abs_ts(double t) {
 /* Sleep until monotonic time t; DLLFinalize wakes it. */
 static void wait_until(double t) {
     pthread_mutex_lock(&g_lock);
-    while (!g_stop && now_s() < t) {
+    while (!g_stop && now_s() < t && !g_bcmd_n) { /* an order command does not wait for the pacing */
         struct timespec ts = abs_ts(t);
         pthread_cond_timedwait(&g_wake, &g_lock, &ts);
     }
@@ -1127,6 +1266,1667 @@ static void initial_states(uint64_t *rng) {
     if (failed) g_login_failed = 1;
 }
 
+/* ==== the broker: order routing (DLLInitializeLogin only) ================================ */
+/* Behaviour and env vars are documented in the header comment ("Order routing"). */
+#define NL_WAITING_SERVER NLC(0x04)
+#define NL_MARKET_ONLY NLC(0x0A)
+#define NL_NO_POSITION NLC(0x0B)
+#define NL_INVALID_TICKER NLC(0x1F)
+
+/* ---- routing records (the real DLL's layouts, x64 natural alignment) ---------------------- */
+typedef struct {
+    uint8_t Version;
+    int32_t BrokerID;
+    wchar_t *AccountID;
+    wchar_t *SubAccountID;
+    int64_t Reserved;
+} TConnectorAccountIdentifier;
+
+typedef struct { /* TString0In = array[0..99] of WideChar: UTF-16 code units, inline */
+    uint8_t Version;
+    int32_t BrokerID;
+    uint16_t AccountID[100];
+    int32_t AccountIDLength;
+    uint16_t SubAccountID[100];
+    int32_t SubAccountIDLength;
+    int64_t Reserved;
+} TConnectorAccountIdentifierOut;
+
+typedef struct {
+    uint8_t Version;
+    wchar_t *Ticker;
+    int32_t TickerLength;
+    wchar_t *Exchange;
+    int32_t ExchangeLength;
+    uint8_t FeedType;
+} TConnectorAssetIdentifierOut;
+
+typedef struct {
+    uint8_t Version;
+    int64_t LocalOrderID;
+    wchar_t *ClOrderID;
+} TConnectorOrderIdentifier;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorAssetIdentifier AssetID;
+    wchar_t *Password;
+    uint8_t OrderType;
+    uint8_t OrderSide;
+    double Price;
+    double StopPrice;
+    int64_t Quantity;
+    int64_t MessageID; /* V2 */
+} TConnectorSendOrder;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorOrderIdentifier OrderID;
+    wchar_t *Password;
+    double Price;
+    double StopPrice;
+    int64_t Quantity;
+    int64_t MessageID; /* V1 */
+} TConnectorChangeOrder;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorOrderIdentifier OrderID;
+    wchar_t *Password;
+    int64_t MessageID; /* V1 */
+} TConnectorCancelOrder;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    wchar_t *Password;
+} TConnectorCancelAllOrders;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorAssetIdentifier AssetID;
+    wchar_t *Password;
+    double Price;
+    uint8_t PositionType; /* V1 */
+    int64_t MessageID;    /* V2 */
+} TConnectorZeroPosition;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    wchar_t *BrokerName;
+    int32_t BrokerNameLength;
+    wchar_t *OwnerName;
+    int32_t OwnerNameLength;
+    wchar_t *SubOwnerName;
+    int32_t SubOwnerNameLength;
+    uint32_t AccountFlags;
+    uint8_t AccountType; /* V1 */
+} TConnectorTradingAccountOut;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorAssetIdentifier AssetID;
+    int64_t OpenQuantity;
+    double OpenAveragePrice;
+    uint8_t OpenSide;
+    double DailyAverageSellPrice;
+    int64_t DailySellQuantity;
+    double DailyAverageBuyPrice;
+    int64_t DailyBuyQuantity;
+    int64_t DailyQuantityD1, DailyQuantityD2, DailyQuantityD3, DailyQuantityBlocked, DailyQuantityPending,
+        DailyQuantityAlloc, DailyQuantityProvision, DailyQuantity, DailyQuantityAvailable;
+    uint8_t PositionType; /* V1 */
+    int64_t EventID;      /* V2 */
+} TConnectorTradingAccountPosition;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorOrderIdentifier OrderID;
+    TConnectorAccountIdentifier AccountID;
+    TConnectorAssetIdentifier AssetID;
+    int64_t Quantity, TradedQuantity, LeavesQuantity;
+    double Price, StopPrice, AveragePrice;
+    uint8_t OrderSide, OrderType, OrderStatus, ValidityType;
+    SystemTime Date, LastUpdate, CloseDate, ValidityDate;
+    wchar_t *TextMessage;
+    int64_t EventID; /* V1 */
+} TConnectorOrder;
+
+typedef struct {
+    uint8_t Version;
+    TConnectorOrderIdentifier OrderID;
+    TConnectorAccountIdentifierOut AccountID;
+    TConnectorAssetIdentifierOut AssetID;
+    int64_t Quantity, TradedQuantity, LeavesQuantity;
+    double Price, StopPrice, AveragePrice;
+    uint8_t OrderSide, OrderType, OrderStatus, ValidityType;
+    SystemTime Date, LastUpdate, CloseDate, ValidityDate;
+    wchar_t *TextMessage;
+    int32_t TextMessageLength;
+    int64_t EventID; /* V1 */
+} TConnectorOrderOut;
+
+typedef struct {
+    uint8_t Version;
+    int32_t BrokerID;
+    TConnectorOrderIdentifier OrderID;
+    int64_t MessageID;
+    uint8_t ResultCode;
+    wchar_t *Message;
+    int32_t MessageLength;
+} TConnectorTradingMessageResult;
+
+_Static_assert(sizeof(TConnectorAccountIdentifier) == 32, "TConnectorAccountIdentifier");
+_Static_assert(sizeof(TConnectorAccountIdentifierOut) == 424, "TConnectorAccountIdentifierOut");
+_Static_assert(offsetof(TConnectorAccountIdentifierOut, SubAccountID) == 212, "SubAccountID");
+_Static_assert(offsetof(TConnectorAccountIdentifierOut, Reserved) == 416, "Reserved");
+_Static_assert(sizeof(TConnectorOrderIdentifier) == 24, "TConnectorOrderIdentifier");
+_Static_assert(sizeof(TConnectorSendOrder) == 120, "TConnectorSendOrder");
+_Static_assert(offsetof(TConnectorSendOrder, MessageID) == 112, "SendOrder.MessageID");
+_Static_assert(sizeof(TConnectorChangeOrder) == 104, "TConnectorChangeOrder");
+_Static_assert(sizeof(TConnectorCancelOrder) == 80, "TConnectorCancelOrder");
+_Static_assert(sizeof(TConnectorCancelAllOrders) == 48, "TConnectorCancelAllOrders");
+_Static_assert(sizeof(TConnectorZeroPosition) == 104, "TConnectorZeroPosition");
+_Static_assert(offsetof(TConnectorZeroPosition, PositionType) == 88, "ZeroPosition.PositionType");
+_Static_assert(sizeof(TConnectorTradingAccountOut) == 96, "TConnectorTradingAccountOut");
+_Static_assert(sizeof(TConnectorTradingAccountPosition) == 216, "TConnectorTradingAccountPosition");
+_Static_assert(offsetof(TConnectorTradingAccountPosition, PositionType) == 200, "Position.PositionType");
+_Static_assert(sizeof(TConnectorOrder) == 232, "TConnectorOrder");
+_Static_assert(offsetof(TConnectorOrder, Date) == 148, "Order.Date");
+_Static_assert(offsetof(TConnectorOrder, TextMessage) == 216, "Order.TextMessage");
+_Static_assert(sizeof(TConnectorOrderOut) == 640, "TConnectorOrderOut");
+_Static_assert(offsetof(TConnectorOrderOut, AssetID) == 456, "OrderOut.AssetID");
+_Static_assert(offsetof(TConnectorOrderOut, TextMessageLength) == 624, "OrderOut.TextMessageLength");
+_Static_assert(sizeof(TConnectorTradingMessageResult) == 64, "TConnectorTradingMessageResult");
+_Static_assert(offsetof(TConnectorTradingMessageResult, Message) == 48, "MessageResult.Message");
+
+typedef void (*TConnectorOrderCallback)(TConnectorOrderIdentifier);
+typedef void (*TConnectorTradingMessageResultCallback)(const TConnectorTradingMessageResult *);
+typedef _Bool (*TConnectorEnumerateOrdersProc)(const TConnectorOrder *, intptr_t);
+
+static TConnectorOrderCallback cb_order;
+static TConnectorTradingMessageResultCallback cb_msg;
+
+/* ---- broker configuration and state ----------------------------------------------------- */
+#define MAX_ACCOUNTS 16
+#define ACC_W 64
+#define TEXT_W 160
+#define CHUNK 1024
+#define MAX_CHUNKS 256 /* 262144 orders per broker state */
+#define MAX_POSITIONS 256
+#define MAX_BOOKS 32
+#define BOOK_LEVELS 5
+#define ID_BASE 100001LL   /* first LocalOrderID ever */
+#define CL_BASE 4000000LL  /* ClOrderID "FK<local id + CL_BASE>": a different number on purpose */
+#define MSG_BASE 700001LL
+#define B3_UTC_OFFSET_MS (3 * 3600000LL) /* America/Sao_Paulo: UTC-3 (no DST since 2019) */
+
+static struct {
+    wchar_t password[256];
+    int market_closed;
+    long long max_position;
+    long long crash_on_order;
+    long long fill_delay_ms;
+    char state_path[1024];
+    char book[2048];
+    char accounts[1024];
+} bcfg;
+
+typedef struct {
+    int32_t broker;
+    char account[ACC_W], sub[ACC_W];
+} Account;
+
+enum { ST_NEW = 0, ST_PARTIAL = 1, ST_FILLED = 2, ST_CANCELED = 4, ST_REPLACED = 5, ST_PENDING_CANCEL = 6,
+       ST_REJECTED = 8, ST_PENDING_NEW = 10, ST_PENDING_REPLACE = 14, ST_PARTIAL_CANCELED = 15 };
+enum { TYPE_MARKET = 1, TYPE_LIMIT = 2, TYPE_STOP_LIMIT = 4 };
+enum { SIDE_BUY = 1, SIDE_SELL = 2 };
+enum { MR_SENT_TO_BROKER = 6, MR_REJECTED_BROKER = 7, MR_REJECTED_MARKET = 9, MR_ACCEPTED = 10,
+       MR_BLOCKED_BY_RISK = 24 };
+
+typedef struct {
+    int used;
+    int64_t local_id, message_id, event_id;
+    char cl[24];
+    wchar_t cl_w[24]; /* stable storage: handed out as ClOrderID pointers */
+    int acc;
+    char ticker[NAME_W], exch[8];
+    int side, type, status, validity;
+    int64_t qty, traded, leaves;
+    double price, stop, avg;
+    long long date_ms, last_ms, close_ms; /* B3 local ms since the epoch; 0 = none */
+    char text[TEXT_W];
+    int pw_ok, triggered, fills, day_trade;
+    int crash; /* not persisted: this process crashes on it */
+} BOrder;
+
+typedef struct {
+    int acc;
+    char ticker[NAME_W], exch[8];
+    int64_t qty; /* signed */
+    double avg;
+    int64_t buy_qty, sell_qty;
+    double buy_avg, sell_avg;
+    int64_t event_id;
+} BPos;
+
+typedef struct {
+    char ticker[NAME_W];
+    double tick;
+    double bid, ask; /* best prices; level i is i ticks away */
+    int64_t bidq[BOOK_LEVELS], askq[BOOK_LEVELS];
+} BBook;
+
+static Account g_acc[MAX_ACCOUNTS];
+static int g_nacc;
+static BOrder *g_chunks[MAX_CHUNKS];
+static int64_t g_next_id = ID_BASE, g_next_msg = MSG_BASE, g_next_event = 1;
+static BPos g_pos[MAX_POSITIONS];
+static int g_npos;
+static BBook g_books[MAX_BOOKS];
+static int g_nbooks;
+static int g_routing;        /* initialized with DLLInitializeLogin */
+static int g_day_trade;
+static long long g_sent_orders; /* SendOrder calls accepted by this process (crash-on-order counter) */
+static int g_journal_fd = -1;
+static volatile int g_broker_busy;
+static long long g_broker_loaded_orders, g_broker_loaded_positions;
+
+/* commands for the native thread (g_lock) */
+enum { BC_NEW = 1, BC_CANCEL, BC_CHANGE, BC_CANCEL_ALL, BC_REFUSE_ALL, BC_MATCH_TICKER };
+typedef struct {
+    int type;
+    int64_t id, msg;
+    int acc, pw_ok;
+    double price, stop;
+    int64_t qty;
+    char ticker[NAME_W];
+} BCmd;
+#define MAX_BCMDS 8192
+static BCmd g_bcmds[MAX_BCMDS];
+static int g_bcmd_head;
+#define MAX_DUE 4096
+static int64_t g_due_id[MAX_DUE];
+static double g_due_t[MAX_DUE];
+static int g_ndue;
+static int g_recover_pending; /* set at init when the state file left work; run once callbacks exist */
+static double g_states_done_t;
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+static double tick_of(const char *ticker) {
+    return strncmp(ticker, "WDO", 3) == 0 ? 0.5 : strncmp(ticker, "WIN", 3) == 0 ? 5.0 : 0.01;
+}
+static int on_grid(double px, double tick) { /* no libm: the .so links nothing but libc and pthread */
+    double k = px / tick;
+    double d = k - (double)(long long)(k + (k >= 0 ? 0.5 : -0.5));
+    return (d < 0 ? -d : d) < 1e-6;
+}
+static long long b3_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - B3_UTC_OFFSET_MS;
+}
+static int wide_eq_ascii(const wchar_t *w, const char *a) {
+    if (!w) return a[0] == 0;
+    size_t i = 0;
+    for (; a[i]; i++)
+        if (w[i] != (wchar_t)(unsigned char)a[i]) return 0;
+    return w[i] == 0;
+}
+static int wide_ascii_ok(const wchar_t *w, size_t cap) { /* printable ASCII, shorter than cap */
+    if (!w) return 0;
+    size_t i = 0;
+    for (; w[i]; i++)
+        if (i + 1 >= cap || w[i] <= 32 || w[i] >= 127) return 0;
+    return 1;
+}
+static void ascii_to_utf16(const char *a, uint16_t *out, int32_t *len) {
+    int n = 0;
+    for (; a[n] && n < 99; n++) out[n] = (uint16_t)(unsigned char)a[n];
+    out[n] = 0;
+    *len = n;
+}
+/* Two-pass string out: NULL buffer -> the length only; else at most *len chars and a NUL
+ * (the caller's buffer holds *len + 1, as the vendor example allocates). */
+static void out_wstr(wchar_t *buf, int32_t *len, const wchar_t *src) {
+    int32_t n = (int32_t)wcslen(src);
+    if (buf) {
+        int32_t k = n < *len ? n : *len;
+        if (k < 0) k = 0;
+        wmemcpy(buf, src, (size_t)k);
+        buf[k] = 0;
+    }
+    *len = n;
+}
+static void out_astr(wchar_t *buf, int32_t *len, const char *src) {
+    wchar_t w[TEXT_W + 8];
+    to_wide(src, w, TEXT_W + 8);
+    out_wstr(buf, len, w);
+}
+static void systime_or_zero(long long ms, SystemTime *st) {
+    if (ms) systime_from_ms(ms, st);
+    else memset(st, 0, sizeof *st);
+}
+static void fmt_ms(long long ms, char *out, size_t cap) {
+    if (!ms) { snprintf(out, cap, "-"); return; }
+    SystemTime st;
+    systime_from_ms(ms, &st);
+    snprintf(out, cap, "%04u-%02u-%02u %02u:%02u:%02u.%03u", st.wYear, st.wMonth, st.wDay, st.wHour, st.wMinute,
+             st.wSecond, st.wMilliseconds);
+}
+
+/* ---- accounts ---------------------------------------------------------------------------- */
+static int account_index(int32_t broker, const char *account, const char *sub) {
+    for (int i = 0; i < g_nacc; i++)
+        if (g_acc[i].broker == broker && !strcmp(g_acc[i].account, account) && !strcmp(g_acc[i].sub, sub)) return i;
+    return -1;
+}
+static int add_account(int32_t broker, const char *account, const char *sub) {
+    int i = account_index(broker, account, sub);
+    if (i >= 0 || g_nacc == MAX_ACCOUNTS || !account[0]) return i;
+    g_acc[g_nacc].broker = broker;
+    snprintf(g_acc[g_nacc].account, ACC_W, "%s", account);
+    snprintf(g_acc[g_nacc].sub, ACC_W, "%s", sub);
+    return g_nacc++;
+}
+/* "broker:account[:sub],..." */
+static void parse_accounts(const char *spec) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char acc[ACC_W] = "", sub[ACC_W] = "";
+        int broker = 0;
+        if (sscanf(tok, "%d:%63[^:]:%63s", &broker, acc, sub) >= 2) {
+            if (sub[0]) add_account(broker, acc, ""); /* a sub-account implies its master */
+            add_account(broker, acc, sub);
+        }
+    }
+}
+/* The account a record names: BrokerID + AccountID + SubAccountID (NULL or "" = the master). */
+static int find_account(const TConnectorAccountIdentifier *id) {
+    if (!id || !id->AccountID) return -1;
+    for (int i = 0; i < g_nacc; i++) {
+        const Account *a = &g_acc[i];
+        if (a->broker != id->BrokerID || !wide_eq_ascii(id->AccountID, a->account)) continue;
+        int want_master = !id->SubAccountID || !id->SubAccountID[0];
+        if (want_master ? a->sub[0] == 0 : wide_eq_ascii(id->SubAccountID, a->sub)) return i;
+    }
+    return -1;
+}
+static int same_master(int i, int j) {
+    return g_acc[i].broker == g_acc[j].broker && !strcmp(g_acc[i].account, g_acc[j].account);
+}
+
+/* ---- orders, positions, books ------------------------------------------------------------ */
+static BOrder *order_slot(int64_t local_id, int create) { /* g_lock held */
+    if (local_id < ID_BASE) return NULL;
+    int64_t k = local_id - ID_BASE;
+    if (k >= (int64_t)MAX_CHUNKS * CHUNK) return NULL;
+    BOrder **chunk = &g_chunks[k / CHUNK];
+    if (!*chunk) {
+        if (!create) return NULL;
+        *chunk = calloc(CHUNK, sizeof(BOrder));
+        if (!*chunk) return NULL;
+    }
+    BOrder *o = &(*chunk)[k % CHUNK];
+    return (create || o->used) ? o : NULL;
+}
+static BOrder *find_order(int64_t local_id, const wchar_t *cl) { /* g_lock held */
+    if (local_id > 0) return order_slot(local_id, 0);
+    if (!cl || cl[0] != L'F' || cl[1] != L'K') return NULL;
+    char a[24];
+    to_ascii(cl, a, sizeof a);
+    BOrder *o = order_slot(strtoll(a + 2, NULL, 10) - CL_BASE, 0);
+    return o && wcscmp(o->cl_w, cl) == 0 ? o : NULL;
+}
+static int working(const BOrder *o) { return o && o->used && (o->status == ST_NEW || o->status == ST_PARTIAL ||
+                                                               o->status == ST_REPLACED); }
+static int cancelable(const BOrder *o) {
+    return working(o) || (o && o->used && (o->status == ST_PENDING_NEW || o->status == ST_PENDING_CANCEL ||
+                                           o->status == ST_PENDING_REPLACE));
+}
+static BPos *find_pos(int acc, const char *ticker, const char *exch, int create) { /* g_lock held */
+    for (int i = 0; i < g_npos; i++)
+        if (g_pos[i].acc == acc && !strcmp(g_pos[i].ticker, ticker) && !strcmp(g_pos[i].exch, exch)) return &g_pos[i];
+    if (!create || g_npos == MAX_POSITIONS) return NULL;
+    BPos *p = &g_pos[g_npos++];
+    memset(p, 0, sizeof *p);
+    p->acc = acc;
+    snprintf(p->ticker, NAME_W, "%s", ticker);
+    snprintf(p->exch, 8, "%s", exch);
+    return p;
+}
+static BBook *find_book(const char *ticker, int create) { /* g_lock held */
+    for (int i = 0; i < g_nbooks; i++)
+        if (!strcmp(g_books[i].ticker, ticker)) return &g_books[i];
+    if (!create || g_nbooks == MAX_BOOKS) return NULL;
+    BBook *b = &g_books[g_nbooks++];
+    memset(b, 0, sizeof *b);
+    snprintf(b->ticker, NAME_W, "%s", ticker);
+    b->tick = tick_of(ticker);
+    return b;
+}
+static void set_book(BBook *b, double bid, int64_t bidq, double ask, int64_t askq) {
+    b->bid = bid;
+    b->ask = ask;
+    for (int i = 0; i < BOOK_LEVELS; i++) {
+        b->bidq[i] = bid > 0 && bidq > 0 ? bidq : 0;
+        b->askq[i] = ask > 0 && askq > 0 ? askq : 0;
+    }
+}
+/* "TICKER:bid x bidq / ask x askq;..." e.g. "WDOZ26:5000.0x3/5000.5x2" */
+static void parse_books(const char *spec) {
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+        char ticker[NAME_W];
+        double bid = 0, ask = 0;
+        long long bq = 0, aq = 0;
+        if (sscanf(tok, "%39[^:]:%lfx%lld/%lfx%lld", ticker, &bid, &bq, &ask, &aq) == 5) {
+            BBook *b = find_book(ticker, 1);
+            if (b) set_book(b, bid, bq, ask, aq);
+        }
+    }
+}
+/* Signed position after a fill; average price of the open quantity (0 when flat). */
+static void apply_fill(BPos *p, int side, int64_t q, double px) {
+    if (side == SIDE_BUY) {
+        p->buy_avg = (p->buy_avg * (double)p->buy_qty + px * (double)q) / (double)(p->buy_qty + q);
+        p->buy_qty += q;
+    } else {
+        p->sell_avg = (p->sell_avg * (double)p->sell_qty + px * (double)q) / (double)(p->sell_qty + q);
+        p->sell_qty += q;
+    }
+    int64_t s = side == SIDE_BUY ? q : -q;
+    int64_t old = p->qty, now = old + s;
+    if (old == 0 || (old > 0) == (s > 0)) {
+        int64_t a = old < 0 ? -old : old;
+        p->avg = (p->avg * (double)a + px * (double)q) / (double)(a + q); /* opening more */
+    } else if ((old > 0 && now < 0) || (old < 0 && now > 0)) {
+        p->avg = px; /* flipped: the rest opened at this fill */
+    }
+    if (now == 0) p->avg = 0;
+    p->qty = now;
+    p->event_id = g_next_event++;
+}
+
+/* ---- persistence: a journal of whole records, compacted at init ------------------------------ */
+/* Every change appends the changed record as ONE write(2) of one line (O_APPEND): a killed or
+ * crashed process leaves whole lines; a torn last line (no newline) is ignored at load. At init
+ * the journal is replayed (last record per order / position wins) and rewritten compacted
+ * (write tmp + rename). An append per change instead of a rewrite of the whole state keeps a
+ * change O(1) when thousands of orders are sent (the orders benchmark). */
+static void journal_write(const char *line, size_t n) {
+    if (g_journal_fd < 0) return;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(g_journal_fd, line + off, n - off);
+        if (w < 0) { if (errno == EINTR) continue; return; }
+        off += (size_t)w;
+    }
+}
+static int fmt_order_record(const BOrder *o, char *buf, size_t cap) {
+    const Account *a = &g_acc[o->acc];
+    return snprintf(buf, cap,
+                    "kind=order\tlocal_id=%lld\tmessage_id=%lld\tevent=%lld\tcl=%s\tbroker=%d\taccount=%s\tsub=%s"
+                    "\tticker=%s\texch=%s\tside=%d\ttype=%d\tstatus=%d\tvalidity=%d\tqty=%lld\ttraded=%lld"
+                    "\tleaves=%lld\tprice=%.17g\tstop=%.17g\tavg=%.17g\tdate=%lld\tlast=%lld\tclose=%lld\tpw_ok=%d"
+                    "\ttriggered=%d\tfills=%d\tday_trade=%d\ttext=%s\n",
+                    (long long)o->local_id, (long long)o->message_id, (long long)o->event_id, o->cl, a->broker,
+                    a->account, a->sub, o->ticker, o->exch, o->side, o->type, o->status, o->validity,
+                    (long long)o->qty, (long long)o->traded, (long long)o->leaves, o->price, o->stop, o->avg,
+                    o->date_ms, o->last_ms, o->close_ms, o->pw_ok, o->triggered, o->fills, o->day_trade, o->text);
+}
+static int fmt_pos_record(const BPos *p, char *buf, size_t cap) {
+    const Account *a = &g_acc[p->acc];
+    return snprintf(buf, cap,
+                    "kind=pos\tbroker=%d\taccount=%s\tsub=%s\tticker=%s\texch=%s\tqty=%lld\tavg=%.17g\tbuy_qty=%lld"
+                    "\tbuy_avg=%.17g\tsell_qty=%lld\tsell_avg=%.17g\tevent=%lld\n",
+                    a->broker, a->account, a->sub, p->ticker, p->exch, (long long)p->qty, p->avg,
+                    (long long)p->buy_qty, p->buy_avg, (long long)p->sell_qty, p->sell_avg, (long long)p->event_id);
+}
+static void journal_order(const BOrder *o) { /* g_lock held */
+    char buf[1024];
+    int n = fmt_order_record(o, buf, sizeof buf);
+    if (n > 0) journal_write(buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+static void journal_pos(const BPos *p) { /* g_lock held */
+    char buf[512];
+    int n = fmt_pos_record(p, buf, sizeof buf);
+    if (n > 0) journal_write(buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+static void journal_ids(void) { /* g_lock held; message ids that no order record carries */
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "kind=ids\tnext_msg=%lld\n", (long long)g_next_msg);
+    journal_write(buf, (size_t)n);
+}
+
+static const char *rec_get(char **keys, char **vals, int n, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(keys[i], key)) return vals[i];
+    return "";
+}
+static void load_line(char *line) {
+    char *keys[40], *vals[40];
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(line, "\t", &save); tok && n < 40; tok = strtok_r(NULL, "\t", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = 0;
+        keys[n] = tok;
+        vals[n++] = eq + 1;
+    }
+#define G(k) rec_get(keys, vals, n, k)
+#define GL(k) strtoll(G(k), NULL, 10)
+#define GD(k) strtod(G(k), NULL)
+    const char *kind = G("kind");
+    if (!strcmp(kind, "ids")) {
+        if (GL("next_msg") > g_next_msg) g_next_msg = GL("next_msg");
+        return;
+    }
+    int acc = add_account((int32_t)GL("broker"), G("account"), G("sub"));
+    if (acc < 0) return;
+    if (!strcmp(kind, "order")) {
+        int64_t id = GL("local_id");
+        BOrder *o = order_slot(id, 1);
+        if (!o) return;
+        memset(o, 0, sizeof *o);
+        o->used = 1;
+        o->local_id = id;
+        o->message_id = GL("message_id");
+        o->event_id = GL("event");
+        snprintf(o->cl, sizeof o->cl, "%s", G("cl"));
+        to_wide(o->cl, o->cl_w, 24);
+        o->acc = acc;
+        snprintf(o->ticker, NAME_W, "%s", G("ticker"));
+        snprintf(o->exch, 8, "%s", G("exch"));
+        o->side = (int)GL("side"); o->type = (int)GL("type"); o->status = (int)GL("status");
+        o->validity = (int)GL("validity");
+        o->qty = GL("qty"); o->traded = GL("traded"); o->leaves = GL("leaves");
+        o->price = GD("price"); o->stop = GD("stop"); o->avg = GD("avg");
+        o->date_ms = GL("date"); o->last_ms = GL("last"); o->close_ms = GL("close");
+        o->pw_ok = (int)GL("pw_ok"); o->triggered = (int)GL("triggered"); o->fills = (int)GL("fills");
+        o->day_trade = (int)GL("day_trade");
+        snprintf(o->text, TEXT_W, "%s", G("text"));
+        if (id >= g_next_id) g_next_id = id + 1;
+        if (o->message_id >= g_next_msg) g_next_msg = o->message_id + 1;
+        if (o->event_id >= g_next_event) g_next_event = o->event_id + 1;
+    } else if (!strcmp(kind, "pos")) {
+        BPos *p = find_pos(acc, G("ticker"), G("exch"), 1);
+        if (!p) return;
+        p->qty = GL("qty"); p->avg = GD("avg");
+        p->buy_qty = GL("buy_qty"); p->buy_avg = GD("buy_avg");
+        p->sell_qty = GL("sell_qty"); p->sell_avg = GD("sell_avg");
+        p->event_id = GL("event");
+        if (p->event_id >= g_next_event) g_next_event = p->event_id + 1;
+    }
+#undef G
+#undef GL
+#undef GD
+}
+/* Replay the journal, rewrite it compacted (tmp + rename), reopen it for appends. Init only. */
+static void broker_load_state(void) {
+    if (!bcfg.state_path[0]) return;
+    FILE *f = fopen(bcfg.state_path, "r");
+    if (f) {
+        char line[4096];
+        while (fgets(line, sizeof line, f)) {
+            size_t len = strlen(line);
+            if (!len || line[len - 1] != '\n') continue; /* torn last line of a killed process */
+            line[len - 1] = 0;
+            load_line(line);
+        }
+        fclose(f);
+    }
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", bcfg.state_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    g_journal_fd = fd;
+    journal_ids();
+    for (int64_t id = ID_BASE; id < g_next_id; id++) {
+        BOrder *o = order_slot(id, 0);
+        if (o) { journal_order(o); g_broker_loaded_orders++; }
+    }
+    for (int i = 0; i < g_npos; i++) { journal_pos(&g_pos[i]); g_broker_loaded_positions++; }
+    close(fd);
+    g_journal_fd = -1;
+    if (rename(tmp, bcfg.state_path) != 0) return;
+    g_journal_fd = open(bcfg.state_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    for (int64_t id = ID_BASE; id < g_next_id; id++) {
+        BOrder *o = order_slot(id, 0);
+        if (o && (o->status == ST_PENDING_NEW || working(o) || o->status == ST_PENDING_CANCEL ||
+                  o->status == ST_PENDING_REPLACE))
+            g_recover_pending = 1;
+    }
+}
+
+static void broker_read_config(void) {
+    const char *pw = getenv("FAKE_PROFITDLL_ROUTING_PASSWORD");
+    utf8_to_wide(pw ? pw : "route-\xce\xa9-2207", bcfg.password, 256);
+    bcfg.market_closed = strcmp(env_str("FAKE_PROFITDLL_MARKET", "open"), "closed") == 0;
+    bcfg.max_position = env_ll("FAKE_PROFITDLL_MAX_POSITION", 10);
+    bcfg.crash_on_order = env_ll("FAKE_PROFITDLL_CRASH_ON_ORDER", 0);
+    bcfg.fill_delay_ms = env_ll("FAKE_PROFITDLL_FILL_DELAY_MS", 0);
+    snprintf(bcfg.state_path, sizeof bcfg.state_path, "%s", env_str("FAKE_PROFITDLL_BROKER_STATE", ""));
+    snprintf(bcfg.book, sizeof bcfg.book, "%s", env_str("FAKE_PROFITDLL_BROKER_BOOK", ""));
+    snprintf(bcfg.accounts, sizeof bcfg.accounts, "%s", env_str("FAKE_PROFITDLL_ACCOUNTS", "308:1234567"));
+    parse_accounts(bcfg.accounts);
+    parse_books(bcfg.book);
+}
+
+/* ---- sent-log lines of the broker --------------------------------------------------------- */
+static void log_account(int acc) {
+    if (acc < 0 || acc >= g_nacc) { lb_add("\tbroker=-\taccount=-\tsub=-"); return; }
+    lb_add("\tbroker=%d\taccount=%s\tsub=%s", g_acc[acc].broker, g_acc[acc].account,
+           g_acc[acc].sub[0] ? g_acc[acc].sub : "-");
+}
+static void log_account_id(const TConnectorAccountIdentifier *id) {
+    if (!id) { lb_add("\tbroker=-\taccount=-\tsub=-"); return; }
+    lb_add("\tbroker=%d", id->BrokerID);
+    lb_wstr("account", id->AccountID);
+    lb_wstr("sub", id->SubAccountID);
+}
+
+/* ---- callbacks (native thread, never under g_lock: the client reads back with GetOrderDetails) */
+static void emit_order(const BOrder *s) {
+    TConnectorOrderCallback cb = LOAD(cb_order);
+    if (LOGGING) {
+        char d[48], l[48];
+        fmt_ms(s->date_ms, d, sizeof d);
+        fmt_ms(s->last_ms, l, sizeof l);
+        lb_reset("order_cb");
+        lb_add("\tlocal_id=%lld\tcl_ord_id=%s", (long long)s->local_id, s->cl);
+        log_account(s->acc);
+        lb_add("\tticker=%s\texch=%s\tside=%d\ttype=%d\tstatus=%d\tvalidity=%d\tqty=%lld\ttraded=%lld\tleaves=%lld"
+               "\tprice=%.17g\tstop=%.17g\tavg=%.17g\tdate=%s\tlast=%s\tevent_id=%lld\ttext=%s",
+               s->ticker, s->exch, s->side, s->type, s->status, s->validity, (long long)s->qty, (long long)s->traded,
+               (long long)s->leaves, s->price, s->stop, s->avg, d, l, (long long)s->event_id, s->text);
+        lb_flush();
+    }
+    if (!cb) { g_undelivered++; return; }
+    pthread_mutex_lock(&g_lock);
+    BOrder *o = order_slot(s->local_id, 0);
+    wchar_t *cl = o ? o->cl_w : NULL; /* stable storage */
+    pthread_mutex_unlock(&g_lock);
+    TConnectorOrderIdentifier id = {0, s->local_id, cl};
+    g_callbacks++;
+    cb(id);
+}
+static void emit_msg(const BOrder *s, int64_t msg_id, int code, const char *text) {
+    TConnectorTradingMessageResultCallback cb = LOAD(cb_msg);
+    int32_t broker = s && s->acc >= 0 ? g_acc[s->acc].broker : 0;
+    if (LOGGING) {
+        lb_reset("msg_result");
+        lb_add("\tlocal_id=%lld\tcl_ord_id=%s\tbroker=%d\tmessage_id=%lld\tcode=%d\tmessage=%s",
+               s ? (long long)s->local_id : 0LL, s ? s->cl : "-", broker, (long long)msg_id, code, text);
+        lb_flush();
+    }
+    if (!cb) { g_undelivered++; return; }
+    wchar_t w[TEXT_W + 8], cl[24];
+    to_wide(text, w, TEXT_W + 8);
+    to_wide(s ? s->cl : "", cl, 24);
+    TConnectorTradingMessageResult r;
+    memset(&r, 0, sizeof r);
+    r.Version = 0;
+    r.BrokerID = broker;
+    r.OrderID.LocalOrderID = s ? s->local_id : 0;
+    r.OrderID.ClOrderID = s ? cl : NULL;
+    r.MessageID = msg_id;
+    r.ResultCode = (uint8_t)code;
+    r.Message = w;
+    r.MessageLength = (int32_t)wcslen(w);
+    g_callbacks++;
+    cb(&r);
+}
+static void crash_on_order(int64_t id) {
+    if (LOGGING) {
+        lb_reset("crash");
+        lb_add("\treason=crash_on_order\tlocal_id=%lld", (long long)id);
+        lb_flush();
+    }
+    *g_crash_ptr = 42; /* a real SIGSEGV on the native thread, before any callback for the order */
+    abort();
+}
+
+/* ---- the broker's work, on the native thread -------------------------------------------- */
+static int push_bcmd(const BCmd *c) { /* g_lock held */
+    if (g_bcmd_n == MAX_BCMDS) return 0;
+    g_bcmds[(g_bcmd_head + g_bcmd_n++) % MAX_BCMDS] = *c;
+    pthread_cond_broadcast(&g_wake);
+    return 1;
+}
+static int bcmd_room(void) { return g_bcmd_n < MAX_BCMDS; } /* g_lock held */
+
+/* Why a new order is refused (its result code), or 0. g_lock held. */
+static int reject_reason(const BOrder *o, char *why, size_t cap) {
+    if (!o->pw_ok) { snprintf(why, cap, "invalid routing password"); return MR_REJECTED_BROKER; }
+    if (bcfg.market_closed) { snprintf(why, cap, "market closed"); return MR_REJECTED_MARKET; }
+    double tick = tick_of(o->ticker);
+    if (o->type != TYPE_MARKET && !on_grid(o->price, tick)) {
+        snprintf(why, cap, "invalid price: %.17g is not a multiple of the tick %g", o->price, tick);
+        return MR_REJECTED_MARKET;
+    }
+    if (o->type == TYPE_STOP_LIMIT && !on_grid(o->stop, tick)) {
+        snprintf(why, cap, "invalid price: stop %.17g is not a multiple of the tick %g", o->stop, tick);
+        return MR_REJECTED_MARKET;
+    }
+    /* Margin: the position if this order and every working order on the same side filled. */
+    BPos *p = find_pos(o->acc, o->ticker, o->exch, 0);
+    int64_t worst = (p ? p->qty : 0) + (o->side == SIDE_BUY ? o->qty : -o->qty);
+    for (int64_t id = ID_BASE; id < g_next_id; id++) {
+        BOrder *w = order_slot(id, 0);
+        if (w && w != o && working(w) && w->acc == o->acc && w->side == o->side && !strcmp(w->ticker, o->ticker))
+            worst += w->side == SIDE_BUY ? w->leaves : -w->leaves;
+    }
+    if ((worst < 0 ? -worst : worst) > bcfg.max_position) {
+        snprintf(why, cap, "insufficient margin: position would reach %lld (max %lld)", (long long)worst,
+                 bcfg.max_position);
+        return MR_BLOCKED_BY_RISK;
+    }
+    return 0;
+}
+
+static void broker_match(int64_t id);
+
+static void schedule_match(int64_t id) {
+    if (bcfg.fill_delay_ms > 0) {
+        pthread_mutex_lock(&g_lock);
+        int queued = g_ndue < MAX_DUE;
+        if (queued) {
+            g_due_id[g_ndue] = id;
+            g_due_t[g_ndue++] = now_s() + (double)bcfg.fill_delay_ms / 1000.0;
+        }
+        pthread_mutex_unlock(&g_lock);
+        if (queued) return;
+    }
+    broker_match(id);
+}
+
+static void broker_new(int64_t id) {
+    BOrder s;
+    pthread_mutex_lock(&g_lock);
+    BOrder *o = order_slot(id, 0);
+    if (!o || o->status != ST_PENDING_NEW) { pthread_mutex_unlock(&g_lock); return; }
+    int crash = o->crash;
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    if (crash) crash_on_order(id);
+    emit_order(&s); /* PendingNew */
+    emit_msg(&s, s.message_id, MR_SENT_TO_BROKER, "sent to broker");
+    char why[TEXT_W];
+    pthread_mutex_lock(&g_lock);
+    o = order_slot(id, 0);
+    if (o->status != ST_PENDING_NEW) { pthread_mutex_unlock(&g_lock); return; } /* cancelled meanwhile */
+    int code = reject_reason(o, why, sizeof why);
+    o->last_ms = b3_now_ms();
+    if (code) {
+        o->status = ST_REJECTED;
+        o->leaves = 0;
+        o->close_ms = o->last_ms;
+        snprintf(o->text, TEXT_W, "%s", why);
+    } else {
+        o->status = ST_NEW;
+        o->leaves = o->qty - o->traded;
+    }
+    journal_order(o);
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    if (code) {
+        emit_msg(&s, s.message_id, code, why);
+        emit_order(&s);
+        return;
+    }
+    emit_msg(&s, s.message_id, MR_ACCEPTED, "accepted");
+    emit_order(&s);
+    schedule_match(id);
+}
+
+static int stop_hit(const BOrder *o, const BBook *b) {
+    if (!b) return 0;
+    if (o->side == SIDE_BUY) return b->ask > 0 && b->ask >= o->stop - 1e-9;
+    return b->bid > 0 && b->bid <= o->stop + 1e-9;
+}
+/* The best level of the book this order can trade with now, or -1. */
+static int crossing_level(const BOrder *o, const BBook *b, double *px) {
+    if (!b) return -1;
+    for (int i = 0; i < BOOK_LEVELS; i++) {
+        double p = o->side == SIDE_BUY ? b->ask + i * b->tick : b->bid - i * b->tick;
+        int64_t q = o->side == SIDE_BUY ? b->askq[i] : b->bidq[i];
+        if (q <= 0 || p <= 0) continue;
+        if (o->type != TYPE_MARKET && (o->side == SIDE_BUY ? p > o->price + 1e-9 : p < o->price - 1e-9)) return -1;
+        *px = p;
+        return i;
+    }
+    return -1;
+}
+/* Trade the order against the scripted book, one level (one fill, one callback) at a time. */
+static void broker_match(int64_t id) {
+    for (;;) {
+        BOrder s;
+        BPos ps;
+        double px = 0;
+        int64_t q = 0;
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = order_slot(id, 0);
+        if (!working(o)) { pthread_mutex_unlock(&g_lock); return; }
+        BBook *b = find_book(o->ticker, 0);
+        if (o->type == TYPE_STOP_LIMIT && !o->triggered) {
+            if (!stop_hit(o, b)) { pthread_mutex_unlock(&g_lock); return; }
+            o->triggered = 1; /* from here on a limit order at o->price */
+            journal_order(o);
+        }
+        int lvl = crossing_level(o, b, &px);
+        if (lvl < 0) {
+            if (o->type == TYPE_MARKET) { /* nothing left to take: the rest of a market order dies */
+                o->status = o->traded ? ST_PARTIAL_CANCELED : ST_CANCELED;
+                o->leaves = 0;
+                o->last_ms = o->close_ms = b3_now_ms();
+                snprintf(o->text, TEXT_W, "no liquidity for the rest of the market order");
+                journal_order(o);
+                s = *o;
+                pthread_mutex_unlock(&g_lock);
+                emit_order(&s);
+                return;
+            }
+            pthread_mutex_unlock(&g_lock);
+            return;
+        }
+        int64_t *avail = o->side == SIDE_BUY ? &b->askq[lvl] : &b->bidq[lvl];
+        q = *avail < o->leaves ? *avail : o->leaves;
+        *avail -= q;
+        o->avg = (o->avg * (double)o->traded + px * (double)q) / (double)(o->traded + q);
+        o->traded += q;
+        o->leaves -= q;
+        o->fills++;
+        o->status = o->leaves == 0 ? ST_FILLED : ST_PARTIAL;
+        o->last_ms = b3_now_ms();
+        if (o->leaves == 0) o->close_ms = o->last_ms;
+        BPos *p = find_pos(o->acc, o->ticker, o->exch, 1);
+        if (p) {
+            apply_fill(p, o->side, q, px);
+            o->event_id = p->event_id;
+            journal_pos(p);
+            ps = *p;
+        } else {
+            memset(&ps, 0, sizeof ps);
+        }
+        journal_order(o);
+        s = *o;
+        pthread_mutex_unlock(&g_lock);
+        if (LOGGING) {
+            lb_reset("fill");
+            lb_add("\tlocal_id=%lld\tcl_ord_id=%s", (long long)s.local_id, s.cl);
+            log_account(s.acc);
+            lb_add("\tticker=%s\tside=%d\tprice=%.17g\tqty=%lld\tfill_no=%d\ttraded=%lld\tleaves=%lld\tavg=%.17g"
+                   "\tposition=%lld\tposition_avg=%.17g",
+                   s.ticker, s.side, px, (long long)q, s.fills, (long long)s.traded, (long long)s.leaves, s.avg,
+                   (long long)ps.qty, ps.avg);
+            lb_flush();
+        }
+        emit_order(&s);
+    }
+}
+
+static void broker_cancel(int64_t id, int64_t msg, int pw_ok) {
+    BOrder s;
+    pthread_mutex_lock(&g_lock);
+    BOrder *o = order_slot(id, 0);
+    if (!o) { pthread_mutex_unlock(&g_lock); return; }
+    s = *o;
+    if (!cancelable(o) || !pw_ok) {
+        pthread_mutex_unlock(&g_lock);
+        emit_msg(&s, msg, pw_ok ? MR_REJECTED_MARKET : MR_REJECTED_BROKER,
+                 pw_ok ? "cancel rejected: the order is not working" : "invalid routing password");
+        return;
+    }
+    o->status = ST_PENDING_CANCEL;
+    o->last_ms = b3_now_ms();
+    journal_order(o);
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    emit_order(&s);
+    pthread_mutex_lock(&g_lock);
+    o->status = o->traded ? ST_PARTIAL_CANCELED : ST_CANCELED;
+    o->leaves = 0;
+    o->last_ms = o->close_ms = b3_now_ms();
+    snprintf(o->text, TEXT_W, "canceled by the client");
+    journal_order(o);
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    emit_msg(&s, msg, MR_ACCEPTED, "accepted");
+    emit_order(&s);
+}
+
+static void broker_change(const BCmd *c) {
+    BOrder s;
+    char why[TEXT_W] = "";
+    pthread_mutex_lock(&g_lock);
+    BOrder *o = order_slot(c->id, 0);
+    if (!o) { pthread_mutex_unlock(&g_lock); return; }
+    s = *o;
+    if (!working(o) || !c->pw_ok) {
+        pthread_mutex_unlock(&g_lock);
+        emit_msg(&s, c->msg, c->pw_ok ? MR_REJECTED_MARKET : MR_REJECTED_BROKER,
+                 c->pw_ok ? "change rejected: the order is not working" : "invalid routing password");
+        return;
+    }
+    int before = o->status;
+    o->status = ST_PENDING_REPLACE;
+    o->last_ms = b3_now_ms();
+    journal_order(o);
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    emit_order(&s);
+    pthread_mutex_lock(&g_lock);
+    double tick = tick_of(o->ticker);
+    if (o->type != TYPE_MARKET && !on_grid(c->price, tick))
+        snprintf(why, sizeof why, "change rejected: invalid price: %.17g is not a multiple of the tick %g", c->price,
+                 tick);
+    else if (o->type == TYPE_STOP_LIMIT && !o->triggered && !on_grid(c->stop, tick))
+        snprintf(why, sizeof why, "change rejected: invalid price: stop %.17g is not a multiple of the tick %g",
+                 c->stop, tick);
+    else if (c->qty <= o->traded)
+        snprintf(why, sizeof why, "change rejected: quantity %lld is not above the %lld traded", (long long)c->qty,
+                 (long long)o->traded);
+    if (why[0]) {
+        o->status = before; /* the order is what it was */
+        snprintf(o->text, TEXT_W, "%s", why);
+    } else {
+        if (o->type != TYPE_MARKET) o->price = c->price;
+        if (o->type == TYPE_STOP_LIMIT) o->stop = c->stop;
+        o->qty = c->qty;
+        o->leaves = c->qty - o->traded;
+        o->status = ST_REPLACED;
+        o->text[0] = 0;
+    }
+    o->last_ms = b3_now_ms();
+    journal_order(o);
+    s = *o;
+    pthread_mutex_unlock(&g_lock);
+    emit_msg(&s, c->msg, why[0] ? MR_REJECTED_MARKET : MR_ACCEPTED, why[0] ? why : "accepted");
+    emit_order(&s);
+    if (!why[0]) broker_match(c->id);
+}
+
+/* Ids (ascending = time priority) of the orders a predicate selects, copied under g_lock. */
+static int collect_ids(int64_t *out, int cap, int (*want)(const BOrder *, const void *), const void *arg) {
+    int n = 0;
+    pthread_mutex_lock(&g_lock);
+    for (int64_t id = ID_BASE; id < g_next_id && n < cap; id++) {
+        BOrder *o = order_slot(id, 0);
+        if (o && want(o, arg)) out[n++] = id;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+static int want_account_cancel(const BOrder *o, const void *arg) { return cancelable(o) && o->acc == *(const int *)arg; }
+static int want_ticker_working(const BOrder *o, const void *arg) { return working(o) && !strcmp(o->ticker, (const char *)arg); }
+static int want_recovery(const BOrder *o, const void *arg) {
+    (void)arg;
+    return o->status == ST_PENDING_NEW || working(o) || o->status == ST_PENDING_CANCEL ||
+           o->status == ST_PENDING_REPLACE;
+}
+
+static void broker_recover(void) {
+    static int64_t ids[MAX_BCMDS];
+    int n = collect_ids(ids, MAX_BCMDS, want_recovery, NULL);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = order_slot(ids[i], 0);
+        int status = o->status;
+        if (status == ST_PENDING_REPLACE) { /* the change never completed: the order stands as it was */
+            o->status = o->traded ? ST_PARTIAL : ST_NEW;
+            journal_order(o);
+        }
+        int64_t msg = 0;
+        pthread_mutex_unlock(&g_lock);
+        if (status == ST_PENDING_NEW) broker_new(ids[i]);
+        else if (status == ST_PENDING_CANCEL) broker_cancel(ids[i], msg, 1);
+        else broker_match(ids[i]);
+    }
+}
+
+static int broker_step(void) {
+    BCmd c;
+    int64_t due = 0;
+    pthread_mutex_lock(&g_lock);
+    /* Work a previous process left (state file): once the client's order callback is set, or
+     * half a second after the connection states, so its events have somewhere to go. */
+    if (g_recover_pending && g_states_done_t > 0 && (LOAD(cb_order) || now_s() - g_states_done_t > 0.5)) {
+        g_recover_pending = 0;
+        g_broker_busy = 1;
+        pthread_mutex_unlock(&g_lock);
+        broker_recover();
+        g_broker_busy = 0;
+        return 1;
+    }
+    double t = now_s();
+    for (int i = 0; i < g_ndue; i++) {
+        if (g_due_t[i] <= t) {
+            due = g_due_id[i];
+            g_due_id[i] = g_due_id[g_ndue - 1];
+            g_due_t[i] = g_due_t[--g_ndue];
+            break;
+        }
+    }
+    if (!due && !g_bcmd_n) { pthread_mutex_unlock(&g_lock); return 0; }
+    if (!due) {
+        c = g_bcmds[g_bcmd_head];
+        g_bcmd_head = (g_bcmd_head + 1) % MAX_BCMDS;
+        g_bcmd_n--;
+    }
+    g_broker_busy = 1;
+    pthread_mutex_unlock(&g_lock);
+    if (due) {
+        broker_match(due);
+    } else if (c.type == BC_NEW) {
+        broker_new(c.id);
+    } else if (c.type == BC_CANCEL) {
+        broker_cancel(c.id, c.msg, c.pw_ok);
+    } else if (c.type == BC_CHANGE) {
+        broker_change(&c);
+    } else if (c.type == BC_CANCEL_ALL) {
+        static int64_t ids[MAX_BCMDS];
+        int n = collect_ids(ids, MAX_BCMDS, want_account_cancel, &c.acc);
+        for (int i = 0; i < n; i++) broker_cancel(ids[i], 0, 1);
+    } else if (c.type == BC_REFUSE_ALL) {
+        BOrder none;
+        memset(&none, 0, sizeof none);
+        none.acc = c.acc;
+        snprintf(none.cl, sizeof none.cl, "-");
+        emit_msg(&none, 0, MR_REJECTED_BROKER, "invalid routing password");
+    } else if (c.type == BC_MATCH_TICKER) {
+        static int64_t ids[MAX_BCMDS];
+        int n = collect_ids(ids, MAX_BCMDS, want_ticker_working, c.ticker);
+        for (int i = 0; i < n; i++) broker_match(ids[i]);
+    }
+    g_broker_busy = 0;
+    return 1;
+}
+
+/* ---- exports: routing --------------------------------------------------------------------- */
+static int32_t routing_check(void) {
+    if (!g_initialized) return NL_NOT_INITIALIZED;
+    if (!g_routing) return NL_MARKET_ONLY; /* DLLInitializeMarketLogin: no routing */
+    if (g_login_failed) return NL_NO_LOGIN;
+    return NL_OK;
+}
+static int password_ok(const wchar_t *pw) { return pw && wcscmp(pw, bcfg.password) == 0; }
+
+EXPORT int32_t SetOrderCallback(TConnectorOrderCallback cb) {
+    if (!g_initialized) return NL_NOT_INITIALIZED;
+    STORE(cb_order, cb);
+    return NL_OK;
+}
+EXPORT int32_t SetTradingMessageResultCallback(TConnectorTradingMessageResultCallback cb) {
+    if (!g_initialized) return NL_NOT_INITIALIZED;
+    STORE(cb_msg, cb);
+    return NL_OK;
+}
+
+EXPORT int32_t SetDayTrade(int32_t on) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    g_day_trade = on != 0;
+    if (LOGGING) {
+        lb_reset("set_day_trade");
+        lb_add("\ton=%d", on);
+        lb_flush();
+    }
+    return NL_OK;
+}
+
+static int32_t asset_check(const TConnectorAssetIdentifier *a, char *ticker, char *exch) {
+    if (!a->Ticker || !a->Exchange || !a->Ticker[0]) return NL_INVALID_ARGS;
+    if (!known_exchange(a->Exchange)) return NL_EXCHANGE_UNKNOWN;
+    if (!wide_ascii_ok(a->Ticker, NAME_W)) return NL_INVALID_TICKER;
+    to_ascii(a->Ticker, ticker, NAME_W);
+    to_ascii(a->Exchange, exch, 8);
+    return ticker_valid(ticker, exch) ? NL_OK : NL_INVALID_TICKER;
+}
+
+/* A new order at the broker: persisted PendingNew now, the rest on the native thread. g_lock held. */
+static BOrder *create_order(int acc, const char *ticker, const char *exch, int side, int type, int64_t qty,
+                            double price, double stop, int pw_ok, int64_t msg) {
+    BOrder *o = order_slot(g_next_id, 1);
+    if (!o) return NULL;
+    memset(o, 0, sizeof *o);
+    o->used = 1;
+    o->local_id = g_next_id++;
+    o->message_id = msg;
+    snprintf(o->cl, sizeof o->cl, "FK%lld", (long long)(o->local_id + CL_BASE));
+    to_wide(o->cl, o->cl_w, 24);
+    o->acc = acc;
+    snprintf(o->ticker, NAME_W, "%s", ticker);
+    snprintf(o->exch, 8, "%s", exch);
+    o->side = side;
+    o->type = type;
+    o->status = ST_PENDING_NEW;
+    o->validity = 0; /* Day */
+    o->qty = qty;
+    o->leaves = qty;
+    o->price = type == TYPE_MARKET ? -1.0 : price;
+    o->stop = type == TYPE_STOP_LIMIT ? stop : -1.0;
+    o->date_ms = o->last_ms = b3_now_ms();
+    o->pw_ok = pw_ok;
+    o->day_trade = g_day_trade;
+    journal_order(o);
+    return o;
+}
+
+/* Command lines are written before the command is queued for the native thread (under g_lock:
+ * g_lock -> log lock is the only nesting of the two), so a command's line always precedes the
+ * callbacks it causes. */
+static void log_send_order(const TConnectorSendOrder *r, long long result, int pw_ok) {
+    if (!LOGGING) return;
+    lb_reset("send_order");
+    lb_add("\tresult=%lld", result);
+    log_account_id(r ? &r->AccountID : NULL);
+    if (r) {
+        lb_wstr("ticker", r->AssetID.Ticker);
+        lb_wstr("exch", r->AssetID.Exchange);
+        lb_add("\tside=%d\ttype=%d\tprice=%.17g\tstop=%.17g\tqty=%lld\tversion=%d\tmessage_id=%lld",
+               r->OrderSide, r->OrderType, r->Price, r->StopPrice, (long long)r->Quantity, r->Version,
+               r->Version >= 2 ? (long long)r->MessageID : 0LL);
+    }
+    lb_add("\tpw_ok=%d\tday_trade=%d", pw_ok, g_day_trade);
+    lb_flush();
+}
+
+EXPORT int64_t SendOrder(TConnectorSendOrder *r) {
+    int32_t res = routing_check();
+    int logged = 0;
+    char ticker[NAME_W] = "-", exch[8] = "-";
+    int acc = -1, side = 0, type = 0, pw_ok = 0;
+    int64_t id = 0;
+    if (res == NL_OK && !r) res = NL_INVALID_ARGS;
+    if (res == NL_OK && r->Version > 2) res = NL_VERSION_NOT_SUPPORTED;
+    if (res == NL_OK && (acc = find_account(&r->AccountID)) < 0) res = NL_INVALID_ARGS;
+    if (res == NL_OK) res = asset_check(&r->AssetID, ticker, exch);
+    if (res == NL_OK) {
+        if (r->Version == 0) { /* V0 enums: 0 limit, 1 stop(-limit), 2 market; 0 buy, 1 sell */
+            type = r->OrderType == 0 ? TYPE_LIMIT : r->OrderType == 1 ? TYPE_STOP_LIMIT : r->OrderType == 2 ? TYPE_MARKET : 0;
+            side = r->OrderSide == 0 ? SIDE_BUY : r->OrderSide == 1 ? SIDE_SELL : 0;
+        } else {
+            type = (r->OrderType == 1 || r->OrderType == 2 || r->OrderType == 4) ? r->OrderType : 0;
+            side = (r->OrderSide == 1 || r->OrderSide == 2) ? r->OrderSide : 0;
+        }
+        if (!type || !side || r->Quantity <= 0) res = NL_INVALID_ARGS;
+        else if (type != TYPE_MARKET && !(r->Price > 0)) res = NL_INVALID_ARGS;
+        else if (type == TYPE_STOP_LIMIT && !(r->StopPrice > 0)) res = NL_INVALID_ARGS;
+        else if (!r->Password || !r->Password[0]) res = NL_NO_PASSWORD;
+    }
+    if (res == NL_OK) {
+        pw_ok = password_ok(r->Password); /* compared, never copied or logged */
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = bcmd_room() ? create_order(acc, ticker, exch, side, type, r->Quantity, r->Price, r->StopPrice,
+                                               pw_ok, r->Version >= 2 ? g_next_msg++ : 0) : NULL;
+        if (!o) {
+            res = NL_WAITING_SERVER;
+        } else {
+            id = o->local_id;
+            if (r->Version >= 2) r->MessageID = o->message_id;
+            g_sent_orders++;
+            if (bcfg.crash_on_order > 0 && g_sent_orders == bcfg.crash_on_order) o->crash = 1;
+            log_send_order(r, (long long)id, pw_ok);
+            logged = 1;
+            BCmd c = {BC_NEW, id, 0, acc, pw_ok, 0, 0, 0, ""};
+            push_bcmd(&c);
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    if (!logged) log_send_order(r, (long long)res, pw_ok);
+    return res == NL_OK ? id : (int64_t)res;
+}
+
+/* The order a change/cancel names, checked against the account. g_lock held. */
+static int32_t named_order(const TConnectorAccountIdentifier *acc_id, const TConnectorOrderIdentifier *oid,
+                           BOrder **out) {
+    int acc = find_account(acc_id);
+    if (acc < 0) return NL_INVALID_ARGS;
+    if (oid->LocalOrderID <= 0 && (!oid->ClOrderID || !oid->ClOrderID[0])) return NL_INVALID_ARGS;
+    BOrder *o = find_order(oid->LocalOrderID, oid->ClOrderID);
+    if (!o) return NL_NOT_FOUND;
+    if (o->acc != acc) return NL_INVALID_ARGS;
+    *out = o;
+    return NL_OK;
+}
+
+static void log_change_order(const TConnectorChangeOrder *r, int32_t res, int64_t id, int64_t msg, int pw_ok) {
+    if (!LOGGING) return;
+    lb_reset("change_order");
+    lb_add("\tresult=%d\tlocal_id=%lld", res, (long long)id);
+    log_account_id(r ? &r->AccountID : NULL);
+    if (r) {
+        lb_add("\torder_local_id=%lld", (long long)r->OrderID.LocalOrderID);
+        lb_wstr("order_cl_ord_id", r->OrderID.ClOrderID);
+        lb_add("\tprice=%.17g\tstop=%.17g\tqty=%lld\tversion=%d", r->Price, r->StopPrice, (long long)r->Quantity,
+               r->Version);
+    }
+    lb_add("\tmessage_id=%lld\tpw_ok=%d", (long long)msg, pw_ok);
+    lb_flush();
+}
+
+EXPORT int32_t SendChangeOrderV2(TConnectorChangeOrder *r) {
+    int32_t res = routing_check();
+    int logged = 0;
+    int pw_ok = 0;
+    int64_t id = 0, msg = 0;
+    if (res == NL_OK && !r) res = NL_INVALID_ARGS;
+    if (res == NL_OK && r->Version > 1) res = NL_VERSION_NOT_SUPPORTED;
+    if (res == NL_OK && (r->Quantity <= 0 || !(r->Price > 0))) res = NL_INVALID_ARGS;
+    if (res == NL_OK && (!r->Password || !r->Password[0])) res = NL_NO_PASSWORD;
+    if (res == NL_OK) {
+        pw_ok = password_ok(r->Password);
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = NULL;
+        res = named_order(&r->AccountID, &r->OrderID, &o);
+        if (res == NL_OK && !bcmd_room()) res = NL_WAITING_SERVER;
+        if (res == NL_OK) {
+            id = o->local_id;
+            msg = g_next_msg++;
+            journal_ids();
+            if (r->Version >= 1) r->MessageID = msg;
+            log_change_order(r, res, id, msg, pw_ok);
+            logged = 1;
+            BCmd c = {BC_CHANGE, id, msg, o->acc, pw_ok, r->Price, r->StopPrice, r->Quantity, ""};
+            push_bcmd(&c);
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    if (!logged) log_change_order(r, res, id, msg, pw_ok);
+    return res;
+}
+
+static void log_cancel_order(const TConnectorCancelOrder *r, int32_t res, int64_t id, int64_t msg, int pw_ok) {
+    if (!LOGGING) return;
+    lb_reset("cancel_order");
+    lb_add("\tresult=%d\tlocal_id=%lld", res, (long long)id);
+    log_account_id(r ? &r->AccountID : NULL);
+    if (r) {
+        lb_add("\torder_local_id=%lld", (long long)r->OrderID.LocalOrderID);
+        lb_wstr("order_cl_ord_id", r->OrderID.ClOrderID);
+        lb_add("\tversion=%d", r->Version);
+    }
+    lb_add("\tmessage_id=%lld\tpw_ok=%d", (long long)msg, pw_ok);
+    lb_flush();
+}
+
+EXPORT int32_t SendCancelOrderV2(TConnectorCancelOrder *r) {
+    int32_t res = routing_check();
+    int logged = 0;
+    int pw_ok = 0;
+    int64_t id = 0, msg = 0;
+    if (res == NL_OK && !r) res = NL_INVALID_ARGS;
+    if (res == NL_OK && r->Version > 1) res = NL_VERSION_NOT_SUPPORTED;
+    if (res == NL_OK && (!r->Password || !r->Password[0])) res = NL_NO_PASSWORD;
+    if (res == NL_OK) {
+        pw_ok = password_ok(r->Password);
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = NULL;
+        res = named_order(&r->AccountID, &r->OrderID, &o);
+        if (res == NL_OK && !bcmd_room()) res = NL_WAITING_SERVER;
+        if (res == NL_OK) {
+            id = o->local_id;
+            msg = g_next_msg++;
+            journal_ids();
+            if (r->Version >= 1) r->MessageID = msg;
+            log_cancel_order(r, res, id, msg, pw_ok);
+            logged = 1;
+            BCmd c = {BC_CANCEL, id, msg, o->acc, pw_ok, 0, 0, 0, ""};
+            push_bcmd(&c);
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    if (!logged) log_cancel_order(r, res, id, msg, pw_ok);
+    return res;
+}
+
+static void log_cancel_all(const TConnectorCancelAllOrders *r, int32_t res, int pw_ok) {
+    if (!LOGGING) return;
+    lb_reset("cancel_all");
+    lb_add("\tresult=%d", res);
+    log_account_id(r ? &r->AccountID : NULL);
+    lb_add("\tversion=%d\tpw_ok=%d", r ? r->Version : -1, pw_ok);
+    lb_flush();
+}
+
+EXPORT int32_t SendCancelAllOrdersV2(TConnectorCancelAllOrders *r) {
+    int32_t res = routing_check();
+    int logged = 0;
+    int pw_ok = 0, acc = -1;
+    if (res == NL_OK && !r) res = NL_INVALID_ARGS;
+    if (res == NL_OK && r->Version > 0) res = NL_VERSION_NOT_SUPPORTED;
+    if (res == NL_OK && (acc = find_account(&r->AccountID)) < 0) res = NL_INVALID_ARGS;
+    if (res == NL_OK && (!r->Password || !r->Password[0])) res = NL_NO_PASSWORD;
+    if (res == NL_OK) {
+        pw_ok = password_ok(r->Password);
+        pthread_mutex_lock(&g_lock);
+        /* A wrong password refuses the request as a whole: one trading message result, no order
+         * touched (sent from the native thread, like every callback). */
+        BCmd c = {pw_ok ? BC_CANCEL_ALL : BC_REFUSE_ALL, 0, 0, acc, pw_ok, 0, 0, 0, ""};
+        if (!bcmd_room()) {
+            res = NL_WAITING_SERVER;
+        } else {
+            log_cancel_all(r, res, pw_ok);
+            logged = 1;
+            push_bcmd(&c);
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    if (!logged) log_cancel_all(r, res, pw_ok);
+    return res;
+}
+
+static void log_zero_position(const TConnectorZeroPosition *r, long long result, int64_t qty, int64_t msg, int pw_ok) {
+    if (!LOGGING) return;
+    lb_reset("zero_position");
+    lb_add("\tresult=%lld", result);
+    log_account_id(r ? &r->AccountID : NULL);
+    if (r) {
+        lb_wstr("ticker", r->AssetID.Ticker);
+        lb_wstr("exch", r->AssetID.Exchange);
+        lb_add("\tprice=%.17g\tposition_type=%d\tversion=%d", r->Price, r->Version >= 1 ? r->PositionType : -1,
+               r->Version);
+    }
+    lb_add("\tqty=%lld\tmessage_id=%lld\tpw_ok=%d", (long long)qty, (long long)msg, pw_ok);
+    lb_flush();
+}
+
+EXPORT int64_t SendZeroPositionV2(TConnectorZeroPosition *r) {
+    int32_t res = routing_check();
+    int logged = 0;
+    char ticker[NAME_W] = "-", exch[8] = "-";
+    int acc = -1, pw_ok = 0, ptype = 1;
+    int64_t id = 0, msg = 0, qty = 0;
+    if (res == NL_OK && !r) res = NL_INVALID_ARGS;
+    if (res == NL_OK && r->Version > 2) res = NL_VERSION_NOT_SUPPORTED;
+    if (res == NL_OK && (acc = find_account(&r->AccountID)) < 0) res = NL_INVALID_ARGS;
+    if (res == NL_OK) res = asset_check(&r->AssetID, ticker, exch);
+    if (res == NL_OK && r->Version >= 1) {
+        ptype = r->PositionType;
+        if (ptype != 1 && ptype != 2) res = NL_INVALID_ARGS;
+    }
+    if (res == NL_OK && !(r->Price == -1.0 || r->Price > 0)) res = NL_INVALID_ARGS;
+    if (res == NL_OK && (!r->Password || !r->Password[0])) res = NL_NO_PASSWORD;
+    if (res == NL_OK) {
+        pw_ok = password_ok(r->Password);
+        pthread_mutex_lock(&g_lock);
+        BPos *p = find_pos(acc, ticker, exch, 0);
+        if (!p || p->qty == 0) {
+            res = NL_NO_POSITION; /* flat: nothing to zero (the 4.0.0.24 code; FIN saw NL_INVALID_ARGS before) */
+        } else {
+            qty = p->qty > 0 ? p->qty : -p->qty;
+            int type = r->Price == -1.0 ? TYPE_MARKET : TYPE_LIMIT;
+            msg = r->Version >= 2 ? g_next_msg++ : 0;
+            BOrder *o = bcmd_room() ? create_order(acc, ticker, exch, p->qty > 0 ? SIDE_SELL : SIDE_BUY, type, qty,
+                                                   r->Price, -1.0, pw_ok, msg) : NULL;
+            if (!o) {
+                res = NL_WAITING_SERVER;
+            } else {
+                id = o->local_id;
+                if (r->Version >= 2) r->MessageID = msg;
+                log_zero_position(r, (long long)id, qty, msg, pw_ok);
+                logged = 1;
+                BCmd c = {BC_NEW, id, 0, acc, pw_ok, 0, 0, 0, ""};
+                push_bcmd(&c);
+            }
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    if (!logged) log_zero_position(r, (long long)res, qty, msg, pw_ok);
+    return res == NL_OK ? id : (int64_t)res;
+}
+
+EXPORT int32_t GetAccountCount(void) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    int n = 0;
+    for (int i = 0; i < g_nacc; i++) n += g_acc[i].sub[0] == 0;
+    return n;
+}
+/* Masters (sub == NULL) or the subs of one master, in configuration order, into Out records. */
+static int32_t fill_accounts(int master, int start_src, int start_dst, int count, TConnectorAccountIdentifierOut *arr) {
+    if (!arr || start_src < 0 || start_dst < 0 || count < 0) return NL_INVALID_ARGS;
+    int k = 0, seen = 0;
+    for (int i = 0; i < g_nacc && k < count; i++) {
+        int is_sub = g_acc[i].sub[0] != 0;
+        if (master < 0 ? is_sub : (!is_sub || !same_master(i, master))) continue;
+        if (seen++ < start_src) continue;
+        TConnectorAccountIdentifierOut *o = &arr[start_dst + k++];
+        if (o->Version != 0) return NL_VERSION_NOT_SUPPORTED;
+        o->BrokerID = g_acc[i].broker;
+        ascii_to_utf16(g_acc[i].account, o->AccountID, &o->AccountIDLength);
+        ascii_to_utf16(g_acc[i].sub, o->SubAccountID, &o->SubAccountIDLength);
+        o->Reserved = 0;
+    }
+    return k;
+}
+EXPORT int32_t GetAccounts(int32_t start_src, int32_t start_dst, int32_t count, TConnectorAccountIdentifierOut *arr) {
+    int32_t r = routing_check();
+    return r != NL_OK ? r : fill_accounts(-1, start_src, start_dst, count, arr);
+}
+EXPORT int32_t GetSubAccountCount(const TConnectorAccountIdentifier *master) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    int m = find_account(master);
+    if (m < 0 || g_acc[m].sub[0]) return NL_NOT_FOUND;
+    int n = 0;
+    for (int i = 0; i < g_nacc; i++) n += g_acc[i].sub[0] && same_master(i, m);
+    return n;
+}
+EXPORT int32_t GetSubAccounts(const TConnectorAccountIdentifier *master, int32_t start_src, int32_t start_dst,
+                              int32_t count, TConnectorAccountIdentifierOut *arr) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    int m = find_account(master);
+    if (m < 0 || g_acc[m].sub[0]) return NL_NOT_FOUND;
+    return fill_accounts(m, start_src, start_dst, count, arr);
+}
+EXPORT int32_t GetAccountDetails(TConnectorTradingAccountOut *a) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    if (!a) return NL_INVALID_ARGS;
+    if (a->Version > 1) return NL_VERSION_NOT_SUPPORTED;
+    int i = find_account(&a->AccountID);
+    if (i < 0) return NL_NOT_FOUND;
+    wchar_t sub_owner[ACC_W + 16] = L"";
+    if (g_acc[i].sub[0]) {
+        wchar_t w[ACC_W];
+        to_wide(g_acc[i].sub, w, ACC_W);
+        swprintf(sub_owner, ACC_W + 16, L"Subconta %ls", w);
+    }
+    out_wstr(a->BrokerName, &a->BrokerNameLength, L"Corretora Fake");
+    out_wstr(a->OwnerName, &a->OwnerNameLength, L"Titular Simula\u00e7\u00e3o");
+    out_wstr(a->SubOwnerName, &a->SubOwnerNameLength, sub_owner);
+    a->AccountFlags = 2u /* CA_IS_ENABLED */ | (g_acc[i].sub[0] ? 1u /* CA_IS_SUB_ACCOUNT */ : 0u);
+    if (a->Version >= 1) a->AccountType = g_acc[i].sub[0] ? 3 /* cutSubAccount */ : 0 /* cutOwner */;
+    return NL_OK;
+}
+
+EXPORT int32_t GetPositionV2(TConnectorTradingAccountPosition *p) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    if (!p) return NL_INVALID_ARGS;
+    if (p->Version > 2) return NL_VERSION_NOT_SUPPORTED;
+    if (p->Version >= 1 && p->PositionType != 1 && p->PositionType != 2) return NL_INVALID_ARGS;
+    int acc = find_account(&p->AccountID);
+    if (acc < 0) return NL_INVALID_ARGS;
+    char ticker[NAME_W], exch[8];
+    r = asset_check(&p->AssetID, ticker, exch);
+    if (r != NL_OK) return r;
+    pthread_mutex_lock(&g_lock);
+    BPos *pos = find_pos(acc, ticker, exch, 0);
+    if (!pos) { pthread_mutex_unlock(&g_lock); return NL_NO_POSITION; }
+    BPos s = *pos;
+    pthread_mutex_unlock(&g_lock);
+    /* One book per account and asset: day trade and consolidated read the same numbers here. */
+    p->OpenQuantity = s.qty < 0 ? -s.qty : s.qty;
+    p->OpenSide = s.qty > 0 ? 1 : s.qty < 0 ? 2 : 0;
+    p->OpenAveragePrice = s.avg;
+    p->DailyAverageSellPrice = s.sell_avg;
+    p->DailySellQuantity = s.sell_qty;
+    p->DailyAverageBuyPrice = s.buy_avg;
+    p->DailyBuyQuantity = s.buy_qty;
+    p->DailyQuantityD1 = p->DailyQuantityD2 = p->DailyQuantityD3 = 0;
+    p->DailyQuantityBlocked = p->DailyQuantityPending = p->DailyQuantityAlloc = p->DailyQuantityProvision = 0;
+    p->DailyQuantity = s.buy_qty - s.sell_qty;
+    p->DailyQuantityAvailable = p->OpenQuantity;
+    if (p->Version >= 2) p->EventID = s.event_id;
+    return NL_OK;
+}
+
+EXPORT int32_t GetOrderDetails(TConnectorOrderOut *out) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    if (!out) return NL_INVALID_ARGS;
+    if (out->Version > 1) return NL_VERSION_NOT_SUPPORTED;
+    pthread_mutex_lock(&g_lock);
+    BOrder *o = find_order(out->OrderID.LocalOrderID, out->OrderID.ClOrderID);
+    if (!o) { pthread_mutex_unlock(&g_lock); return NL_NOT_FOUND; }
+    BOrder s = *o;
+    wchar_t *cl = o->cl_w;
+    Account a = g_acc[s.acc];
+    pthread_mutex_unlock(&g_lock);
+    out->OrderID.LocalOrderID = s.local_id;
+    if (!out->OrderID.ClOrderID) out->OrderID.ClOrderID = cl; /* the DLL's own, stable string */
+    out->AccountID.BrokerID = a.broker;
+    ascii_to_utf16(a.account, out->AccountID.AccountID, &out->AccountID.AccountIDLength);
+    ascii_to_utf16(a.sub, out->AccountID.SubAccountID, &out->AccountID.SubAccountIDLength);
+    out->AccountID.Reserved = 0;
+    out_astr(out->AssetID.Ticker, &out->AssetID.TickerLength, s.ticker);
+    out_astr(out->AssetID.Exchange, &out->AssetID.ExchangeLength, s.exch);
+    out->AssetID.FeedType = 0;
+    out->Quantity = s.qty;
+    out->TradedQuantity = s.traded;
+    out->LeavesQuantity = s.leaves;
+    out->Price = s.price;
+    out->StopPrice = s.stop;
+    out->AveragePrice = s.avg;
+    out->OrderSide = (uint8_t)s.side;
+    out->OrderType = (uint8_t)s.type;
+    out->OrderStatus = (uint8_t)s.status;
+    out->ValidityType = (uint8_t)s.validity;
+    systime_or_zero(s.date_ms, &out->Date);
+    systime_or_zero(s.last_ms, &out->LastUpdate);
+    systime_or_zero(s.close_ms, &out->CloseDate);
+    memset(&out->ValidityDate, 0, sizeof out->ValidityDate);
+    out_astr(out->TextMessage, &out->TextMessageLength, s.text);
+    if (out->Version >= 1) out->EventID = s.event_id;
+    return NL_OK;
+}
+
+EXPORT int32_t EnumerateAllOrders(const TConnectorAccountIdentifier *acc_id, uint8_t version, intptr_t param,
+                                  TConnectorEnumerateOrdersProc proc) {
+    int32_t r = routing_check();
+    if (r != NL_OK) return r;
+    if (!acc_id || !proc) return NL_INVALID_ARGS;
+    if (version > 1) return NL_VERSION_NOT_SUPPORTED;
+    int acc = find_account(acc_id);
+    if (acc < 0) return NL_OK; /* the manual: success even when nothing is loaded for the account */
+    int master = g_acc[acc].sub[0] == 0;
+    pthread_mutex_lock(&g_lock);
+    int64_t end = g_next_id;
+    pthread_mutex_unlock(&g_lock);
+    for (int64_t id = ID_BASE; id < end; id++) {
+        /* One order at a time, copied under g_lock and handed over without it (the proc is the
+         * caller's code: it may need the GIL, which our native thread may hold). */
+        BOrder s;
+        pthread_mutex_lock(&g_lock);
+        BOrder *o = order_slot(id, 0);
+        int take = o && (master ? same_master(o->acc, acc) : o->acc == acc);
+        wchar_t *cl = take ? o->cl_w : NULL;
+        if (take) s = *o;
+        pthread_mutex_unlock(&g_lock);
+        if (!take) continue;
+        const Account *a = &g_acc[s.acc];
+        wchar_t account[ACC_W], sub[ACC_W], ticker[NAME_W], exch[8], text[TEXT_W + 8];
+        to_wide(a->account, account, ACC_W);
+        to_wide(a->sub, sub, ACC_W);
+        to_wide(s.ticker, ticker, NAME_W);
+        to_wide(s.exch, exch, 8);
+        to_wide(s.text, text, TEXT_W + 8);
+        TConnectorOrder rec;
+        memset(&rec, 0, sizeof rec);
+        rec.Version = version;
+        rec.OrderID.LocalOrderID = s.local_id;
+        rec.OrderID.ClOrderID = cl;
+        rec.AccountID.BrokerID = a->broker;
+        rec.AccountID.AccountID = account;
+        rec.AccountID.SubAccountID = a->sub[0] ? sub : NULL;
+        rec.AssetID.Ticker = ticker;
+        rec.AssetID.Exchange = exch;
+        rec.Quantity = s.qty;
+        rec.TradedQuantity = s.traded;
+        rec.LeavesQuantity = s.leaves;
+        rec.Price = s.price;
+        rec.StopPrice = s.stop;
+        rec.AveragePrice = s.avg;
+        rec.OrderSide = (uint8_t)s.side;
+        rec.OrderType = (uint8_t)s.type;
+        rec.OrderStatus = (uint8_t)s.status;
+        rec.ValidityType = (uint8_t)s.validity;
+        systime_or_zero(s.date_ms, &rec.Date);
+        systime_or_zero(s.last_ms, &rec.LastUpdate);
+        systime_or_zero(s.close_ms, &rec.CloseDate);
+        rec.TextMessage = text;
+        if (version >= 1) rec.EventID = s.event_id;
+        if (!proc(&rec, param)) break;
+    }
+    return NL_OK;
+}
+
+/* ---- debug exports of the broker (tests only) ------------------------------------------- */
+EXPORT int32_t FakeBrokerSetBook(const char *ticker, double bid, int64_t bidq, double ask, int64_t askq) {
+    if (!g_initialized) return NL_NOT_INITIALIZED;
+    if (!ticker || !ticker[0] || strlen(ticker) >= NAME_W) return NL_INVALID_ARGS;
+    pthread_mutex_lock(&g_lock);
+    BBook *b = find_book(ticker, 1);
+    int ok = b != NULL && bcmd_room();
+    if (ok) {
+        set_book(b, bid, bidq, ask, askq);
+        if (LOGGING) {
+            lb_reset("set_book");
+            lb_add("\tticker=%s\tbid=%.17g\tbidq=%lld\task=%.17g\taskq=%lld", ticker, bid, (long long)bidq, ask,
+                   (long long)askq);
+            lb_flush();
+        }
+        BCmd c = {BC_MATCH_TICKER, 0, 0, -1, 1, 0, 0, 0, ""};
+        snprintf(c.ticker, NAME_W, "%s", ticker);
+        push_bcmd(&c);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return ok ? NL_OK : NL_INTERNAL_ERROR;
+}
+EXPORT int32_t FakeBrokerSetMarket(int32_t open) {
+    bcfg.market_closed = !open;
+    return NL_OK;
+}
+/* 1 when the broker has nothing left to do: no command queued, no delayed match, no recovery. */
+EXPORT int32_t FakeBrokerIdle(void) {
+    pthread_mutex_lock(&g_lock);
+    int idle = g_bcmd_n == 0 && g_ndue == 0 && !g_recover_pending && !g_broker_busy;
+    pthread_mutex_unlock(&g_lock);
+    return idle;
+}
+EXPORT int64_t FakeBrokerOrderCount(void) {
+    pthread_mutex_lock(&g_lock);
+    int64_t n = 0;
+    for (int64_t id = ID_BASE; id < g_next_id; id++) n += order_slot(id, 0) != NULL;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
 /* ---- the native thread --------------------------------------------------------------------- */
 static Ticker *pick_ticker(void) {
     Ticker *found = NULL;
@@ -1178,12 +2978,16 @@ static void *thread_main(void *arg) {
     g_native_tid = (long)syscall(SYS_gettid);
     uint64_t rng = cfg.seed ^ 0x5EEDC0FFEEULL;
     initial_states(&rng);
+    pthread_mutex_lock(&g_lock);
+    g_states_done_t = now_s();
+    pthread_mutex_unlock(&g_lock);
     int market_ok = !g_login_failed && cfg.login != LOGIN_NOMARKET;
     double t0 = -1;
     long long paced = 0;
     while (!g_stop) {
         int did = process_commands();
         did |= history_step();
+        if (g_routing && !g_login_failed) did |= broker_step();
         Ticker *tk = market_ok ? pick_ticker() : NULL;
         if (!tk) {
             t0 = -1; /* re-anchor the pacing when the stream resumes */
@@ -1248,6 +3052,7 @@ static void read_config(void) {
     v = getenv("FAKE_PROFITDLL_START");
     if (v && *v) sscanf(v, "%d-%d-%d %d:%d:%d", &cfg.start_y, &cfg.start_m, &cfg.start_d, &hh, &mi, &ss);
     cfg.start_ms = ((hh * 60LL + mi) * 60 + ss) * 1000;
+    broker_read_config();
 }
 
 /* Wrong expected credentials -> the state the real server would answer. Never logged. */
@@ -1270,7 +3075,7 @@ static void check_credentials(const wchar_t *key, const wchar_t *user, const wch
 
 /* ---- exports: initialization ------------------------------------------------------------- */
 static int32_t init_common(const wchar_t *key, const wchar_t *user, const wchar_t *pass, TStateCallback state,
-                           TNewDailyCallback daily, TProgressCallback progress) {
+                           TNewDailyCallback daily, TProgressCallback progress, int routing) {
     if (g_init_used) return NL_INTERNAL_ERROR; /* one init per process, even after DLLFinalize */
     if (!key || !user || !pass || !state) return NL_INVALID_ARGS;
     if (!user[0]) return NL_NO_USER;
@@ -1278,6 +3083,16 @@ static int32_t init_common(const wchar_t *key, const wchar_t *user, const wchar_
     g_init_used = 1;
     read_config();
     check_credentials(key, user, pass);
+    g_routing = routing;
+    if (routing) {
+        broker_load_state();
+        if (LOGGING) {
+            lb_reset("broker_load");
+            lb_add("\torders=%lld\tpositions=%lld\tnext_id=%lld\trecover=%d", g_broker_loaded_orders,
+                   g_broker_loaded_positions, (long long)g_next_id, g_recover_pending);
+            lb_flush();
+        }
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1301,7 +3116,7 @@ EXPORT int32_t DLLInitializeMarketLogin(const wchar_t *key, const wchar_t *user,
                                         void *price_book, void *offer_book, void *history_trade,
                                         TProgressCallback progress, void *tiny_book) {
     (void)new_trade; (void)price_book; (void)offer_book; (void)history_trade; (void)tiny_book;
-    return init_common(key, user, pass, state, new_daily, progress);
+    return init_common(key, user, pass, state, new_daily, progress, 0);
 }
 
 EXPORT int32_t DLLInitializeLogin(const wchar_t *key, const wchar_t *user, const wchar_t *pass, TStateCallback state,
@@ -1310,7 +3125,7 @@ EXPORT int32_t DLLInitializeLogin(const wchar_t *key, const wchar_t *user, const
                                   void *history_trade, TProgressCallback progress, void *tiny_book) {
     (void)history; (void)order_change; (void)account; (void)new_trade; (void)price_book; (void)offer_book;
     (void)history_trade; (void)tiny_book;
-    return init_common(key, user, pass, state, new_daily, progress);
+    return init_common(key, user, pass, state, new_daily, progress, 1);
 }
 
 EXPORT int32_t DLLFinalize(void) {
@@ -1325,6 +3140,10 @@ EXPORT int32_t DLLFinalize(void) {
     g_initialized = 0;
     STORE(cb_state, NULL); STORE(cb_daily, NULL); STORE(cb_progress, NULL); STORE(cb_trade, NULL);
     STORE(cb_htrade, NULL); STORE(cb_book, NULL); STORE(cb_invalid, NULL); STORE(cb_depth, NULL);
+    STORE(cb_order, NULL); STORE(cb_msg, NULL);
+    pthread_mutex_lock(&g_lock);
+    if (g_journal_fd >= 0) { close(g_journal_fd); g_journal_fd = -1; } /* queued broker work stays PendingNew */
+    pthread_mutex_unlock(&g_lock);
     if (cfg.log_fd >= 0) { close(cfg.log_fd); cfg.log_fd = -1; }
     return NL_OK;
 }

@@ -11,6 +11,13 @@ pass through), never its command line. The child also watches its stdin, which
 this class holds open: if this process dies, the child sees EOF and exits, so no
 orphan keeps the DLL login.
 
+Orders: with ``--routing`` or ``--shadow`` among ``bridge_args`` the child also serves orders
+(:mod:`pipelines.adapters.bridge.order_service`); unless ``bridge_args`` name them, its order
+ports are ephemeral on 127.0.0.1 too, and :attr:`HostedBridge.order_endpoints` holds the
+(commands, updates) endpoints of the running child (new ones after a restart). The routing
+password and the bridge token reach the child like the login: through its environment
+(PROFIT_ROUTING_PASSWORD, PROFIT_BRIDGE_TOKEN) or its credentials file, never its command line.
+
 Supervision (done inside ``poll``, never blocking): when the child exits, or is
 alive but silent for ``hang_timeout_s`` (killed then), it is restarted after an
 exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``, back
@@ -169,6 +176,11 @@ class HostedBridge:
         self._cmd = [python or sys.executable, str(FEED_BRIDGE_SCRIPT), "--source", source, "--symbols", *self.symbols,
                      "--pub", _LOCAL_EPHEMERAL, "--rep", _LOCAL_EPHEMERAL, "--heartbeat-s", repr(heartbeat_s),
                      "--exit-with-parent", *bridge_args]
+        if {"--routing", "--shadow"} & set(bridge_args):
+            for flag in ("--orders", "--order-pub"):
+                if flag not in bridge_args:
+                    self._cmd += [flag, _LOCAL_EPHEMERAL]
+        self.order_endpoints: tuple[str, str] | None = None
         self._env = dict(os.environ if env is None else env)
         self.ready_timeout_s = ready_timeout_s
         self.hang_timeout_s = max(hang_timeout_s, heartbeat_timeout_s)
@@ -191,11 +203,16 @@ class HostedBridge:
         self._child = _Child(self._cmd, self._env)
         info = self._wait_ready(self._child, time.monotonic() + ready_timeout_s)
         self.endpoints = (info["pub"], info["rep"])
+        self._note_orders(info)
         self.client = BridgeClient(info["pub"], info["rep"], self.symbols, heartbeat_timeout_s=heartbeat_timeout_s,
                                    catch_up=True, **(client_options or {}))
         self._state = "running"
         self._running_since = time.monotonic()
         log.info("feed bridge %d ready: %s", self._child.pid, info)
+
+    def _note_orders(self, info: dict) -> None:
+        if "orders" in info and "order_pub" in info:
+            self.order_endpoints = (info["orders"], info["order_pub"])
 
     def _wait_ready(self, child: _Child, deadline: float) -> dict:
         while True:
@@ -286,6 +303,7 @@ class HostedBridge:
                 info = None
             if info is not None:
                 self.endpoints = (info["pub"], info["rep"])
+                self._note_orders(info)
                 self.client.retarget(info["pub"], info["rep"])
                 self._state = "running"
                 self._running_since = now
@@ -322,5 +340,6 @@ class HostedBridge:
             "last_exit": self.last_exit,
             "next_backoff_s": self._backoff,
             "endpoints": list(self.endpoints),
+            "order_endpoints": list(self.order_endpoints) if self.order_endpoints else None,
         })
         return s

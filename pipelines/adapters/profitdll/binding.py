@@ -25,6 +25,13 @@ is never searched, so a planted DLL there is never picked up.
   ``PyGILState_Ensure``/``Release``, which for a thread Python did not create builds and tears
   down a thread state on every call: measured ~20 us per callback, five to twenty times the
   cost of the callback itself. One extra ``Ensure`` that is never released keeps it.
+- Order routing (``DLLInitializeLogin`` only): ``SetOrderCallback`` and
+  ``SetTradingMessageResultCallback`` are registered with the others. The order callback reads
+  the order with the accessor ``GetOrderDetails`` (two passes, GIL kept, inside the callback as
+  the manual intends) and enqueues a copied ``RawOrder`` (or ``RawOrderError`` naming the order
+  when the read fails); the message-result callback enqueues a ``RawTradingMessage``. They share
+  ``events`` with market data, in callback order, and are never dropped on a full queue. The
+  request calls are in :mod:`~pipelines.adapters.profitdll.routing` (``OrderRouting``).
 - Readiness: login 0, activation 0, market data 4, routing 2 or 5; each latched the first time
   it is seen, in any order. Market data 6 = degraded (the client is not keeping up) until 4
   again. A login or activation rejection before readiness is reported by :meth:`wait_ready` as
@@ -53,6 +60,12 @@ from threading import get_ident, get_native_id
 from typing import Any, Callable, Mapping, NamedTuple
 
 from pipelines.adapters.profitdll import structs as S
+from pipelines.adapters.profitdll.routing import (
+    ROUTING_SIGNATURES,
+    RawOrderError,
+    read_order,
+    trading_message_from,
+)
 from pipelines.adapters.profitdll.errors import (
     AlreadyInitializedError,
     HistoryTimeoutError,
@@ -265,10 +278,12 @@ _SIGNATURES: dict[str, tuple[Any, list]] = {
     "GetTheoreticalValues": (c_int32, [c_void_p, POINTER(c_double), POINTER(c_int64)]),
     "GetHistoryTrades": (c_int32, [c_wchar_p, c_wchar_p, c_wchar_p, c_wchar_p]),
 }
+_SIGNATURES.update(ROUTING_SIGNATURES)
 # Newer than the oldest 4.0 builds: a DLL without them still streams trades and the offer book.
+# The routing functions too: OrderRouting names the missing ones when it is asked for.
 _OPTIONAL = frozenset({"SetPriceDepthCallback", "SubscribePriceDepth", "UnsubscribePriceDepth",
                        "GetPriceDepthSideCount", "GetPriceGroup", "GetTheoreticalValues",
-                       "SetHistoryTradeCallbackV2", "DLLInitializeLogin"})
+                       "SetHistoryTradeCallbackV2", "DLLInitializeLogin"}) | frozenset(ROUTING_SIGNATURES)
 
 
 _DLL_DIRECTORIES: list = []  # add_dll_directory handles, kept for the life of the process
@@ -335,6 +350,13 @@ _INITIALIZED: set[str] = set()
 _INIT_LOCK = threading.Lock()
 # Every callback thunk ever handed to a DLL: never collected while the process lives.
 _KEEPALIVE: list = []
+
+
+def keep_alive(thunk) -> None:
+    """Keep a callback thunk referenced until the process ends (see :data:`_KEEPALIVE`)."""
+    _KEEPALIVE.append(thunk)
+
+
 # Raw events are built with tuple.__new__ in the callbacks: the same NamedTuple without the
 # generated __new__'s argument handling (measurable at tens of thousands of callbacks a second).
 _tuple_new = tuple.__new__
@@ -401,6 +423,7 @@ class ProfitDLL:
         self._side_count = _gil_holding(lib, "GetPriceDepthSideCount")
         self._price_group = _gil_holding(lib, "GetPriceGroup")
         self._theoretical = _gil_holding(lib, "GetTheoreticalValues")
+        self._order_details = _gil_holding(lib, "GetOrderDetails")
         self._thunks = {
             "state": S.TStateCallback(self._on_state),
             "daily": S.TNewDailyCallback(self._on_daily),
@@ -410,6 +433,8 @@ class ProfitDLL:
             "book": S.TOfferBookCallbackV2(self._on_book),
             "invalid_ticker": S.TInvalidTickerCallback(self._on_invalid_ticker),
             "depth": S.TConnectorPriceDepthCallback(self._on_depth),
+            "order": S.TConnectorOrderCallback(self._on_order),
+            "trading_message": S.TConnectorTradingMessageResultCallback(self._on_trading_message),
         }
         _KEEPALIVE.extend(self._thunks.values())
 
@@ -447,14 +472,16 @@ class ProfitDLL:
             credentials.key, credentials.user, credentials.password,
             t["state"], None, None, None, None, t["daily"], None, None, None, t["progress"], None)
         check(result, "DLLInitializeLogin")
-        self._after_init("DLLInitializeLogin")
+        self._after_init("DLLInitializeLogin", routing=True)
 
-    def _after_init(self, func: str) -> None:
+    def _after_init(self, func: str, routing: bool = False) -> None:
         self.initialized = True
         # Straight after NL_OK, before anything else: late registration crashed SubscribePriceDepth.
         setters = [("SetTradeCallbackV2", "trade"), ("SetOfferBookCallbackV2", "book"),
                    ("SetInvalidTickerCallback", "invalid_ticker"), ("SetHistoryTradeCallbackV2", "history_trade"),
                    ("SetPriceDepthCallback", "depth")]
+        if routing:  # order events exist only with the routing login
+            setters += [("SetOrderCallback", "order"), ("SetTradingMessageResultCallback", "trading_message")]
         for setter, kind in setters:
             fn = getattr(self.lib, setter, None)
             if fn is None:
@@ -779,3 +806,30 @@ class ProfitDLL:
                                             update_type, tuple(levels)))
         except BaseException as e:
             self._failed("depth", e)
+
+    def _on_order(self, order_id) -> None:
+        """``TConnectorOrderCallback``: read the order (two-pass GetOrderDetails) and enqueue it."""
+        try:
+            ts = self._enter("order")
+            local_id, cl_ord_id = order_id.LocalOrderID, order_id.ClOrderID or ""
+            try:
+                item = read_order(self._order_details, local_id, cl_ord_id, ts)
+            except Exception as e:  # the order is still named: the consumer can read it again
+                self.decode_errors["order"] += 1
+                self.last_error = f"order callback: {type(e).__name__}: {e}"
+                item = RawOrderError(local_id, cl_ord_id, f"{type(e).__name__}: {e}", ts)
+            self.events.append(item)  # never dropped: a lost order event leaves an order's state wrong
+        except BaseException as e:
+            self._failed("order", e)
+
+    def _on_trading_message(self, p_result) -> None:
+        """``TConnectorTradingMessageResultCallback``: copy the result (valid during the call only)."""
+        try:
+            ts = self._enter("trading_message")
+            if not p_result:
+                self.decode_errors["trading_message"] += 1
+                self.last_error = "trading message result callback with a NULL pointer"
+                return
+            self.events.append(trading_message_from(p_result.contents, ts))  # never dropped, as orders
+        except BaseException as e:
+            self._failed("trading_message", e)

@@ -91,7 +91,7 @@ def load_credentials(
     if file is None and env.get(ENV_FILE):
         file = env[ENV_FILE]
     if file is not None:
-        values = _read_file(Path(file), Path(repo_root))
+        values = read_file(Path(file), Path(repo_root))
         where = f"credentials file {file}"
     else:
         values = {name: env.get(name, "") for name in VARIABLES}
@@ -106,18 +106,21 @@ def load_credentials(
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
     try:
         return path.is_relative_to(root)
     except ValueError:
         return False
 
 
-def _read_file(path: Path, repo_root: Path) -> dict[str, str]:
+def read_file(path: Path, repo_root: Path, names: Iterable[str] = VARIABLES) -> dict[str, str]:
+    """The ``NAME=value`` pairs named in ``names`` of a credentials file that lies outside
+    ``repo_root`` (the one parser of such files: the login here, the routing password and the
+    host's token in the order service)."""
     given = Path(os.path.abspath(path))
     root = Path(os.path.abspath(repo_root))
     root_real = root.resolve()
-    if _inside(given, root) or _inside(given, root_real) or _inside(given.resolve(), root_real):
+    if inside(given, root) or inside(given, root_real) or inside(given.resolve(), root_real):
         raise CredentialsError(
             f"refusing credentials file {path}: it lies inside the repository {root}; "
             "keep it outside (e.g. ~/.config/quantumtrader/profit.env) so it can never be committed"
@@ -154,7 +157,7 @@ def _read_file(path: Path, repo_root: Path) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        if name in VARIABLES:
+        if name in names:
             values[name] = value
         # Other names are ignored: the file may be shared with other settings.
     return values

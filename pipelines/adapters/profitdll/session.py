@@ -26,6 +26,13 @@ message, and a second print with an old time would double the volume and run eve
 backwards. They are counted (``trade_edits``) and the corrected trades kept in ``edits`` (the
 last 1000) for audit.
 
+With ``routing=True`` the login is ``DLLInitializeLogin`` (market data + order routing; the binding
+then registers the order callbacks) and :attr:`ProfitSession.routing` is the
+:class:`~pipelines.adapters.profitdll.routing.OrderRouting` of this login. The DLL's order events
+(``RawOrder``, ``RawOrderError``, ``RawTradingMessage``) share the market-data queue; :meth:`poll`
+hands each one, in callback order, to ``order_sink`` (the host's order service) and never turns
+it into a market event. Without a sink they are counted (``order_events_unhandled``) and dropped.
+
 Malformed data (a trade time that is not a date, an offer array whose sizes do not add up, a book
 action that does not fit the book) is counted and skipped; the events around it flow on. Daily
 callbacks are kept per symbol in ``last_daily``; invalid tickers are counted and logged.
@@ -39,7 +46,7 @@ import logging
 import time
 from collections import Counter, deque
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from pipelines.model.messages import BookSnapshot, Event, Trade
 from pipelines.adapters.profitdll.binding import (
@@ -57,6 +64,7 @@ from pipelines.adapters.profitdll.binding import (
 )
 from pipelines.adapters.profitdll.errors import ProfitDLLError
 from pipelines.adapters.profitdll.offerbook import FULL_BOOK, BookError, OfferArrayError, OfferBook, parse_offer_orders_v2
+from pipelines.adapters.profitdll.routing import OrderRouting, RawOrder, RawOrderError, RawTradingMessage
 from pipelines.adapters.profitdll.structs import TC_IS_EDIT
 from pipelines.model.clock import NS_PER_MS, SAO_PAULO, to_ns
 
@@ -66,13 +74,15 @@ log = logging.getLogger("quantumtrader.profitdll")
 # __new__'s argument handling (a third of the cost of building one per event).
 _tuple_new = tuple.__new__
 LOG_EVERY_S = 10.0  # rate limit for repeated data-error warnings
+ORDER_EVENT_TYPES = (RawOrder, RawOrderError, RawTradingMessage)
 
 
 class ProfitSession:
     """One DLL login in this process (the DLL allows one init per process)."""
 
     def __init__(self, credentials, symbols: Sequence[str], *, dll_path: str | None = None, exchange: str = "F",
-                 book_depth: int = 10, ready_timeout_s: float = 30.0, queue_max: int = 1_000_000):
+                 book_depth: int = 10, ready_timeout_s: float = 30.0, queue_max: int = 1_000_000,
+                 routing: bool = False, order_sink: Callable[[Any], None] | None = None):
         if book_depth < 1:
             raise ValueError(f"book_depth must be at least 1, got {book_depth}")
         self._credentials = credentials
@@ -83,6 +93,9 @@ class ProfitSession:
         self.ready_timeout_s = ready_timeout_s
         self.queue_max = queue_max
         self.dll: ProfitDLL | None = None
+        self.with_routing = routing
+        self.routing: OrderRouting | None = None  # set by start() when routing is on
+        self.order_sink = order_sink
         self.edits: deque[Trade] = deque(maxlen=1000)
         self.last_daily: dict[str, RawDaily] = {}
         self._books: dict[str, OfferBook] = {}
@@ -113,9 +126,14 @@ class ProfitSession:
         self.dll = ProfitDLL(self.dll_path, queue_max=self.queue_max)
         credentials, self._credentials = self._credentials, None  # used once, then dropped
         try:
-            self.dll.initialize_market_login(credentials)
+            if self.with_routing:
+                self.dll.initialize_login(credentials)  # market data + routing, order callbacks registered
+            else:
+                self.dll.initialize_market_login(credentials)
             del credentials
             self.dll.wait_ready(self.ready_timeout_s)
+            if self.with_routing:
+                self.routing = OrderRouting(self.dll)
             log.info("ProfitDLL ready: %s", self._state_text())
             for symbol in self.symbols:
                 self._subscribe(symbol)
@@ -198,11 +216,26 @@ class ProfitSession:
                     log.warning("ProfitDLL: invalid ticker %r on exchange %r", item.ticker, item.exchange)
                 elif kind is RawDepth:
                     self.counts["depth"] += 1
+                elif kind in ORDER_EVENT_TYPES:
+                    self._order_event(item)
             except (ValueError, OverflowError, TypeError, KeyError, IndexError) as e:
                 # One event the decoder cannot place must not take the host (and the feed) down.
                 self._bad(kind.__name__, e)
         return out
 
+
+    def _order_event(self, item: Any) -> None:
+        """An order event goes to the order service, never into the market-data stream."""
+        self.counts["order_events"] += 1
+        sink = self.order_sink
+        if sink is None:
+            self.counts["order_events_unhandled"] += 1
+            return
+        try:
+            sink(item)
+        except Exception as e:  # the sink's failure must not stop market data
+            self.counts["order_sink_errors"] += 1
+            log.warning("order event not handed over: %s: %s", type(e).__name__, e)
 
     def _bad(self, what: str, exc: Exception) -> None:
         self.counts["decode_errors"] += 1
@@ -343,4 +376,6 @@ class ProfitSession:
             "trade_edits": self.trade_edits,
             "book_errors": self.counts["book_errors"],
             "daily": self.counts["daily"],
+            "order_events": self.counts["order_events"],
+            "order_events_unhandled": self.counts["order_events_unhandled"],
         }
