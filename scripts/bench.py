@@ -3,6 +3,7 @@
 
     python scripts/bench.py pipeline [--rates 1000,5000,20000] [--seconds 10] [--warmup 3]
     python scripts/bench.py features [--events 100000] [--batch 1000000] [--naive 300]
+    python scripts/bench.py orders [--orders 300] [--rates 100,500,2000] [--seconds 5]
     python scripts/bench.py decisions [--rates 1000,5000,20000] [--seconds 10] [--decision-ms 100]
     python scripts/bench.py execution [--repeats 3] [--graph-runs 3] [--rate 5000] [--seconds 30] [--only graph]
     python scripts/bench.py profitdll [--events 200000] [--rate 0,53000] [--batch-ms 5] [--graph]
@@ -1119,6 +1120,130 @@ def bench_training_tune(args, cfg, ds, common: dict, statistics) -> None:
          how="Ray Tune + OptunaSearch, 1 CPU per trial, trial actors reused, a fresh local Ray of 1 vs 2 CPUs")
 
 
+def bench_orders(args) -> None:
+    """Decision -> broker acknowledgement through the live path, and the order rate the DLL host
+    sustains with zero loss, on the native fake DLL (tests/fake_profitdll) in its own host process.
+
+    Part 1 (``decision_to_ack``): the execution engine with the live venue, as the execution actor
+    runs it (in this process: the Ray call into the actor is not in the figure), sends market
+    orders through OrderClient -> the host (scripts/feed_bridge.py --routing) -> SendOrder; the
+    fake accepts and fills each from its native thread. Latency = from ``on_decision`` to the
+    venue's ACCEPTED (the ack) and to its last fill; decisions alternate BUY / SELL 1, one at a time.
+    Part 2 (``order_rate``): OrderClient alone sends resting limits (far from the book) as fast as
+    request/reply allows, at each offered rate, for ``--seconds``; an order is lost when its
+    ACCEPTED update never arrives; the fake's log counts what reached the DLL."""
+    import os
+    import subprocess
+    import tempfile
+    from dataclasses import replace
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from pipelines.adapters.bridge.order_client import OrderClient
+    from pipelines.execution.config import ExecutionConfig
+    from pipelines.execution.costs import CostModel
+    from pipelines.execution.engine import ExecutionEngine
+    from pipelines.execution.profitdll_venue import ProfitDLLVenue
+    from pipelines.model.messages import BookSnapshot, Decision, Trade
+    from pipelines.risk.config import RiskConfig
+    from tests.profitdll_fake import build_fake_dll, fake_env, fresh_copy, read_sent_log
+
+    sym, account = "WDOZ26", "308:1234567"
+    tmp = Path(tempfile.mkdtemp(prefix="qt-bench-orders-"))
+    sent = tmp / "sent.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_PROFITDLL_", "PROFIT_"))}
+    env.update({"PROFIT_KEY": "bench-key", "PROFIT_USER": "bench-user", "PROFIT_PASSWORD": "bench-pw",
+                "PROFIT_ROUTING_PASSWORD": "bench-route"})
+    env.update(fake_env(rate=100, events=10, state_delay_us=0, sent_log=sent, routing_password="bench-route",
+                        broker_book=f"{sym}:5000.0x100000000/5000.5x100000000", max_position=1_000_000))
+    cmd = [sys.executable, str(REPO / "scripts" / "feed_bridge.py"), "--source", "profitdll", "--symbols", sym,
+           "--pub", "tcp://127.0.0.1:0", "--rep", "tcp://127.0.0.1:0", "--orders", "tcp://127.0.0.1:0",
+           "--order-pub", "tcp://127.0.0.1:0", "--routing", "--account", account, "--state-dir", str(tmp / "state"),
+           "--max-orders-per-s", "1000000", "--order-burst", "1000000", "--exit-with-parent",
+           "--dll-path", str(fresh_copy(build_fake_dll(), tmp)), "--log-level", "WARNING"]
+    host = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                            text=True)
+    try:
+        line = host.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the DLL host did not start: {line.strip()!r}")
+        info = orjson.loads(line[6:])
+        client = OrderClient(info["orders"], info["order_pub"], account)
+        s = 1_000_000_000
+        t0 = int(datetime(2026, 12, 1, 11, 0, tzinfo=ZoneInfo("America/Sao_Paulo")).timestamp()) * s
+        cfg = ExecutionConfig(account="bench", venue="profitdll")
+        cfg = replace(cfg, policy=replace(cfg.policy, style="market"))
+        venue = ProfitDLLVenue(client, "bench", costs=CostModel(), tick_sizes={sym: 0.5})
+        # every round trip loses the spread on the fixed book: no cooldown, no daily loss limit here
+        engine = ExecutionEngine(cfg, RiskConfig(account="bench", max_orders_per_s=1000, max_consecutive_losses=0,
+                                                 max_daily_loss=0, max_drawdown=0), (sym,),
+                                 tick_sizes={sym: 0.5}, venue=venue)
+        ack_ms, fill_ms = [], []
+        for i in range(args.orders):
+            ts = t0 + (i + 1) * s  # a second of event time apart: the risk engine's rate limits stay out of it
+            engine.on_market([BookSnapshot(sym, ts, ts, 2 * i + 1, (5000.0,), (10,), (5000.5,), (10,)),
+                              Trade(sym, ts, ts, 2 * i + 2, 5000.5, 1, "BUY")])
+            d = Decision(f"{sym}:{i}", sym, ts, 2 * i + 2, "BUY" if i % 2 == 0 else "SELL", 1, 0.6, 0.6, 5000.5,
+                         10 * s, (), {}, {})
+            start = time.perf_counter()
+            step = engine.on_decision(d)
+            if not step.orders:
+                raise SystemExit(f"decision {i} made no order: {step.risk_events} {engine.stats()['risk']}")
+            coid = step.orders[-1].client_order_id
+            acked = None
+            while True:
+                out = engine.poll_venue()
+                now = time.perf_counter()
+                for e in out.order_events:
+                    if e.client_order_id == coid and acked is None and e.status != "SUBMITTED":
+                        acked = now
+                if any(e.client_order_id == coid and e.status == "FILLED" for e in out.order_events):
+                    break
+                if now - start > 10:
+                    raise SystemExit(f"order {coid} not filled in 10 s: {venue.stats()}")
+            ack_ms.append((acked - start) * 1000)
+            fill_ms.append((now - start) * 1000)
+        a, f = np.array(ack_ms), np.array(fill_ms)
+        emit(bench="orders", part="decision_to_ack", orders=len(a), p50_ms=round(float(np.median(a)), 3),
+             p99_ms=round(float(np.percentile(a, 99)), 3), fill_p50_ms=round(float(np.median(f)), 3),
+             fill_p99_ms=round(float(np.percentile(f, 99)), 3))
+
+        for rate in args.rates:
+            client.request("cancel_all", {}, 5.0)
+            client.poll_updates(1_000_000, 0.2)
+            sent_before = sum(1 for r in read_sent_log(sent) if r["kind"] == "send_order")
+            coids, acked, start, n = set(), set(), time.perf_counter(), 0
+            while time.perf_counter() - start < args.seconds:
+                due = start + n / rate
+                while time.perf_counter() < due:
+                    for u in client.poll_updates(10_000, 0.0):
+                        if u.kind == "order" and u.coid in coids and u.status == "ACCEPTED":
+                            acked.add(u.coid)
+                coid = f"bench-{rate}-{n}"
+                reply = client.request("send", {"coid": coid, "symbol": sym, "side": "BUY", "type": "LIMIT",
+                                                "quantity": 1, "price": 4000.0, "stop_price": None}, 5.0)
+                if reply.get("ok"):
+                    coids.add(coid)
+                n += 1
+            elapsed = time.perf_counter() - start
+            deadline = time.perf_counter() + 5
+            while len(acked) < len(coids) and time.perf_counter() < deadline:
+                for u in client.poll_updates(10_000, 0.05):
+                    if u.kind == "order" and u.coid in coids and u.status == "ACCEPTED":
+                        acked.add(u.coid)
+            at_dll = sum(1 for r in read_sent_log(sent) if r["kind"] == "send_order") - sent_before
+            emit(bench="orders", part="order_rate", offered_per_s=rate, sent=n, sent_per_s=round(n / elapsed, 1),
+                 accepted_by_host=len(coids), at_dll=at_dll, acked=len(acked), lost=len(coids) - len(acked),
+                 zero_loss=len(acked) == len(coids) == at_dll == n)
+        client.close()
+    finally:
+        host.terminate()
+        try:
+            host.wait(10)
+        except subprocess.TimeoutExpired:
+            host.kill()
+
+
 def graph_parser(sub, name: str, help_text: str, warmup: float):
     """A subcommand that runs the actor graph at a list of offered rates."""
     p = sub.add_parser(name, help=help_text)
@@ -1142,6 +1267,11 @@ def main(argv=None) -> int:
     pp.add_argument("--features", action="store_true", help="include the FeatureEngine and its ZeroMQ analytics")
     pd_ = graph_parser(sub, "decisions", "tick -> decision latency through the whole graph, max sustained rate", warmup=5.0)
     pd_.add_argument("--decision-ms", type=float, default=100.0)
+    po = sub.add_parser("orders", help="decision -> broker ack latency and order rate through the DLL host (fake DLL)")
+    po.add_argument("--orders", type=int, default=300, help="decisions for the latency part (default: %(default)s)")
+    po.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")], default=[100, 500, 2000],
+                    help="offered orders/s for the rate part, comma-separated (default: 100,500,2000)")
+    po.add_argument("--seconds", type=float, default=5.0, help="per offered rate (default: %(default)s)")
     pf = sub.add_parser("features", help="feature engine: incremental update, vector, batch, naive baseline")
     pf.add_argument("--events", type=int, default=100_000)
     pf.add_argument("--batch", type=int, default=1_000_000)
@@ -1222,6 +1352,8 @@ def main(argv=None) -> int:
         bench_training(args)
     elif args.bench == "profitdll":
         bench_profitdll(args)
+    elif args.bench == "orders":
+        bench_orders(args)
     elif args.bench == "execution":
         if args.only != "graph":
             bench_execution(args)

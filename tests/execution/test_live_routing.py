@@ -112,3 +112,57 @@ def test_decisions_become_broker_orders_and_fills_and_a_killed_host_loses_nothin
     # realized P&L, by hand: bought 15002 (3 contracts), sold 15000: -2 points x R$10
     assert engine.positions.position(SYMBOL).realized_pnl == pytest.approx(-20.0)
     dll_host.assert_no_secrets()
+
+
+def live_actor(host, routing: str):
+    """The execution actor as the graph builds it for execution.venue: profitdll (no Valkey, no Ray peers)."""
+    from actors.config import ActorConfig
+    from actors.execution import ExecutionActor
+    from pipelines.execution.config import ProfitDLLVenueConfig
+
+    cfg = ExecutionConfig(account=ACCOUNT, venue="profitdll",
+                          profitdll=ProfitDLLVenueConfig(orders=host.info["orders"], updates=host.info["order_pub"],
+                                                         broker_account="308:1234567"))
+    cfg = replace(cfg, policy=replace(cfg.policy, style="market"))
+    return ExecutionActor(ActorConfig(cfg, symbols=(SYMBOL,)), risk=RiskConfig(account=ACCOUNT), symbols=(SYMBOL,),
+                          tick_sizes={SYMBOL: 0.5}, routing=routing)
+
+
+def test_a_shadow_run_never_trades_through_a_live_host_and_flatten_closes_through_the_dll(dll_host, tmp_path):
+    sent = tmp_path / "sent.log"
+    host = dll_host.host("live-host", "--routing", fake={"sent_log": sent})
+    # --shadow meeting a host that routes live: halted at start, with the reason, and nothing sent
+    shadow = live_actor(host, "shadow")
+    try:
+        st = shadow.stats()
+        assert st["trading_state"] == "HALTED" and "routes LIVE" in st["venue_error"] and "--shadow" in st["venue_error"]
+        shadow.on_batch([BookSnapshot(SYMBOL, T0, T0, 1, (5000.0,), (3,), (5000.5,), (2,)),
+                         Trade(SYMBOL, T0 + 1, T0 + 1, 2, 5000.5, 1, "BUY")], {SYMBOL: 0})
+        shadow.on_decisions([decide("BUY", 1, T0 + 1, 2)])
+        assert shadow.stats()["counts"].get("orders", 0) == 0
+    finally:
+        shadow.close()
+    assert not [r for r in broker_rows(sent) if r["kind"] == "send_order"]
+
+    # --live on the same host: a BUY 2 fills at the broker; the kill switch's flatten closes it there
+    live = live_actor(host, "live")
+    try:
+        assert live.stats()["venue_error"] is None and live.stats()["trading_state"] == "ACTIVE"
+        live.on_batch([BookSnapshot(SYMBOL, T0, T0, 1, (5000.0,), (3,), (5000.5,), (2,)),
+                       Trade(SYMBOL, T0 + 1, T0 + 1, 2, 5000.5, 1, "BUY")], {SYMBOL: 0})
+        assert live.on_decisions([decide("BUY", 2, T0 + 1, 2)]) == 1
+        wait_for(lambda: live.ping() and live.engine.positions.position(SYMBOL).quantity == 2, 10, 0.01,
+                 "the buy filled at the broker")
+        live.command("flatten", "tester", "kill switch test")
+        wait_for(lambda: live.ping() and live.engine.positions.position(SYMBOL).quantity == 0, 10, 0.01,
+                 "the flatten filled at the broker")
+        assert live.stats()["trading_state"] == "HALTED"  # flatten halts, as on paper
+    finally:
+        live.close()
+    sends = [r for r in broker_rows(sent) if r["kind"] == "send_order"]
+    # the buy, then the close: a market sell of 2 (type 1 market, side 2 sell, price -1)
+    assert [(r["side"], r["type"], int(r["qty"]), float(r["price"])) for r in sends] == [
+        ("1", "1", 2, -1.0), ("2", "1", 2, -1.0)]
+    broker = dll_host.ask(dll_host.client(host), "positions", {"symbols": [SYMBOL]})["positions"][SYMBOL]
+    assert broker["quantity"] == 0
+    dll_host.assert_no_secrets()
