@@ -63,7 +63,12 @@ def test_sigkill_every_actor_kind_and_stop_valkey(ray_session, model_dir, own_va
     cfg = config_from_dict({
         "namespace": f"chaos{uuid.uuid4().hex[:6]}",
         "symbols": [SYM],
-        "feed": {"batch_max_ms": 5, "simulator": {"seed": 5, "rate": 300, "speed": 5, "start": SESSION_START}},
+        # The resend window must outlast the slowest restart (a features restart took 17 s on a loaded
+        # 2-core CI machine: 26k events at 1,500/s, past the default 20k, and the decisions on the
+        # events it could no longer resend were missing). What a window too short loses is the
+        # feed tests' subject, not this one's.
+        "feed": {"batch_max_ms": 5, "resend_window_events": 100_000,
+                 "simulator": {"seed": 5, "rate": 300, "speed": 5, "start": SESSION_START}},
         "zmq": ports,
         "valkey": {"maxlen": 5_000_000},  # keep the whole run: the check reads every event back
         "recorder": {"enabled": False},
