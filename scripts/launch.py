@@ -131,7 +131,9 @@ def execution_summary(name: str, s: dict) -> str:
     positions = " ".join(f"{sym}={q:+d}" for sym, q in sorted((s.get("positions") or {}).items())) or "flat"
     state = s.get("trading_state", "?")
     why = f" ({s['risk_reason']})" if state != "ACTIVE" and s.get("risk_reason") else ""
-    return (f"{s.get('account', name.split(':', 1)[1])} orders={counts.get('orders', 0)} "
+    routing = s.get("routing")  # real orders (or their rehearsal) say so on every line
+    mode = " [LIVE]" if routing == "live" else f" [{routing}]" if routing else ""
+    return (f"{s.get('account', name.split(':', 1)[1])}{mode} orders={counts.get('orders', 0)} "
             f"fills={counts.get('fills', 0)} denied={counts.get('denied', 0)} "
             f"working={s.get('working_orders', 0)} position {positions} | "
             f"day P&L net R$ {acct.get('day_pnl_net', 0.0):,.2f} (gross {acct.get('day_pnl_gross', 0.0):,.2f}, "

@@ -3,7 +3,7 @@
 import pytest
 
 from pipelines.config import ConfigError, config_from_dict, load_config
-from tests.helpers import run_launch, simulated_events
+from tests.helpers import REPO, run_launch, simulated_events
 
 
 def test_default_config_loads_with_the_documented_defaults():
@@ -85,6 +85,42 @@ def test_launch_with_a_missing_or_broken_config_exits_2(tmp_path):
     broken.write_text("feed: [unclosed\n")
     r = run_launch("--config", str(broken))
     assert r.returncode == 2 and "invalid YAML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_live_trading_needs_the_config_and_the_command_line(tmp_path):
+    """Paper is the default; real orders need execution.venue: profitdll, an account, the risk
+    engine on, and --live (or --shadow) -- each missing piece is one line and exit 2, before
+    anything starts."""
+    live = tmp_path / "live.yaml"
+    live.write_text('execution:\n  venue: profitdll\n  profitdll:\n    broker_account: "308:1234567"\n')
+    r = run_launch("--config", str(live))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "config error: execution.venue: profitdll sends real orders: add --live (or --shadow to rehearse)")
+    r = run_launch("--live")  # the default config trades on paper
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "config error: execution.venue: --live needs execution.venue: profitdll (it is simulated)")
+    no_account = tmp_path / "no_account.yaml"
+    no_account.write_text("execution:\n  venue: profitdll\n")
+    r = run_launch("--config", str(no_account), "--live")
+    assert r.returncode == 2 and r.stderr.startswith("config error: execution.profitdll.broker_account: expected")
+    unguarded = tmp_path / "unguarded.yaml"
+    unguarded.write_text(live.read_text() + "risk:\n  enabled: false\n")
+    r = run_launch("--config", str(unguarded), "--live")
+    assert r.returncode == 2 and r.stderr.startswith("config error: risk.enabled: must be true")
+    assert not [x for x in (r.stdout,) if "READY" in x]
+
+
+def test_the_progress_line_says_when_orders_are_real():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_script", REPO / "scripts" / "launch.py")
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    base = {"counts": {"orders": 2}, "account": "acct", "trading_state": "ACTIVE"}
+    assert launch.execution_summary("execution:acct", base).startswith("acct orders=2 ")
+    assert launch.execution_summary("execution:acct", {**base, "routing": "live"}).startswith("acct [LIVE] orders=2 ")
+    assert launch.execution_summary("execution:acct", {**base, "routing": "shadow"}).startswith(
+        "acct [shadow] orders=2 ")
 
 
 def test_launch_rejects_a_bad_symbol_override():

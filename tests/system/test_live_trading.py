@@ -22,6 +22,7 @@ from actors.wiring import MarketDataGraph
 from pipelines.config import config_from_dict
 from pipelines.execution.config import ProfitDLLVenueConfig
 from pipelines.persistence.connection import connect
+from pipelines.persistence.risk_store import send_command
 from pipelines.persistence.trading_store import ORDERS_STREAM, TradingStore
 from tests.order_host import ACCOUNT, ROUTING_PASSWORD, SYMBOL, TOKEN, broker_rows
 from tests.helpers import EPHEMERAL_PORTS, FAST_RECONNECT, ZmqCollector, wait_for
@@ -78,9 +79,19 @@ def test_decisions_trade_through_the_dll_host_into_valkey_and_zeromq(ray_session
         # the subscriber is connected once it has seen a message (ZeroMQ drops what a SUB missed while
         # joining): from then on every fill published must reach it
         wait_for(lambda: sub.items, 30, 0.05, "a first message on ZeroMQ 5561")
-        seen = ray.get(ex.stats.remote(), timeout=10)["counts"].get("fills", 0)
-        wait_for(lambda: ray.get(ex.stats.remote(), timeout=10)["counts"].get("fills", 0) >= seen + 3, 90, 0.2,
-                 lambda: f"three more fills through the DLL host; {ray.get(ex.stats.remote(), timeout=10)}")
+
+        def stats() -> dict:
+            return ray.get(ex.stats.remote(), timeout=10)
+
+        wait_for(lambda: stats()["counts"].get("fills", 0) >= 1, 90, 0.2, lambda: f"a first fill; {stats()}")
+        # How many more trades the model's decisions make is the model's business: the kill switch
+        # makes one for sure (a flatten closes the position at the broker), and a flat account
+        # waits for its next entry.
+        now = stats()
+        if now["positions"]:
+            send_command(client, account, "flatten", "tester", "live e2e")
+        wait_for(lambda: stats()["counts"].get("fills", 0) > now["counts"]["fills"], 90, 0.2,
+                 lambda: f"a fill after ZeroMQ joined; {stats()}")
         final = g.shutdown()[f"execution:{account}"]
         fills = store.fills_since(0, account=account)
         events = [orjson.loads(f[b"json"]) for _i, f in client.xrange(ORDERS_STREAM)]
@@ -108,7 +119,7 @@ def test_decisions_trade_through_the_dll_host_into_valkey_and_zeromq(ray_session
     assert [{"1": "BUY", "2": "SELL"}[r["side"]] for r in logged_fills] == [f.side for f in fills]
     published = [m["fill_id"] for topic, m in sub.items if topic.startswith(b"fill.")]
     ids = [f.fill_id for f in fills]
-    assert len(published) >= 3 and published == ids[ids.index(published[0]):]
+    assert published and published == ids[ids.index(published[0]):]
     # The position in Valkey is the broker's.
     signed = sum(f.quantity if f.side == "BUY" else -f.quantity for f in fills)
     assert position.quantity == signed == broker["quantity"]
