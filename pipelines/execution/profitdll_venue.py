@@ -257,7 +257,10 @@ class ProfitDLLVenue:
         fills: list[Fill] = []
         seen = set()
         foreign = 0
-        for u in reply.get("orders") or ():
+        orders = reply.get("orders")
+        if not isinstance(orders, list):
+            raise LinkError(f"orders reply without an order list: {type(orders).__name__}")
+        for u in orders:
             coid = u.get("coid") if isinstance(u, dict) else None
             if coid in self._orders:
                 seen.add(coid)
@@ -273,8 +276,17 @@ class ProfitDLLVenue:
         pos_reply = self.link.request("positions", {"symbols": symbols}, self.timeout_s)
         if not pos_reply.get("ok"):
             raise LinkError(f"positions refused by the DLL host: {pos_reply.get('error')}")
+        positions = {}
+        for sym, p in (pos_reply.get("positions") or {}).items() if isinstance(pos_reply.get("positions"), dict) else ():
+            try:  # a position the engine can compare: an integer quantity and a finite average price
+                q, avg = p["quantity"], float(p.get("avg_price") or 0.0)
+                if type(q) is not int or not math.isfinite(avg):
+                    raise TypeError
+                positions[sym] = {"quantity": q, "avg_price": avg}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.count["positions_bad"] += 1
         report = {"ts": now_ns, "foreign_orders": foreign, "missing_orders": len(missing),
-                  "fills": len(fills), "positions": dict(pos_reply.get("positions") or {})}
+                  "fills": len(fills), "positions": positions}
         self.count["reconciles"] += 1
         self.count["foreign_orders"] += foreign
         self.count["missing_orders"] += len(missing)

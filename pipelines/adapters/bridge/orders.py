@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from pipelines.adapters.bridge.protocol import VERSION, ProtocolError, VersionMismatch
+from pipelines.adapters.bridge.protocol import VERSION, ProtocolError, VersionMismatch, load_request
 from pipelines.model.orders import LIMIT, ORDER_TYPES, SIDES, STATUSES, STOP_LIMIT
 from pipelines.model.settings import SYMBOL_RE
 
@@ -265,16 +265,7 @@ def decode_command(payload: bytes) -> Request:
     wrong (never quoting the token), :class:`VersionMismatch` for another protocol version."""
     if len(payload) > MAX_REQUEST_BYTES:
         raise ProtocolError(f"request of {len(payload)} bytes is over the {MAX_REQUEST_BYTES} byte limit")
-    try:
-        req = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("request is not JSON") from None
-    if not isinstance(req, dict):
-        raise ProtocolError("request is not a JSON object")
-    if "v" not in req:
-        raise ProtocolError("request has no protocol version 'v'")
-    if req["v"] != VERSION:
-        raise VersionMismatch(req["v"])
+    req = load_request(payload)
     cmd = req.get("cmd")
     if type(cmd) is not str or cmd not in COMMANDS:
         raise ProtocolError(f"unknown command {_shown(cmd)} (known: {', '.join(COMMANDS)})")

@@ -237,8 +237,9 @@ def encode_request(cmd: str, **args: Any) -> bytes:
     return orjson.dumps({"v": VERSION, "cmd": cmd, **args})
 
 
-def decode_request(payload: bytes) -> tuple[str, dict]:
-    """(cmd, args) of a request. Raises :class:`ProtocolError` naming what is wrong."""
+def load_request(payload: bytes) -> dict:
+    """The request object of either REP/ROUTER socket of the bridge (market data and orders), its
+    version checked. Raises :class:`ProtocolError` naming what is wrong, :class:`VersionMismatch`."""
     try:
         req = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -249,6 +250,12 @@ def decode_request(payload: bytes) -> tuple[str, dict]:
         raise ProtocolError("request has no protocol version 'v'")
     if req["v"] != VERSION:
         raise VersionMismatch(req["v"])
+    return req
+
+
+def decode_request(payload: bytes) -> tuple[str, dict]:
+    """(cmd, args) of a request. Raises :class:`ProtocolError` naming what is wrong."""
+    req = load_request(payload)
     cmd = req.get("cmd")
     if cmd not in COMMANDS:
         raise ProtocolError(f"unknown command {str(cmd)[:40]!r} (known: {', '.join(COMMANDS)})")
