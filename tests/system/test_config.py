@@ -107,7 +107,7 @@ def test_live_trading_needs_the_config_and_the_command_line(tmp_path):
     unguarded.write_text(live.read_text() + "risk:\n  enabled: false\n")
     r = run_launch("--config", str(unguarded), "--live")
     assert r.returncode == 2 and r.stderr.startswith("config error: risk.enabled: must be true")
-    assert not [x for x in (r.stdout,) if "READY" in x]
+    assert "READY" not in r.stdout
 
 
 def test_the_progress_line_says_when_orders_are_real():
